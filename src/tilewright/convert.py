@@ -1,0 +1,199 @@
+"""Convert one image or slide to a pyramid (DZI, TIFF or IIIF): the core every front end calls.
+
+Steps: open (detect by content, check limits) -> plan -> write (libvips, streaming,
+into staging) -> publish (atomic rename) -> summarise. Errors are `TilewrightError`s
+with one-line reasons; staging is always removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyvips
+
+from tilewright.config import Settings, get_settings
+from tilewright.errors import CancelledError, InputError, TilewrightError
+from tilewright.formats import SlideReader, open_slide
+from tilewright.outputs import WRITERS, Plan, PyramidWriter, WriteOptions
+from tilewright.outputs.base import remove_staging
+from tilewright.pipeline import ProgressFn, Runner, Step, _never, _no_progress
+
+log = logging.getLogger(__name__)
+
+
+class OutputWriteError(TilewrightError):
+    """Writing the output failed (disk full, permissions): not the input's fault."""
+
+    exit_code = 1
+    http_status = 500
+
+
+@dataclass
+class ConvertResult:
+    source: str
+    kind: str
+    output: str
+    paths: list[str]
+    width: int
+    height: int
+    levels: int
+    tiles: int
+    bytes: int
+    seconds: float
+    dry_run: bool = False
+    reader: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Context:
+    source: Path
+    kind: str
+    output: Path
+    options: WriteOptions
+    settings: Settings
+    dry_run: bool
+    reader: SlideReader | None = None
+    writer: PyramidWriter | None = None
+    plan: Plan | None = None
+    staging: Path | None = None
+    staged: list[Path] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+
+
+def make_options(kind: str, settings: Settings, *, tile_size: int | None = None, overlap: int | None = None,
+                 tile_format: str | None = None, quality: int | None = None, base_only: bool = False,
+                 overwrite: bool = False, iiif_id: str | None = None) -> WriteOptions:
+    """Write options from explicit values, falling back to the settings for each kind."""
+    default_size = {"dzi": settings.dzi_tile_size, "tiff": settings.tiff_tile_size,
+                    "iiif": settings.iiif_tile_size}[kind]
+    size = tile_size or default_size
+    if kind == "tiff" and size % 16:
+        raise InputError(f"TIFF tile size must be a multiple of 16, not {size}")
+    return WriteOptions(
+        tile_size=size,
+        overlap=(settings.dzi_overlap if overlap is None else overlap) if kind == "dzi" else 0,
+        tile_format=tile_format or settings.tile_format,
+        quality=quality or settings.quality,
+        base_only=base_only,
+        overwrite=overwrite,
+        **({"iiif_id": iiif_id} if iiif_id else {}),
+    )
+
+
+def convert(source: str | Path, output: str | Path, kind: str = "dzi", *, options: WriteOptions | None = None,
+            settings: Settings | None = None, dry_run: bool = False, progress: ProgressFn = _no_progress,
+            cancelled=_never) -> ConvertResult:
+    settings = settings or get_settings()
+    if kind not in WRITERS:
+        raise InputError(f"unknown output kind {kind!r}; choose one of {', '.join(WRITERS)}")
+    options = options or make_options(kind, settings)
+    ctx = _Context(Path(source), kind, Path(output), options, settings, dry_run)
+    runner = Runner(settings.time_limit_seconds, progress, cancelled)
+    started = time.perf_counter()
+    steps = [
+        Step("open", _open, 0.01),
+        Step("plan", _plan, 0.0),
+    ]
+    if not dry_run:
+        steps += [Step("write", lambda c: _write(c, runner), 0.97), Step("publish", _publish, 0.02)]
+    try:
+        runner.run(steps, ctx)
+    finally:
+        if ctx.staging is not None:
+            remove_staging(ctx.staging)
+        if ctx.reader is not None:
+            ctx.reader.close()
+    assert ctx.plan is not None and ctx.reader is not None and ctx.writer is not None
+    return ConvertResult(
+        source=str(ctx.source), kind=kind, output=str(ctx.writer.final_paths()[-1]),
+        paths=[str(p) for p in ctx.writer.final_paths()], width=ctx.reader.width, height=ctx.reader.height,
+        levels=len(ctx.plan.levels), tiles=ctx.files or ctx.plan.tiles, bytes=ctx.bytes,
+        seconds=round(time.perf_counter() - started, 3), dry_run=dry_run, reader=ctx.reader.name,
+    )
+
+
+def _open(ctx: _Context) -> None:
+    ctx.reader = open_slide(ctx.source, ctx.settings)
+    if ctx.reader.mpp:
+        ctx.options.mpp = ctx.reader.mpp
+    ctx.writer = WRITERS[ctx.kind](ctx.output, ctx.options)
+    ctx.writer.check_output()
+
+
+def _plan(ctx: _Context) -> None:
+    assert ctx.reader and ctx.writer
+    ctx.plan = ctx.writer.plan(ctx.reader.width, ctx.reader.height)
+
+
+def _write(ctx: _Context, runner: Runner) -> None:
+    assert ctx.reader and ctx.writer
+    if ctx.settings.vips_concurrency:
+        pyvips.concurrency_set(ctx.settings.vips_concurrency)
+    image = ctx.reader.level_image(0, sequential=True)
+    killed = runner.watch(image)
+    ctx.staging = ctx.writer.staging_dir()
+    try:
+        ctx.staged = ctx.writer.write(image, ctx.staging)
+    except pyvips.Error as exc:
+        if killed():
+            runner.check()  # raises the CancelledError that explains why
+            raise CancelledError("cancelled") from exc
+        raise _explain(ctx, exc) from exc
+    cause = ctx.reader.read_error()
+    if cause is not None:  # a bridged read failed but libvips carried on with what it had
+        raise InputError(f"cannot read pixels: {_one_line(cause)}", path=ctx.source) from cause
+
+
+def _publish(ctx: _Context) -> None:
+    assert ctx.writer
+    for staged in ctx.staged:
+        files, size = _measure(staged)
+        ctx.files += files
+        ctx.bytes += size
+    ctx.writer.publish(ctx.staged)
+
+
+def _measure(path: Path) -> tuple[int, int]:
+    """(tiles, bytes) of a staged output; a single file (TIFF) counts no tiles here (the plan has them)."""
+    if path.is_file():
+        return 0, path.stat().st_size
+    tiles = size = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            size += os.stat(os.path.join(root, name)).st_size
+            tiles += not name.endswith((".json", ".xml"))
+    return tiles, size
+
+
+def _explain(ctx: _Context, exc: pyvips.Error) -> TilewrightError:
+    """Turn a libvips failure into a user-facing error: the input's fault, or the output's."""
+    assert ctx.reader
+    cause = ctx.reader.read_error()
+    if cause is not None:
+        return InputError(f"cannot read pixels: {_one_line(cause)}", path=ctx.source)
+    text = _vips_reason(exc)
+    lowered = text.lower()
+    if any(s in lowered for s in ("no space left", "permission denied", "unable to write", "read-only file system",
+                                  "disk quota")):
+        return OutputWriteError(f"cannot write output: {text}", path=ctx.output)
+    return InputError(f"image data is corrupt or truncated: {text}", path=ctx.source)
+
+
+def _vips_reason(exc: pyvips.Error) -> str:
+    detail = getattr(exc, "detail", "") or ""
+    lines = [ln.strip() for ln in (detail or str(exc)).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith("unable to call")]
+    return " ".join((useful or lines or ["libvips error"])[:2])[:300]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__

@@ -1,0 +1,50 @@
+"""The errors tilewright reports to users.
+
+Every failure a user can cause (a bad file, a limit, an existing output) is a
+`TilewrightError` with a one-line message. The CLI turns it into an exit code and
+one line on stderr; the server turns it into a JSON 4xx. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class TilewrightError(Exception):
+    """Base class: a problem the user can act on. `exit_code` is what the CLI returns."""
+
+    exit_code = 2
+    http_status = 400
+
+    def __init__(self, message: str, *, path: object | None = None) -> None:
+        self.path = str(path) if path is not None else None
+        self.reason = message
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class InputError(TilewrightError):
+    """The input cannot be used: empty, corrupt, truncated or of an unsupported format."""
+
+
+class UnsupportedFormatError(InputError):
+    """No reader recognised the file's content."""
+
+    http_status = 415
+
+
+class LimitExceededError(InputError):
+    """A configured limit (pixels, bytes, time) refused the work."""
+
+    http_status = 413
+
+
+class OutputExistsError(TilewrightError):
+    """The output is already there and `--overwrite` was not given."""
+
+    exit_code = 3
+    http_status = 409
+
+
+class CancelledError(TilewrightError):
+    """The work was cancelled or ran past its time limit; nothing was published."""
+
+    exit_code = 4
+    http_status = 408

@@ -1,0 +1,119 @@
+"""OME-TIFF (pyramidal through SubIFDs, or a single level) through tifffile.
+
+tifffile understands OME's axes (T, C, Z, S), SubIFD pyramids and codecs the
+libvips wheel lacks; regions are read through its zarr store, so only the tiles
+(or strips) a request touches are decoded. Time points and focal planes other than
+the first are not shown; of more than three channels the first three are.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyvips
+import tifffile
+import zarr
+
+from tilewright.config import Settings
+from tilewright.errors import InputError
+from tilewright.formats.base import Level, SlideReader, pyramid_downsamples
+
+log = logging.getLogger(__name__)
+
+
+class OmeTiffReader(SlideReader):
+    name = "ometiff"
+
+    @classmethod
+    def check(cls, path: Path, head: bytes) -> bool:
+        if head[:4] not in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+            return False
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return bool(tif.is_ome)
+        except Exception:  # noqa: BLE001
+            return False
+
+    def __init__(self, path: Path, settings: Settings | None = None) -> None:
+        super().__init__(path, settings)
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+            series = self._tif.series[0]
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"not a readable OME-TIFF: {exc}", path=self.path) from exc
+        self.format = "ome-tiff"
+        self._axes = series.axes
+        self._dtype = np.dtype(series.dtype)
+        keyframes = [level.keyframe for level in series.levels]
+        y_axis, x_axis = self._axes.index("Y"), self._axes.index("X")
+        sizes = [(level.shape[x_axis], level.shape[y_axis]) for level in series.levels]
+        self.levels = [Level(w, h, d) for (w, h), d in zip(sizes, pyramid_downsamples(sizes[0], sizes))]
+        key = keyframes[0]
+        self.tiled = bool(key.is_tiled)
+        self.tile_size = (key.tilewidth, key.tilelength) if key.is_tiled else (min(512, sizes[0][0]), min(512, sizes[0][1]))
+        channels = 1
+        for axis in "CS":
+            if axis in self._axes:
+                channels *= series.shape[self._axes.index(axis)]
+        self.bands = 3 if channels >= 3 else 1
+        self.properties = {"ome.axes": self._axes, "ome.dtype": str(self._dtype),
+                           "ome.shape": "x".join(map(str, series.shape))}
+        self.mpp = _ome_mpp(self._tif)
+        self._stores = [zarr.open(series.aszarr(level=i), mode="r") for i in range(len(series.levels))]
+        self._range = self._value_range()
+
+    def _value_range(self) -> tuple[float, float]:
+        """Integer images deeper than 8 bits are scaled by the range of the smallest level."""
+        if self._dtype == np.uint8:
+            return (0.0, 255.0)
+        smallest = np.asarray(self._stores[-1][...])
+        lo, hi = float(smallest.min()), float(smallest.max())
+        return (lo, hi if hi > lo else lo + 1)
+
+    def _read(self, level: int):
+        store = self._stores[level]
+        axes = self._axes
+        lo, hi = self._range
+        bands = self.bands
+
+        def read_tile(x: int, y: int, w: int, h: int) -> np.ndarray:
+            index = []
+            for axis in axes:
+                index.append(slice(y, y + h) if axis == "Y" else slice(x, x + w) if axis == "X"
+                             else slice(None) if axis in "CS" else 0)
+            block = np.asarray(store[tuple(index)])
+            kept = [a for a in axes if a in "YXCS"]
+            # move to (Y, X, channels...)
+            order = [kept.index("Y"), kept.index("X")] + [i for i, a in enumerate(kept) if a in "CS"]
+            block = np.transpose(block, order).reshape(h, w, -1)
+            block = block[:, :, :3] if bands == 3 else block[:, :, :1]
+            if block.dtype != np.uint8:
+                block = np.clip((block.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+            return block
+
+        return read_tile
+
+    def _level_image(self, level: int, sequential: bool) -> pyvips.Image:
+        lvl = self.levels[level]
+        return self._bridged(lvl.width, lvl.height, self.bands, self._read(level))
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+def _ome_mpp(tif: tifffile.TiffFile) -> tuple[float, float] | None:
+    try:
+        import xml.etree.ElementTree as ET
+
+        root = ET.fromstring(tif.ome_metadata)
+        pixels = next(el for el in root.iter() if el.tag.endswith("Pixels"))
+        x, y = pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeY")
+        unit = pixels.get("PhysicalSizeXUnit", "µm")
+        if x is None or y is None:
+            return None
+        factor = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}.get(unit)
+        return None if factor is None else (float(x) * factor, float(y) * factor)
+    except Exception:  # noqa: BLE001
+        return None

@@ -1,0 +1,142 @@
+"""Images libvips reads natively: JPEG, PNG, WebP, GIF, HEIF/AVIF, and TIFF (flat or pyramidal).
+
+libvips decodes these lazily and in parallel, so this is the fastest path; it is
+tried after the slide readers, which claim the vendor formats first. For TIFF,
+tifffile lists the pyramid (pages or SubIFDs) and libvips reads each level with
+`page=` / `subifd=`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pyvips
+import tifffile
+
+from tilewright.config import Settings
+from tilewright.errors import InputError, UnsupportedFormatError
+from tilewright.formats.base import Level, SlideReader, pyramid_downsamples
+
+log = logging.getLogger(__name__)
+
+# loaders that would "read" almost anything (text, raw matrices) and must not claim a file
+_REFUSED_LOADERS = ("Csv", "Matrix", "Raw", "Vips", "Fits", "Analyze")
+
+
+def _loader_name(path: Path) -> str | None:
+    """libvips' own sniffing of the file's first bytes: 'VipsForeignLoadJpegFile', or None."""
+    pointer = pyvips.vips_lib.vips_foreign_find_load(str(path).encode())
+    if pointer == pyvips.ffi.NULL:
+        pyvips.vips_lib.vips_error_clear()
+        return None
+    return pyvips.ffi.string(pointer).decode()
+
+
+class VipsReader(SlideReader):
+    name = "vips"
+
+    @classmethod
+    def check(cls, path: Path, head: bytes) -> bool:
+        loader = (_loader_name(path) or "").replace("VipsForeignLoad", "")
+        return bool(loader) and not loader.startswith(_REFUSED_LOADERS)
+
+    def __init__(self, path: Path, settings: Settings | None = None) -> None:
+        super().__init__(path, settings)
+        loader = _loader_name(self.path) or ""
+        # 'VipsForeignLoadJpegFile' -> 'jpeg'
+        self.format = loader.replace("VipsForeignLoad", "").replace("File", "").lower() or "unknown"
+        if self.format.startswith("tiff"):
+            self.format = "tiff"
+        try:
+            header = pyvips.Image.new_from_file(str(self.path), fail_on="error")
+        except pyvips.Error as exc:
+            raise InputError(_first_line(exc), path=self.path) from exc
+        self._header = header
+        self.bands = header.bands
+        self._pages: list[dict] = [{}]
+        sizes = [(header.width, header.height)]
+        self.tiled = False
+        self.tile_size = (min(256, header.width), min(256, header.height))
+        if self.format == "tiff":
+            sizes = self._scan_tiff(sizes)
+        self.levels = [Level(w, h, d) for (w, h), d in zip(sizes, pyramid_downsamples(sizes[0], sizes))]
+        self.properties = _vips_properties(header)
+        self.mpp = _mpp_from_resolution(header)
+
+    def _scan_tiff(self, sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Find the pyramid with tifffile: pages or SubIFDs of the first series."""
+        try:
+            with tifffile.TiffFile(self.path) as tif:
+                series = tif.series[0]
+                page = series.levels[0].keyframe
+                self.tiled = bool(page.is_tiled)
+                if page.is_tiled:
+                    self.tile_size = (page.tilewidth, page.tilelength)
+                pages, level_sizes = [], []
+                for level in series.levels:
+                    key = level.keyframe
+                    index = key.index
+                    if isinstance(index, tuple):  # (page, subifd)
+                        pages.append({"page": index[0], "subifd": index[1] - 1 if len(index) > 1 else -1})
+                    else:
+                        pages.append({"page": index})
+                    level_sizes.append((key.imagewidth, key.imagelength))
+        except Exception as exc:  # noqa: BLE001 - tifffile is only our guide; libvips decides
+            log.debug("tifffile could not list %s: %s", self.path, exc)
+            return sizes
+        if level_sizes and level_sizes[0] == sizes[0]:
+            self._pages = pages
+            return level_sizes
+        return sizes
+
+    def _level_image(self, level: int, sequential: bool) -> pyvips.Image:
+        options = dict(self._pages[level]) if self.format == "tiff" else {}
+        if sequential and not self.tiled:
+            options["access"] = "sequential"
+        try:
+            return pyvips.Image.new_from_file(str(self.path), fail_on="error", **options)
+        except pyvips.Error as exc:
+            raise InputError(_first_line(exc), path=self.path) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # pyvips errors start with "unable to call X"; the useful reason is on the next line
+    useful = [line for line in lines if not line.startswith("unable to call")]
+    if useful:
+        return useful[0]
+    return "libvips cannot decode it: the file is damaged or not what its header says"
+
+
+def _vips_properties(image: pyvips.Image) -> dict[str, str]:
+    props = {}
+    for name in image.get_fields():
+        if name.endswith("-data") or name in ("icc-profile-data", "xmp-data", "iptc-data", "exif-data"):
+            continue
+        try:
+            value = image.get(name)
+        except pyvips.Error:
+            continue
+        if isinstance(value, (bytes, bytearray, list, pyvips.Image)):
+            continue
+        props[f"vips.{name}"] = str(value)
+    return props
+
+
+def _mpp_from_resolution(image: pyvips.Image) -> tuple[float, float] | None:
+    """Microns per pixel from the file's resolution, when the file really states one.
+
+    libvips reports pixels per millimetre and defaults to 72 dpi (2.83 px/mm) when
+    nothing is set; anything under 10 px/mm (100 um/px) is no microscope.
+    """
+    fields = image.get_fields()
+    if "resolution-unit" not in fields:
+        return None
+    xres, yres = image.xres, image.yres
+    if xres < 10 or yres < 10:
+        return None
+    return (1000.0 / xres, 1000.0 / yres)
+
+
+__all__ = ["VipsReader", "UnsupportedFormatError"]

@@ -1,0 +1,57 @@
+"""`tilewright import`: find the files under a folder, skip the ones already converted, convert the rest.
+
+`run_one` runs in a worker process and never raises: it returns an outcome dict,
+so one bad file cannot stop the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tilewright.errors import TilewrightError
+from tilewright.outputs import WRITERS, WriteOptions
+from tilewright.outputs.base import STAGING_PREFIX
+
+IMAGE_SUFFIXES = {
+    ".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".tif", ".tiff", ".btf", ".qptiff", ".dcm", ".dicom",
+    ".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif", ".avif", ".jp2", ".svslide",
+}
+
+
+def output_for(source: Path, root: Path, outdir: Path) -> Path:
+    """OUTDIR/<path of source relative to root, without its extension>."""
+    relative = source.relative_to(root)
+    return outdir / relative.parent / relative.name.split(".")[0]
+
+
+def plan_import(root: Path, outdir: Path, kind: str, options: WriteOptions) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """(files to convert with their outputs, files skipped because their output is finished)."""
+    todo, skipped = [], []
+    outdir_resolved = outdir.resolve()
+    for source in sorted(root.rglob("*")):
+        if not source.is_file() or any(part.startswith(".") for part in source.relative_to(root).parts):
+            continue
+        if outdir_resolved in source.resolve().parents or STAGING_PREFIX in source.name:
+            continue
+        if source.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        output = output_for(source, root, outdir)
+        writer = WRITERS[kind](output, options)
+        if writer.final_paths()[-1].exists() and not options.overwrite:
+            skipped.append(source)
+        else:
+            todo.append((source, output))
+    return todo, skipped
+
+
+def run_one(source: Path, output: Path, kind: str, options: WriteOptions) -> dict[str, Any]:
+    from tilewright.convert import convert
+
+    try:
+        result = convert(source, output, kind, options=options)
+    except TilewrightError as exc:
+        return {"ok": False, "source": str(source), "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - reported in the summary, never a crash of the whole import
+        return {"ok": False, "source": str(source), "error": f"{source}: internal error: {type(exc).__name__}: {exc}"}
+    return {"ok": True, **result.to_dict()}
