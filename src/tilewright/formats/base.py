@@ -88,10 +88,11 @@ def to_web(image: pyvips.Image, background: list[int]) -> pyvips.Image:
             image = (image >> 8).cast("uchar")
         elif image.format == "char":
             image = (image.cast("int") + 128).cast("uchar")
-        else:  # float, int, ... : stretch min..max to 0..255
+        else:  # float, int, ...: values already in 0..255 are kept, others stretched min..max
             lo, hi = image.min(), image.max()
-            scale = 255.0 / (hi - lo) if hi > lo else 1.0
-            image = ((image - lo) * scale).cast("uchar")
+            if lo < 0 or hi > 255:
+                image = (image - lo) * (255.0 / (hi - lo))
+            image = image.cast("uchar")
     if image.bands == 3 and image.interpretation != "srgb":
         image = image.copy(interpretation="srgb")
     elif image.bands == 1 and image.interpretation != "b-w":

@@ -52,7 +52,8 @@ class VirtualTiff:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
         self.source = pyvips.SourceCustom()
-        self.source.on_read(self._on_read)
+        # the raw signal rather than on_read(): it lets a failed tile read return -1 and fail loudly
+        self.source.signal_connect("read", self._on_read)
         self.source.on_seek(self._on_seek)
 
     def _build_header(self) -> bytes:
@@ -125,22 +126,26 @@ class VirtualTiff:
             self._cache.popitem(last=False)
         return data
 
-    def _on_read(self, length: int) -> bytes:
+    def _on_read(self, buffer) -> int:
+        """The source's 'read' signal: fill `buffer`, return the byte count, or -1 so libvips fails the read."""
         with self._lock:
             pos = self._pos
-            if pos >= self.size or self.error is not None:
-                return b""
+            if pos >= self.size:
+                return 0
+            if self.error is not None:
+                return -1
             try:
                 if pos < self.data_start:
-                    out = self._header[pos:pos + length]
+                    out = self._header[pos:pos + len(buffer)]
                 else:
                     index, within = divmod(pos - self.data_start, self.tile_bytes)
-                    out = self._tile_bytes(index)[within:within + length]
-            except BaseException as exc:  # noqa: BLE001 - kept and re-raised by the caller
+                    out = self._tile_bytes(index)[within:within + len(buffer)]
+            except BaseException as exc:  # noqa: BLE001 - kept for the caller, who re-raises it with context
                 self.error = exc
-                return b""
+                return -1
+            buffer[:len(out)] = out
             self._pos += len(out)
-            return out
+            return len(out)
 
     def image(self) -> pyvips.Image:
         return pyvips.Image.new_from_source(self.source, "", access="random", fail_on="error")
@@ -162,7 +167,10 @@ class BridgedLevel:
         for x0 in range(0, width, per):
             self.parts.append(VirtualTiff(min(per, width - x0), height, bands, tile, read_tile, x_offset=x0))
         images = [p.image() for p in self.parts]
-        self.image = images[0] if len(images) == 1 else pyvips.Image.arrayjoin(images, across=len(images))
+        if len(images) == 1:
+            self.image = images[0]
+        else:  # arrayjoin pads every cell to the widest one: crop the narrower last stripe's padding away
+            self.image = pyvips.Image.arrayjoin(images, across=len(images)).crop(0, 0, width, height)
 
     @property
     def error(self) -> BaseException | None:

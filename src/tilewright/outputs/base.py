@@ -150,11 +150,14 @@ def tile_suffix(fmt: str, quality: int, *, iiif: bool = False) -> str:
     raise ValueError(f"tile format must be jpeg, png or webp, not {fmt!r}")
 
 
-def pyramid_levels(width: int, height: int, stop: int = 1) -> list[tuple[int, int]]:
-    """Halving sizes from full size down until both sides are <= `stop` (Deep Zoom: 1)."""
+def pyramid_levels(width: int, height: int, stop: int = 1, *, round_up: bool = True) -> list[tuple[int, int]]:
+    """Halving sizes from full size down until both sides are <= `stop`.
+
+    Deep Zoom rounds up (its spec: ceil); libvips' TIFF pyramid rounds down.
+    """
     levels = [(width, height)]
     w, h = width, height
     while max(w, h) > stop:
-        w, h = max(1, -(-w // 2)), max(1, -(-h // 2))
+        w, h = (max(1, -(-w // 2)), max(1, -(-h // 2))) if round_up else (max(1, w // 2), max(1, h // 2))
         levels.append((w, h))
     return levels

@@ -31,6 +31,16 @@ class IiifWriter(PyramidWriter):
                      id=o.iiif_id.rstrip("/"), keep="none")
         info_path = base / "info.json"
         info = json.loads(info_path.read_text())
-        info.setdefault("extraFormats", [] if o.tile_format == "jpeg" else [o.tile_format])
+        # dzsave writes whole-image renditions under full/{w},{h}/ but does not list them: a level-0
+        # client only asks for sizes that info.json announces
+        sizes = []
+        for folder in sorted((base / "full").glob("*,*")):
+            w, _, h = folder.name.partition(",")
+            if w.isdigit() and h.isdigit():
+                sizes.append({"width": int(w), "height": int(h)})
+        if sizes:
+            info["sizes"] = sorted(sizes, key=lambda size: size["width"])
+        if o.tile_format != "jpeg":
+            info["extraFormats"] = info["preferredFormats"] = [o.tile_format]
         info_path.write_text(json.dumps(info, indent=2))
         return [base]

@@ -30,7 +30,7 @@ class TiffWriter(PyramidWriter):
 
     def plan(self, width: int, height: int) -> Plan:
         ts = self.options.tile_size
-        levels = [(width, height)] if self.options.base_only else pyramid_levels(width, height, stop=ts)
+        levels = [(width, height)] if self.options.base_only else pyramid_levels(width, height, stop=ts, round_up=False)
         tiles = sum(-(-w // ts) * -(-h // ts) for w, h in levels)
         return Plan(self.kind, [self.output], levels, tiles)
 

@@ -1,0 +1,216 @@
+"""formats/: one reader interface for every format, picked by content.
+
+Each reader is checked against what the format's own reference library reports
+(OpenSlide for slides, wsidicom for DICOM, tifffile for OME-TIFF and TIFF).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import textwrap
+
+import numpy as np
+import openslide
+import pytest
+
+from tilewright.config import Settings
+from tilewright.errors import InputError, LimitExceededError, UnsupportedFormatError
+from tilewright.formats import detect, open_slide
+from tilewright.formats.bridge import BridgedLevel
+
+
+def pixels(image) -> np.ndarray:
+    return np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width, image.bands))
+
+
+def openslide_rgb(slide: openslide.OpenSlide, location, level, size) -> np.ndarray:
+    rgba = np.asarray(slide.read_region(location, level, size)).astype(np.float32)
+    alpha = rgba[..., 3:4] / 255.0
+    return rgba[..., :3] * alpha + 255.0 * (1 - alpha)
+
+
+@pytest.mark.parametrize(
+    ("relative", "reader", "fmt"),
+    [
+        ("svs/cmu-1-small-region.svs", "openslide", "aperio"),
+        ("svs/tcga-cr-7395-01a-01-ts1.svs", "openslide", "aperio"),
+        ("ndpi/test3-DAPI-2-(387).ndpi", "openslide", "hamamatsu"),
+        ("dicom/jpeg.dicom", "dicom", "dicom"),
+        ("ome-tiff/rand_uint16.ome.tiff", "ometiff", "ome-tiff"),
+        ("generic-tiff/yb10kx5k.zstd.tiff", "vips", "tiff"),
+        ("jpeg-png/boxes.png", "vips", "png"),
+        ("jpeg-png/2569067123_aca715a2ee_o.jpg", "vips", "jpeg"),
+    ],
+)
+def test_each_format_is_detected_by_its_reader(testdata, relative, reader, fmt):
+    with open_slide(testdata(relative)) as slide:
+        assert (slide.name, slide.format) == (reader, fmt)
+        info = slide.info()
+        assert info.width == slide.levels[0].width > 0
+        assert info.levels[0].downsample == 1.0
+
+
+def test_detection_is_by_content_not_extension(testdata, tmp_path):
+    png_named_svs = tmp_path / "photo.svs"
+    shutil.copy(testdata("jpeg-png/boxes.png"), png_named_svs)
+    assert detect(png_named_svs).name == "vips"
+    text_named_png = tmp_path / "notes.png"
+    shutil.copy(testdata("broken/broken.svs"), text_named_png)  # a text file, whatever its name says
+    with pytest.raises(UnsupportedFormatError, match="not an image"):
+        detect(text_named_png)
+
+
+def test_empty_and_missing_files_are_input_errors(tmp_path):
+    empty = tmp_path / "empty.svs"
+    empty.touch()
+    with pytest.raises(InputError, match="empty"):
+        open_slide(empty)
+    with pytest.raises(InputError, match="no such file"):
+        open_slide(tmp_path / "absent.svs")
+
+
+def test_slide_metadata_equals_what_openslide_reports(testdata):
+    path = testdata("ndpi/test3-DAPI-2-(387).ndpi")
+    reference = openslide.OpenSlide(str(path))
+    with open_slide(path) as slide:
+        info = slide.info()
+    assert [(lv.width, lv.height) for lv in info.levels] == list(reference.level_dimensions)
+    assert [lv.downsample for lv in info.levels] == pytest.approx(list(reference.level_downsamples))
+    assert info.mpp_x == pytest.approx(float(reference.properties["openslide.mpp-x"]))
+    assert info.objective_power == pytest.approx(float(reference.properties["openslide.objective-power"]))
+    assert set(info.associated_images) == set(reference.associated_images)
+    assert info.vendor == "hamamatsu"
+
+
+def test_aperio_metadata_and_associated_images(testdata):
+    with open_slide(testdata("svs/cmu-1-small-region.svs")) as slide:
+        info = slide.info()
+        label = slide.associated("label")
+    assert (info.mpp_x, info.mpp_y, info.objective_power) == (0.499, 0.499, 20.0)
+    assert info.associated_images == {"label": (387, 463), "macro": (1280, 431), "thumbnail": (574, 768)}
+    assert (label.width, label.height, label.bands) == (387, 463, 3)
+
+
+@pytest.mark.parametrize(
+    ("relative", "level", "location", "size"),
+    [
+        ("ndpi/test3-DAPI-2-(387).ndpi", 0, (1000, 1500), (300, 200)),  # bridged, full resolution
+        ("ndpi/test3-DAPI-2-(387).ndpi", 2, (2048, 2048), (150, 120)),  # bridged, a reduced level
+        ("svs/tcga-cr-7395-01a-01-ts1.svs", 1, (1000, 800), (256, 256)),  # JPEG 2000: OpenSlide only
+        ("svs/cmu-1-small-region.svs", 0, (500, 700), (400, 300)),  # native tiffload page
+    ],
+)
+def test_regions_match_openslide_pixels(testdata, relative, level, location, size):
+    path = testdata(relative)
+    reference = openslide_rgb(openslide.OpenSlide(str(path)), location, level, size)
+    with open_slide(path) as slide:
+        ours = pixels(slide.region(*location, *size, level=level)).astype(np.float32)
+    assert ours.shape == reference.shape
+    assert np.abs(ours - reference).mean() < 1.0
+
+
+def test_dicom_pixels_match_wsidicom(testdata):
+    from wsidicom import WsiDicom
+
+    path = testdata("dicom/jpeg2000.dicom")
+    with WsiDicom.open([path]) as wsi:
+        reference = np.asarray(wsi.read_region((300, 200), 0, (256, 256)).convert("RGB")).astype(np.float32)
+    with open_slide(path) as slide:
+        assert (slide.width, slide.height) == (957, 715)
+        ours = pixels(slide.region(300, 200, 256, 256)).astype(np.float32)
+    assert np.abs(ours - reference).mean() < 0.5
+
+
+def test_ome_tiff_pyramid_levels_and_16_bit_scaling(testdata):
+    with open_slide(testdata("ome-tiff/rand_uint16.ome.tiff")) as slide:
+        assert [(lv.width, lv.height) for lv in slide.levels] == [(128, 512), (64, 256), (32, 128)]
+        assert slide.mpp == pytest.approx((0.29, 0.29))
+        image = slide.level_image(1)
+        assert (image.format, image.bands) == ("uchar", 3)
+        assert 100 < image.avg() < 160  # uniform random data spread over 0..255
+
+
+def test_generic_tiff_pyramid_comes_from_its_pages(testdata):
+    with open_slide(testdata("generic-tiff/yb10kx5k.zstd.tiff")) as slide:
+        assert [(lv.width, lv.height) for lv in slide.levels][:3] == [(10000, 5000), (5000, 2500), (2500, 1250)]
+        assert slide.tiled and slide.tile_size == (1024, 1024)
+        low = slide.level_image(2)
+        assert (low.width, low.height) == (2500, 1250)
+
+
+def test_thumbnail_reads_the_smallest_sufficient_level(testdata):
+    with open_slide(testdata("ndpi/test3-DAPI-2-(387).ndpi")) as slide:
+        assert slide.best_level_for_downsample(4864 / 200) == 4  # level 4 is 248 x 304, the smallest >= 200
+        thumb = slide.thumbnail(200)
+        assert max(thumb.width, thumb.height) == 200
+        assert slide._bridges[-1].image.width == 248  # the level the thumbnail was read from
+
+
+def test_pixel_limits_refuse_before_decoding(testdata):
+    small = Settings(max_image_pixels=10_000)
+    with pytest.raises(LimitExceededError, match="TILEWRIGHT_MAX_IMAGE_PIXELS"):
+        open_slide(testdata("jpeg-png/boxes.png"), small)
+    tiny_slides = Settings(max_slide_pixels=1_000_000)
+    with pytest.raises(LimitExceededError, match="TILEWRIGHT_MAX_SLIDE_PIXELS"):
+        open_slide(testdata("svs/cmu-1-small-region.svs"), tiny_slides)
+
+
+def test_checker_order_is_configurable(testdata):
+    only_vips = Settings(format_checkers=["vips"])
+    assert detect(testdata("jpeg-png/boxes.png"), only_vips).name == "vips"
+    with pytest.raises(ValueError, match="unknown format checker"):
+        detect(testdata("jpeg-png/boxes.png"), Settings(format_checkers=["nope"]))
+
+
+def test_third_party_reader_plugs_in_through_entry_points(tmp_path, monkeypatch):
+    """A plug-in is a SlideReader subclass registered in the `tilewright.formats` entry-point group."""
+    (tmp_path / "tw_fake_plugin.py").write_text(textwrap.dedent('''
+        import pyvips
+        from tilewright.formats.base import Level, SlideReader
+
+        class FakeReader(SlideReader):
+            name = "fake"
+
+            @classmethod
+            def check(cls, path, head):
+                return head.startswith(b"TWFAKE")
+
+            def __init__(self, path, settings=None):
+                super().__init__(path, settings)
+                self.format = "fake"
+                self.levels = [Level(64, 32, 1.0)]
+
+            def _level_image(self, level, sequential):
+                return pyvips.Image.black(64, 32, bands=3) + 128
+    '''))
+    dist = tmp_path / "tw_fake_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tw-fake-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[tilewright.formats]\nfake = tw_fake_plugin:FakeReader\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sample = tmp_path / "sample.bin"
+    sample.write_bytes(b"TWFAKE" + b"\0" * 100)
+    with open_slide(sample) as slide:
+        assert slide.name == "fake"
+        assert slide.level_image(0).avg() == 128
+    sys.modules.pop("tw_fake_plugin", None)
+
+
+def test_bridge_streams_tile_by_tile_and_keeps_read_errors():
+    calls = []
+
+    def read_tile(x, y, w, h):
+        calls.append((x, y))
+        if (x, y) == (512, 512):
+            raise OSError("sector unreadable")
+        return np.full((h, w, 3), 200, np.uint8)
+
+    bridge = BridgedLevel(2000, 1500, 3, read_tile, tile=512)
+    image = bridge.image
+    assert (image.width, image.height, image.bands) == (2000, 1500, 3)
+    assert image.crop(0, 0, 100, 100).avg() == 200
+    assert len(calls) == 1  # only the tile that was asked for was read
+    assert bridge.error is None
+    image.crop(500, 500, 100, 100).avg()  # libvips carries on past a failed read...
+    assert isinstance(bridge.error, OSError)  # ...so the bridge keeps it for the caller (see test_convert)
