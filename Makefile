@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLE ?= ../shared/testdata/svs/cmu-1-small-region.svs
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/convert.py
+
+docs: setup
+	$(BIN)/python scripts/sync_readme.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -60,6 +60,48 @@ class Settings(BaseSettings):
     )
     vips_concurrency: int = Field(0, ge=0, description="libvips worker threads per conversion (0: one per core).")
 
+    # -- server and jobs --------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address `tilewright serve` listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `tilewright serve` listens on.")
+    data_dir: Path = Field(Path("./data"), description="Root of the server's state: database, uploads, outputs, "
+                           "job work directories (each derived path below defaults inside it).")
+    database_url: str = Field("", description="SQLAlchemy URL of the job database (empty: SQLite file "
+                              "`DATA_DIR/tilewright.db`; `postgresql+psycopg://...` for PostgreSQL).")
+    executor: Literal["embedded", "celery"] = Field(
+        "embedded", description="Where jobs run: a process pool inside `tilewright serve`, or Celery workers.")
+    concurrency: int = Field(2, ge=1, description="Jobs run at once by the embedded pool or by one "
+                             "`tilewright worker`.")
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker URL (Redis or "
+                            "`amqp://` RabbitMQ).")
+    result_backend: str = Field("", description="Celery result backend URL (empty: the broker URL; job "
+                                "state itself lives in the job database).")
+    broker_fallback: bool = Field(True, description="If the broker is unreachable when the server starts, "
+                                  "warn and run jobs embedded instead of refusing to start.")
+    celery_visibility_timeout: int = Field(3600, ge=1, description="Redis broker: seconds before a job "
+                                           "taken by a worker that died is delivered to another worker.")
+    input_roots: list[Path] = Field([], description="Folders whose files `convert`/`import` jobs may read "
+                                    "(uploads are always allowed); any other input path is refused.")
+    output_root: Path | None = Field(None, description="Where job outputs are published (default "
+                                     "`DATA_DIR/outputs`; uploads go to `OUTPUT_ROOT/COLLECTION/IMAGE_ID/`).")
+    upload_dir: Path | None = Field(None, description="Where uploaded files are stored (default "
+                                    "`DATA_DIR/uploads`).")
+    api_token: SecretStr | None = Field(None, description="If set, POST and DELETE requests need "
+                                        "`Authorization: Bearer TOKEN`.")
+    job_max_attempts: int = Field(3, ge=1, description="Attempts of a job failing for a transient reason "
+                                  "(storage errors); bad input fails at once.")
+    job_retry_backoff_seconds: float = Field(2.0, ge=0, description="First retry delay; doubles with each "
+                                             "attempt.")
+    job_stale_seconds: float = Field(30.0, gt=0, description="A running job whose worker (on another host) "
+                                     "has not reported for this long is taken over.")
+
+    # -- recipes and operations ---------------------------------------------------
+    recipe_dir: Path | None = Field(
+        None, description="Folder of user recipes (NAME.toml); searched before the built-in ones."
+    )
+    default_recipe: str = Field("default", description="Recipe run when an upload or `process` names none.")
+    watermark_text: str = Field("tilewright", description="Text of the watermark step when a recipe gives none.")
+    watermark_font: str = Field("sans bold", description="Pango font (family and style) of text watermarks.")
+
     # -- logging ----------------------------------------------------------------
     log_level: str = Field("WARNING", description="Python logging level.")
     log_format: Literal["plain", "json"] = Field("plain", description="Log lines as plain text or JSON.")
@@ -82,7 +124,35 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+    # -- derived paths (server and jobs) -----------------------------------------
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'tilewright.db').resolve()}"
+
+    def resolved_output_root(self) -> Path:
+        return (self.output_root or self.data_dir / "outputs").resolve()
+
+    def resolved_upload_dir(self) -> Path:
+        return (self.upload_dir or self.data_dir / "uploads").resolve()
+
+    def work_root(self) -> Path:
+        return (self.data_dir / "work").resolve()
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated from the fields above (tests check the README has it)."""
+    rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default if field.default_factory is None else field.default_factory()
+        if name == "workers":
+            default = "cores / 2"
+        shown = "" if default is None else (", ".join(map(str, default)) if isinstance(default, list) else default)
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{name}` | `TILEWRIGHT_{name.upper()}` | `{shown}` | {description} |")
+    return "\n".join(rows)
+
