@@ -128,6 +128,7 @@ class SlideReader(ABC):
         self.properties = {}
         self.associated_names = []
         self._bridges: list[BridgedLevel] = []
+        self._level_cache: dict[int, pyvips.Image] = {}
 
     # -- detection --------------------------------------------------------------
     @classmethod
@@ -189,7 +190,12 @@ class SlideReader(ABC):
         """
         if not 0 <= level < len(self.levels):
             raise IndexError(f"level {level} out of range 0..{len(self.levels) - 1}")
-        return to_web(self._level_image(level, sequential), self.background)
+        if sequential:  # a writer's one pass: always a fresh image, so its progress handlers are its own
+            return to_web(self._level_image(level, True), self.background)
+        cached = self._level_cache.get(level)
+        if cached is None:  # random access (tiles, regions): one lazy image per level, reused
+            cached = self._level_cache[level] = to_web(self._level_image(level, False), self.background)
+        return cached
 
     def best_level_for_downsample(self, downsample: float) -> int:
         """The smallest level that is still at least as detailed as `downsample` asks."""
