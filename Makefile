@@ -1,4 +1,4 @@
-# make run  : set up .venv and convert a sample slide to Deep Zoom (embedded defaults)
+# make run  : set up .venv and start the server (tilewright serve, embedded job executor)
 # make test : set up everything the tests need and run the whole suite
 PYTHON ?= python3.11
 VENV   := .venv
@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLE ?= ../shared/testdata/svs/cmu-1-small-region.svs
 
-.PHONY: setup run test bench docs clean
+.PHONY: setup run test bench docs clean redis-server azurite web-assets chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,16 +16,37 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-run: setup
-	@mkdir -p build
-	$(BIN)/tilewright info "$(SAMPLE)" --no-properties
-	$(BIN)/tilewright convert "$(SAMPLE)" -o build/sample --to dzi --overwrite
-	@echo
-	@echo "Deep Zoom pyramid: $(CURDIR)/build/sample.dzi (tiles in build/sample_files/)"
-	@echo "View it: serve build/ over HTTP (python3 -m http.server -d build) and point OpenSeadragon's"
-	@echo "tileSources at sample.dzi."
+run: setup web-assets
+	@echo "tilewright serve on http://$${TILEWRIGHT_HOST:-127.0.0.1}:$${TILEWRIGHT_PORT:-8000} (API docs at /docs; state in ./data)"
+	@echo "upload: curl -F file=@$(SAMPLE) 'http://127.0.0.1:$${TILEWRIGHT_PORT:-8000}/images?collection=demo'"
+	$(BIN)/tilewright serve
 
-test: setup
+# OpenSeadragon for the web page's viewer, from the npm registry (Node 20 + npm); never committed
+OSD := build/openseadragon/openseadragon.min.js
+$(OSD): package.json $(wildcard package-lock.json)
+	npm ci --no-audit --no-fund || npm install --no-audit --no-fund
+	rm -rf build/openseadragon && mkdir -p build
+	cp -r node_modules/openseadragon/build/openseadragon build/openseadragon
+	touch $(OSD)
+
+web-assets: $(OSD)
+
+# the browser of tests/test_web.py (driven by Playwright with executable_path=/usr/bin/chromium)
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || (apt-get update && apt-get install -y redis-server)
+
+AZURITE := build/node/node_modules/.bin/azurite-blob
+
+$(AZURITE):
+	@command -v npm >/dev/null 2>&1 || (apt-get update && apt-get install -y nodejs npm)
+	npm install --prefix build/node --no-audit --no-fund azurite@3
+
+azurite: $(AZURITE)
+
+test: setup redis-server azurite web-assets chromium
 	$(BIN)/python -m pytest
 
 bench: setup

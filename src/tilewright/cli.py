@@ -104,6 +104,20 @@ def info(
             typer.echo(json.dumps(reader.info().to_dict(with_properties=properties), indent=2))
 
 
+@app.command("config")
+def show_config(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's table of every setting.")] = False,
+) -> None:
+    """Print the settings in effect (defaults, TOML file, environment), secrets masked."""
+    from tilewright.config import settings_table
+
+    if markdown:
+        typer.echo(settings_table())
+        return
+    with _errors():
+        typer.echo(get_settings().model_dump_json(indent=2))
+
+
 @app.command()
 def convert(
     slide: Annotated[Path, typer.Argument(help="Image, slide file or DICOM folder.")],
@@ -144,6 +158,40 @@ def convert(
                    f"({rate:.0f} tiles/s)")
 
 
+@app.command()
+def process(
+    file: Annotated[Path, typer.Argument(help="Image or slide to process.")],
+    outdir: Annotated[Path, typer.Option("-o", "--output", help="Folder the outputs and metadata.json go into.")],
+    recipe: Annotated[Optional[str], typer.Option("--recipe", help="Recipe name or .toml path (default: TILEWRIGHT_DEFAULT_RECIPE).")] = None,
+    op: Annotated[Optional[list[str]], typer.Option("--op", help="Run this chain instead of a recipe, e.g. --op resize=0.5 --op blur=2 (repeat).")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="With --op: jpeg, png, webp, avif or tiff.")] = None,
+    quality: Annotated[Optional[int], typer.Option(min=1, max=100, help="With --op: encoder quality.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,
+) -> None:
+    """Run a recipe (thumbnails, optimised and watermarked copies, metadata.json; a DZI for slides) or an ad-hoc chain."""
+    from tilewright.recipes import chain_recipe, load_recipe, run_recipe
+
+    settings = get_settings()
+    with _errors():
+        if op:
+            if recipe:
+                raise typer.BadParameter("give --recipe or --op, not both")
+            chosen = chain_recipe(op, file.stem.split(".")[0] or "output", fmt, quality, settings)
+        else:
+            chosen = load_recipe(recipe, settings)
+        with _progress_bar(f"{file.name} -> {chosen.name}", enabled=not as_json) as progress:
+            metadata = run_recipe(file, outdir, chosen, settings, progress=progress, overwrite=overwrite)
+    if as_json:
+        typer.echo(json.dumps(metadata, indent=2))
+    else:
+        outputs = metadata.get("outputs", [])
+        typer.echo(f"wrote {len(outputs)} outputs for {file.name} ({metadata.get('width')} x "
+                   f"{metadata.get('height')}) into {outdir}")
+        for item in outputs:
+            typer.echo(f"  {item['file']}: {item['width']} x {item['height']}, {item['bytes']:,} bytes")
+
+
 @app.command("import")
 def import_(
     directory: Annotated[Path, typer.Argument(help="Folder to scan recursively.", exists=True, file_okay=False)],
@@ -179,6 +227,151 @@ def import_(
             typer.echo(f"  failed: {item['error']}", err=True)
     if failed:
         raise typer.Exit(2)
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Listen address (default: TILEWRIGHT_HOST).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default: TILEWRIGHT_PORT).")] = None,
+) -> None:
+    """Run the HTTP server (FastAPI on uvicorn) with its job executor; docs at /docs."""
+    import uvicorn
+
+    from tilewright.server import create_app
+
+    settings = get_settings()
+    with _errors():
+        uvicorn.run(create_app(settings), host=host or settings.host, port=settings.port if port is None else port,
+                    log_level="info" if _state["verbose"] else "warning", log_config=None)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Jobs at once (default: TILEWRIGHT_CONCURRENCY).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Celery node name, e.g. w1@%h.")] = None,
+) -> None:
+    """Run a Celery worker that executes jobs from TILEWRIGHT_BROKER_URL."""
+    from tilewright.jobs.celery_app import run_worker
+
+    with _errors():
+        run_worker(get_settings(), concurrency=concurrency, hostname=name,
+                   loglevel="DEBUG" if _state["verbose"] else "INFO")
+
+
+@app.command()
+def submit(
+    kind: Annotated[str, typer.Argument(help="Job kind: convert, import or ping.")],
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="A parameter, k=v (repeatable).")] = None,
+    key: Annotated[Optional[str], typer.Option(help="Idempotency key (default: hash of kind, params, input).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job with a progress bar until it ends.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job record as JSON.")] = False,
+) -> None:
+    """Submit a job to the job database (and the broker with Celery); prints its id."""
+    from tilewright.db import init_db
+    from tilewright.errors import InputError
+    from tilewright.jobs.service import submit_job
+
+    settings = get_settings()
+    with _errors():
+        params: dict[str, str] = {}
+        for item in param or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise InputError(f"--param needs k=v, not {item!r}")
+            params[name.strip()] = value
+        init_db(settings)
+        executor = None
+        if settings.executor == "celery":
+            from tilewright.jobs.executors import CeleryExecutor, broker_reachable
+
+            ok, reason = broker_reachable(settings.broker_url)
+            if ok:
+                executor = CeleryExecutor(settings)
+            else:
+                typer.echo(f"tilewright: warning: {reason}; the job waits in the database for a server", err=True)
+        job, created = submit_job(settings, executor, kind, params, key=key)
+        if as_json and not wait:
+            typer.echo(json.dumps(job, indent=2))
+        else:
+            typer.echo(job["id"])
+        if not created:
+            typer.echo(f"tilewright: same key as job {job['id']} ({job['state']}); nothing new submitted", err=True)
+        if wait:
+            job = _follow(settings, job["id"])
+            if as_json:
+                typer.echo(json.dumps(job, indent=2))
+            else:
+                typer.echo(f"{job['state']}" + (f": {job['error']}" if job["error"] else ""))
+            if job["state"] != "succeeded":
+                raise typer.Exit(2 if job["state"] == "failed" else 4)
+
+
+def _follow(settings, job_id: str) -> dict:
+    """Poll the job record until it ends, drawing its progress."""
+    import time
+
+    from tilewright.jobs import store
+
+    with _progress_bar(f"job {job_id[:8]}", enabled=True) as progress:
+        while True:
+            job = store.get(settings, job_id)
+            progress(job["progress"], f"{job['state']}: {job['stage']}")
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                return job
+            time.sleep(0.5)
+
+
+@app.command()
+def jobs(
+    job_id: Annotated[Optional[str], typer.Argument(help="Show one job in full.")] = None,
+    state: Annotated[Optional[str], typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List recent jobs, or show one."""
+    from tilewright.db import init_db
+    from tilewright.jobs import store
+
+    settings = get_settings()
+    with _errors():
+        init_db(settings)
+        if job_id:
+            typer.echo(json.dumps(store.get(settings, job_id), indent=2))
+            return
+        rows = store.list_jobs(settings, state=state, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['id']}  {row['kind']:<8} {row['state']:<10} {row['progress'] * 100:5.1f}%  "
+                   f"{row['created_at']}  {row['error'] or row['stage']}")
+
+
+@app.command()
+def watch(
+    url: Annotated[str, typer.Argument(help="What to poll: az://container/prefix, s3://bucket/prefix or a folder.")],
+    interval: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds between listings "
+                                                      "(default TILEWRIGHT_WATCH_INTERVAL_SECONDS).")] = None,
+    once: Annotated[bool, typer.Option("--once", help="List once, submit, and exit.")] = False,
+    cursor: Annotated[Optional[Path], typer.Option(help="Cursor file (default DATA_DIR/watch/<hash>.json).")] = None,
+) -> None:
+    """Poll a store that sends no events; submit a convert_blob job for every new or changed blob."""
+    from tilewright.db import init_db
+    from tilewright.events.watch import watch as run_watch
+
+    settings = get_settings()
+    with _errors():
+        init_db(settings)
+        executor = None
+        if settings.executor == "celery":
+            from tilewright.jobs.executors import CeleryExecutor, broker_reachable
+
+            if broker_reachable(settings.broker_url)[0]:
+                executor = CeleryExecutor(settings)
+        totals = run_watch(url, settings, executor, once=once, interval=interval, cursor=cursor,
+                           echo=lambda line: typer.echo(line))
+        if once:
+            typer.echo(json.dumps(totals), err=True)
 
 
 @contextmanager

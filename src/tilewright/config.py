@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import (
@@ -94,6 +94,47 @@ class Settings(BaseSettings):
     job_stale_seconds: float = Field(30.0, gt=0, description="A running job whose worker (on another host) "
                                      "has not reported for this long is taken over.")
 
+    # -- storage and events --------------------------------------------------------
+    storage_root: Path | None = Field(None, description="Root of the local store (`file://` and plain paths in "
+                                      "`watch` and blob jobs; default `DATA_DIR/storage`).")
+    output_store: str = Field("", description="Where blob jobs publish (`az://`, `s3://BUCKET/PREFIX`, a local "
+                              "folder); empty: the source blob's own store (account or bucket).")
+    output_template: str = Field("{container}/web-slides-dzi-output/{stem}/", description="Output folder of a "
+                                 "blob job inside the output store; fields `{container}` (or bucket), `{path}`, "
+                                 "`{dir}`, `{name}`, `{stem}`, `{etag}`.")
+    storage_connections: int = Field(16, ge=1, le=256, description="Concurrent connections uploading a "
+                                     "pyramid's tiles.")
+    storage_retries: int = Field(4, ge=0, le=20, description="Retries of a storage request failing for a "
+                                 "transient reason (timeouts, 5xx, throttling), with exponential backoff.")
+    storage_chunk_bytes: int = Field(4 * 2**20, ge=2**16, description="Chunk size of streamed downloads "
+                                     "and uploads (memory per transfer is a few chunks).")
+    azure_connection_string: SecretStr | None = Field(None, description="Azure Storage connection string "
+                                                      "(Azurite: `UseDevelopmentStorage=true` style or full).")
+    azure_account_name: str = Field("", description="Azure Storage account (with a key, SAS or managed "
+                                    "identity instead of a connection string).")
+    azure_account_key: SecretStr | None = Field(None, description="Azure Storage account key.")
+    azure_sas_token: SecretStr | None = Field(None, description="Azure Storage SAS token (account or "
+                                              "container).")
+    azure_use_identity: bool = Field(False, description="Authenticate with azure-identity's "
+                                     "DefaultAzureCredential (managed identity, workload identity, az login).")
+    s3_endpoint_url: str = Field("", description="S3-compatible endpoint (MinIO, moto, Ceph); empty: AWS.")
+    s3_region: str = Field("", description="S3 region (empty: the SDK's default).")
+    s3_access_key_id: str = Field("", description="S3 access key id (empty: the SDK's credential chain).")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    event_sources: list[dict[str, Any]] = Field([], description="Filters of event and watch sources, JSON list of "
+                                                "`{\"container\": ..., \"prefix\": ..., \"suffixes\": [...]}` "
+                                                "(container = bucket); empty: any container.")
+    event_suffixes: list[str] = Field([".svs", ".ndpi", ".tif", ".tiff", ".scn", ".bif", ".qptiff", ".vms"],
+                                      description="Blob name endings that make a job when a source names none.")
+    events_key: SecretStr | None = Field(None, description="If set, `/events/*` need it as `?key=` or the "
+                                         "`aeg-sas-key` (or `x-tilewright-key`) header.")
+    webhook_allowed_origins: list[str] = Field([], description="CloudEvents webhook origins allowed by the "
+                                               "OPTIONS handshake (empty: any).")
+    watch_interval_seconds: float = Field(30.0, gt=0, description="Seconds between two listings of "
+                                          "`tilewright watch`.")
+    functions_run_inline: bool = Field(True, description="Azure Functions adapter: run the job inside the "
+                                       "function invocation (true) or only submit it to the job database (false).")
+
     # -- recipes and operations ---------------------------------------------------
     recipe_dir: Path | None = Field(
         None, description="Folder of user recipes (NAME.toml); searched before the built-in ones."
@@ -101,6 +142,30 @@ class Settings(BaseSettings):
     default_recipe: str = Field("default", description="Recipe run when an upload or `process` names none.")
     watermark_text: str = Field("tilewright", description="Text of the watermark step when a recipe gives none.")
     watermark_font: str = Field("sans bold", description="Pango font (family and style) of text watermarks.")
+    upload_recipe: str = Field("", description="Recipe run on every upload that names none (`POST /images`); "
+                               "empty: uploads are plainly converted (dzi/tiff/iiif).")
+    process_inline_max_pixels: int = Field(50_000_000, ge=0, description="`POST /process` answers inline "
+                                           "up to this many input pixels in total; larger requests become a job.")
+
+    # -- serving ------------------------------------------------------------------
+    cache_url: str = Field("", description="Redis URL of the tile cache (`redis://HOST:6379/1`); empty: an "
+                           "in-process LRU. If Redis cannot be reached the server warns once and caches in memory "
+                           "until it answers again.")
+    cache_bytes: int = Field(256 * 2**20, ge=0, description="Size of the in-process tile cache in bytes (0: none).")
+    cache_ttl_seconds: int = Field(7 * 86400, ge=0, description="Expiry of tiles kept in Redis (0: never).")
+    slide_handles: int = Field(32, ge=1, description="Slides the tile server keeps open (least recently used "
+                               "closed first).")
+    tile_threads: int = Field(16, ge=1,
+                              description="Threads rendering tiles; libvips work never runs on the event loop.")
+    cors_origins: list[str] = Field(["*"], description="Origins allowed to GET tiles, info.json and metadata "
+                                    "from other sites (CORS); empty: no CORS headers.")
+    tile_cache_control: str = Field("public, max-age=86400", description="`Cache-Control` header of tiles, "
+                                    "thumbnails, regions and associated images.")
+    max_region_pixels: int = Field(4096 * 4096, ge=1, description="Largest output (width x height) of a "
+                                   "`/region`, IIIF or thumbnail request; larger ones get a 400.")
+    openseadragon_dir: Path | None = Field(None, description="Folder with `openseadragon.min.js` and `images/` "
+                                           "for the web page's viewer (default: `build/openseadragon` of the "
+                                           "source tree, put there by `make`).")
 
     # -- logging ----------------------------------------------------------------
     log_level: str = Field("WARNING", description="Python logging level.")
@@ -136,6 +201,9 @@ class Settings(BaseSettings):
 
     def work_root(self) -> Path:
         return (self.data_dir / "work").resolve()
+
+    def resolved_storage_root(self) -> Path:
+        return (self.storage_root or self.data_dir / "storage").resolve()
 
 
 @lru_cache(maxsize=1)

@@ -155,7 +155,7 @@ class BridgedLevel:
     """A whole level as one lazy pyvips image, made of vertical stripes of `VirtualTiff`."""
 
     def __init__(self, width: int, height: int, bands: int, read_tile: TileReader,
-                 tile: int = 512, stripes: int | None = None) -> None:
+                 tile: int = 256, stripes: int | None = None) -> None:
         # libvips refuses a tile much larger than the image: shrink it to fit (TIFF wants multiples of 16)
         tile = min(tile, -(-max(width, height) // 16) * 16)
         tiles_across = -(-width // tile)

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pyvips
 import tifffile
-import zarr
 
 from tilewright.config import Settings
 from tilewright.errors import InputError
@@ -61,6 +60,8 @@ class OmeTiffReader(SlideReader):
         self.properties = {"ome.axes": self._axes, "ome.dtype": str(self._dtype),
                            "ome.shape": "x".join(map(str, series.shape))}
         self.mpp = _ome_mpp(self._tif)
+        import zarr  # imported here: only OME-TIFF needs it, and it is slow to import
+
         self._stores = [zarr.open(series.aszarr(level=i), mode="r") for i in range(len(series.levels))]
         self._range = self._value_range()
 

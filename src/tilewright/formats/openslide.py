@@ -97,6 +97,8 @@ class OpenSlideReader(SlideReader):
         def read_tile(x: int, y: int, w: int, h: int) -> np.ndarray:
             location = (int(round(x * downsample)), int(round(y * downsample)))
             rgba = np.asarray(self._slide.read_region(location, level, (w, h)))
+            if rgba[..., 3].min() == 255:  # fully scanned tile: nothing to flatten (most tiles of a slide)
+                return rgba[..., :3]
             alpha = rgba[..., 3:4].astype(np.uint16)
             rgb = rgba[..., :3].astype(np.uint16)
             # OpenSlide returns un-premultiplied RGBA; transparent = outside the scanned area

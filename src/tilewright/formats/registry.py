@@ -40,15 +40,14 @@ def available_readers() -> dict[str, str]:
     return found
 
 
-def _ordered_readers(settings: Settings) -> list[type[SlideReader]]:
+def _ordered_names(settings: Settings) -> list[tuple[str, str]]:
+    """(name, 'module:Class') in checking order: the configured order, then the plug-ins."""
     known = available_readers()
     names = list(settings.format_checkers) + [n for n in known if n not in _BUILTIN and n not in settings.format_checkers]
-    readers = []
     for name in names:
         if name not in known:
             raise ValueError(f"unknown format checker {name!r} in format_checkers; known: {', '.join(known)}")
-        readers.append(_load(known[name]))
-    return readers
+    return [(name, known[name]) for name in names]
 
 
 def _head(path: Path) -> bytes:
@@ -70,12 +69,13 @@ def detect(path: str | Path, settings: Settings | None = None) -> type[SlideRead
             head = _head(path)
         except OSError as exc:
             raise InputError(f"cannot read: {exc.strerror}", path=path) from exc
-    for reader in _ordered_readers(settings):
+    for name, spec in _ordered_names(settings):
+        reader = _load(spec)  # imported only when its turn comes: most files never import wsidicom
         try:
             if reader.check(path, head):
                 return reader
         except Exception as exc:  # noqa: BLE001 - a broken checker must not stop the others
-            log.debug("checker %s failed on %s: %s", reader.name, path, exc)
+            log.debug("checker %s failed on %s: %s", name, path, exc)
     raise UnsupportedFormatError("not an image or slide format tilewright reads", path=path)
 
 

@@ -1,0 +1,90 @@
+"""Which blobs make jobs (per-source container/prefix/suffix filters), the exactly-once job key,
+and where a blob's pyramid is published (the output template)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from tilewright.config import Settings
+from tilewright.errors import InputError
+from tilewright.storage.base import MANIFEST, clean_key, join_key, key_parts
+
+_FIELD = re.compile(r"\{[^{}]*\}")
+
+
+def job_key(url: str, etag: str, version: str = "") -> str:
+    """One job per blob *version*: the canonical URL plus its etag (or version id). A redelivered or
+    duplicated event gives the same key (one job); a rewritten blob has a new etag (a new job)."""
+    digest = hashlib.sha256(f"{url}\0{etag}\0{version}".encode()).hexdigest()
+    return f"blob:{digest}"
+
+
+def output_segments(settings: Settings) -> set[str]:
+    """Literal folder names of the output template (e.g. `web-slides-dzi-output`): blobs under them are ours."""
+    segments = set()
+    for part in settings.output_template.split("/"):
+        if part and not _FIELD.search(part):
+            segments.add(part)
+    return segments
+
+
+def _sources(settings: Settings) -> list[dict[str, Any]]:
+    checked = []
+    for index, entry in enumerate(settings.event_sources):
+        if not isinstance(entry, dict) or set(entry) - {"container", "bucket", "prefix", "suffixes"}:
+            raise InputError(f"TILEWRIGHT_EVENT_SOURCES[{index}] must be an object with container (or bucket), "
+                             "prefix and suffixes")
+        suffixes = entry.get("suffixes") or settings.event_suffixes
+        if isinstance(suffixes, str):
+            suffixes = [s for s in suffixes.split(",") if s.strip()]
+        checked.append({"container": str(entry.get("container") or entry.get("bucket") or ""),
+                        "prefix": clean_key(str(entry.get("prefix") or "")),
+                        "suffixes": [s.strip().lower() for s in suffixes]})
+    return checked
+
+
+def accept(key: str, settings: Settings, *, local: bool = False) -> tuple[bool, str]:
+    """(True, '') if the blob at `key` (`container/path`) should be converted; else (False, why not)."""
+    key = clean_key(key)
+    parts = key.split("/")
+    if parts[-1] == MANIFEST or any(p in output_segments(settings) for p in parts[:-1]):
+        return False, "inside an output folder"
+    if any(p.startswith(".") for p in parts):
+        return False, "hidden or staging file"
+    sources = _sources(settings)
+    container, _, path = key.partition("/")
+    if not sources:
+        suffixes = [s.lower() for s in settings.event_suffixes]
+        if key.lower().endswith(tuple(suffixes)):
+            return True, ""
+        return False, f"name does not end with one of {', '.join(suffixes)}"
+    for source in sources:
+        if local:  # a local store has no containers: the filter's prefix applies to the whole key
+            inside = not source["prefix"] or key == source["prefix"] or key.startswith(source["prefix"] + "/") \
+                or key.startswith(source["prefix"])
+        else:
+            inside = (not source["container"] or source["container"] == container) and \
+                     (not source["prefix"] or path.startswith(source["prefix"]))
+        if inside and key.lower().endswith(tuple(source["suffixes"])):
+            return True, ""
+    return False, "no configured source (TILEWRIGHT_EVENT_SOURCES) matches its container, prefix and suffix"
+
+
+def check_template(template: str) -> None:
+    try:
+        template.format(container="c", path="p", dir="d", name="n", stem="s", etag="e")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputError(f"bad TILEWRIGHT_OUTPUT_TEMPLATE {template!r}: {exc}") from None
+
+
+def output_prefix(key: str, etag: str, settings: Settings, base: str = "") -> str:
+    """The output folder (a key in the output store) of the blob at `key`."""
+    check_template(settings.output_template)
+    fields = key_parts(key)
+    rendered = settings.output_template.format(**fields, etag=etag.strip('"'))
+    prefix = join_key(base, rendered)
+    if not prefix:
+        raise InputError(f"output template {settings.output_template!r} gives an empty folder for {key!r}")
+    return prefix

@@ -1,0 +1,152 @@
+"""Run one job by id: the single code path both executors call (embedded pool process or Celery worker).
+
+claim (conditional UPDATE) -> run the task in a private work directory while a
+reporter thread writes progress + heartbeat every half second and watches for a
+cancel request -> finish (only if still the owner) -> remove the work directory.
+Failures are sorted: bad input fails once with its reason; transient ones (storage)
+are requeued with exponential backoff; a cancel ends as `cancelled`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from dataclasses import dataclass
+
+from tilewright.config import Settings
+from tilewright.errors import CancelledError, TilewrightError
+from tilewright.jobs import store
+from tilewright.jobs.models import utcnow
+from tilewright.jobs.tasks import TASKS, TaskContext, TransientError
+
+log = logging.getLogger(__name__)
+REPORT_INTERVAL = 0.5
+
+
+@dataclass
+class Outcome:
+    """What the executor should do next: nothing, or call again after `retry_in` seconds."""
+
+    status: str  # succeeded | failed | cancelled | retry | busy | skipped
+    retry_in: float = 0.0
+
+
+class _Reporter(threading.Thread):
+    """Writes the latest progress and a heartbeat; turns a cancel request (or lost ownership) into a flag."""
+
+    def __init__(self, settings: Settings, job_id: str, me: str) -> None:
+        super().__init__(daemon=True, name=f"report-{job_id[:8]}")
+        self.settings, self.job_id, self.me = settings, job_id, me
+        self.fraction, self.stage = 0.0, "starting"
+        self.cancel = threading.Event()
+        self.lost = False
+        self._halt = threading.Event()
+        self._dirty = True
+
+    def update(self, fraction: float, stage: str) -> None:
+        self.fraction, self.stage, self._dirty = max(0.0, min(1.0, fraction)), stage, True
+
+    def run(self) -> None:
+        while not self._halt.wait(REPORT_INTERVAL):
+            self.flush()
+
+    def flush(self) -> None:
+        try:
+            owned, cancel = store.report(self.settings, self.job_id, self.me, self.fraction, self.stage)
+        except Exception as exc:  # noqa: BLE001 - a busy database must not kill the job; try again next tick
+            log.warning("job %s: cannot report progress: %s", self.job_id, exc)
+            return
+        if not owned:
+            self.lost = True
+        if cancel or not owned:
+            self.cancel.set()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def _backoff(settings: Settings, attempt: int) -> float:
+    return settings.job_retry_backoff_seconds * 2 ** max(0, attempt - 1)
+
+
+def execute(job_id: str, settings: Settings) -> Outcome:
+    """Run job `job_id` if it is ours to run; never raises for a job's own failure."""
+    me = store.worker_id()
+    job = store.claim(settings, job_id, me)
+    if job is None:
+        return _not_claimed(job_id, settings)
+    task = TASKS.get(job["kind"])
+    work_dir = settings.work_root() / f"{job_id}.{job['attempts']}"
+    for stale in settings.work_root().glob(f"{job_id}.*"):  # left by an earlier owner that died: ours now
+        shutil.rmtree(stale, ignore_errors=True)
+    reporter = _Reporter(settings, job_id, me)
+    if task is None:
+        store.finish(settings, job_id, me, "failed", error=f"unknown job kind {job['kind']!r}", error_type="InputError")
+        return Outcome("failed")
+    reporter.start()
+    ctx = TaskContext(job_id=job_id, params=job["params"], settings=settings, work_dir=work_dir,
+                      attempt=job["attempts"], progress=reporter.update, cancelled=reporter.cancel.is_set)
+    log.info("job %s (%s) attempt %d started by %s", job_id, job["kind"], job["attempts"], me)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=False)
+        outputs = task.run(ctx)
+    except CancelledError as exc:
+        reporter.stop()
+        if reporter.lost:
+            return Outcome("skipped")
+        state = "cancelled" if reporter.cancel.is_set() else "failed"
+        store.finish(settings, job_id, me, state, error=exc.reason, error_type=type(exc).__name__)
+        return Outcome(state)
+    except (TransientError, OSError) as exc:
+        reporter.stop()
+        reason = " ".join(str(exc).split())[:500]
+        if job["attempts"] < job["max_attempts"]:
+            delay = _backoff(settings, job["attempts"])
+            log.warning("job %s: transient failure (%s); retrying in %g s", job_id, reason, delay)
+            store.requeue_later(settings, job_id, me, delay, reason)
+            return Outcome("retry", delay)
+        store.finish(settings, job_id, me, "failed", error=f"gave up after {job['attempts']} attempts: {reason}",
+                     error_type="transient")
+        return Outcome("failed")
+    except TilewrightError as exc:
+        reporter.stop()
+        if getattr(exc, "http_status", 400) >= 500 and job["attempts"] < job["max_attempts"]:  # e.g. write errors
+            delay = _backoff(settings, job["attempts"])
+            store.requeue_later(settings, job_id, me, delay, str(exc))
+            return Outcome("retry", delay)
+        store.finish(settings, job_id, me, "failed", error=" ".join(str(exc).split()), error_type=type(exc).__name__)
+        return Outcome("failed")
+    except Exception as exc:  # noqa: BLE001 - a bug in a task: record it, never crash the worker
+        reporter.stop()
+        log.exception("job %s: internal error", job_id)
+        store.finish(settings, job_id, me, "failed", error=f"internal error: {type(exc).__name__}: {exc}"[:500],
+                     error_type="internal")
+        return Outcome("failed")
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    reporter.stop()
+    won = store.finish(settings, job_id, me, "succeeded", outputs=outputs)
+    log.info("job %s succeeded", job_id)
+    return Outcome("succeeded" if won else "skipped")
+
+
+def _not_claimed(job_id: str, settings: Settings) -> Outcome:
+    """Why we could not claim: gone or finished (nothing to do), running elsewhere, or not due yet."""
+    try:
+        job = store.get(settings, job_id)
+    except store.JobNotFoundError:
+        return Outcome("skipped")
+    if job["state"] == "running":
+        return Outcome("busy", max(1.0, min(10.0, settings.job_stale_seconds / 3)))
+    if job["state"] == "queued":
+        from tilewright.db import session_scope
+        from tilewright.jobs.models import Job
+
+        with session_scope(settings) as session:
+            record = session.get(Job, job_id)
+            due = record.not_before if record else None
+        wait = (due - utcnow()).total_seconds() if due else 0.0
+        return Outcome("retry", max(0.2, wait))
+    return Outcome("skipped")

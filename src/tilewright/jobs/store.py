@@ -1,0 +1,256 @@
+"""Job records: submit (idempotent by key), claim, report, finish, cancel, retry, recover.
+
+Every state change is one conditional UPDATE (`... WHERE state = 'queued'`, `... AND
+worker = me`), so two processes racing for a job cannot both win, whatever the
+executor: the database, not the queue, is the source of truth.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from tilewright.config import Settings
+from tilewright.db import session_scope
+from tilewright.errors import InputError, TilewrightError
+from tilewright.jobs.models import FINISHED, STATES, Job, utcnow
+
+
+class JobNotFoundError(TilewrightError):
+    """No job (or image) has that id."""
+
+    http_status = 404
+
+
+class JobStateError(TilewrightError):
+    """The job is not in a state that allows this (e.g. retrying a job that succeeded)."""
+
+    http_status = 409
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def worker_id() -> str:
+    """`host:pid:token`: host and pid let a restarted process on the same host see a dead owner at once."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(worker: str | None) -> bool | None:
+    """True/False for an owner on this host (by pid), None when it lives elsewhere (use the heartbeat)."""
+    if not worker:
+        return True
+    host, _, rest = worker.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def is_dead(job: Job, settings: Settings) -> bool:
+    dead = owner_is_dead(job.worker)
+    if dead is not None:
+        return dead
+    last = job.heartbeat_at or job.started_at or job.created_at
+    return (utcnow() - last).total_seconds() > settings.job_stale_seconds
+
+
+def submit(settings: Settings, kind: str, params: dict[str, Any], key: str, executor: str) -> tuple[dict, bool]:
+    """Insert a queued job, or return the existing job with the same key. -> (job, created)."""
+    job = Job(id=new_id(), kind=kind, params=params, key=key, state="queued", progress=0.0, stage="queued",
+              attempts=0, max_attempts=settings.job_max_attempts, cancel_requested=False, executor=executor,
+              created_at=utcnow())
+    try:
+        with session_scope(settings) as session:
+            session.add(job)
+            return job.to_dict(), True
+    except IntegrityError:
+        with session_scope(settings) as session:
+            existing = session.scalars(select(Job).where(Job.key == key)).one_or_none()
+            if existing is None:  # pragma: no cover - a key clash that vanished: try once more
+                raise
+            return existing.to_dict(), False
+
+
+def get(settings: Settings, job_id: str) -> dict:
+    with session_scope(settings) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobNotFoundError(f"no job {job_id!r}")
+        return job.to_dict()
+
+
+def list_jobs(settings: Settings, *, state: str | None = None, kind: str | None = None,
+              limit: int = 100, offset: int = 0) -> list[dict]:
+    if state is not None and state not in STATES:
+        raise InputError(f"unknown state {state!r}; choose one of {', '.join(STATES)}")
+    query = select(Job).order_by(Job.created_at.desc()).limit(limit).offset(offset)
+    if state:
+        query = query.where(Job.state == state)
+    if kind:
+        query = query.where(Job.kind == kind)
+    with session_scope(settings) as session:
+        return [job.to_dict() for job in session.scalars(query)]
+
+
+def claim(settings: Settings, job_id: str, me: str, *, take_over_dead: bool = True) -> dict | None:
+    """Make `me` the owner of a due queued job (or of a running job whose owner died). None if not won."""
+    now = utcnow()
+    values = dict(state="running", worker=me, attempts=Job.attempts + 1, started_at=now, heartbeat_at=now,
+                  stage="starting", progress=0.0, error=None, error_type=None, not_before=None)
+    with session_scope(settings) as session:
+        won = session.execute(
+            update(Job).where(Job.id == job_id, Job.state == "queued",
+                              or_(Job.not_before.is_(None), Job.not_before <= now)).values(**values)
+        ).rowcount
+        if not won and take_over_dead:
+            job = session.get(Job, job_id)
+            if job is not None and job.state == "running" and is_dead(job, settings):
+                if job.attempts >= job.max_attempts:  # it keeps killing its worker: stop here
+                    session.execute(update(Job).where(Job.id == job_id, Job.worker == job.worker).values(
+                        state="failed", stage="failed", finished_at=now, error_type="worker_lost",
+                        error=f"the worker running this job died {job.attempts} times"))
+                    return None
+                won = session.execute(
+                    update(Job).where(Job.id == job_id, Job.state == "running", Job.worker == job.worker)
+                    .values(**values)).rowcount
+    if not won:
+        return None
+    return get(settings, job_id)
+
+
+def report(settings: Settings, job_id: str, me: str, progress: float, stage: str) -> tuple[bool, bool]:
+    """Write progress and a heartbeat. -> (still the owner, cancel requested)."""
+    with session_scope(settings) as session:
+        owned = session.execute(
+            update(Job).where(Job.id == job_id, Job.worker == me, Job.state == "running")
+            .values(progress=progress, stage=stage[:200], heartbeat_at=utcnow())).rowcount
+        cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    return bool(owned), bool(cancel)
+
+
+def finish(settings: Settings, job_id: str, me: str, state: str, *, outputs: dict | None = None,
+           error: str | None = None, error_type: str | None = None) -> bool:
+    """Record the end of the owner's run; False if `me` no longer owns it (its result is then dropped)."""
+    assert state in FINISHED
+    now = utcnow()
+    with session_scope(settings) as session:
+        job = session.get(Job, job_id)
+        started = job.started_at if job else None
+        values: dict[str, Any] = dict(state=state, finished_at=now, heartbeat_at=now, error=error,
+                                      error_type=error_type, outputs=outputs,
+                                      duration_seconds=(now - started).total_seconds() if started else None)
+        if state == "succeeded":
+            values.update(progress=1.0, stage="done")
+        else:
+            values.update(stage=state)
+        return bool(session.execute(
+            update(Job).where(Job.id == job_id, Job.worker == me, Job.state == "running").values(**values)
+        ).rowcount)
+
+
+def requeue_later(settings: Settings, job_id: str, me: str, delay: float, error: str) -> bool:
+    """Put a job that failed for a transient reason back in the queue, due after `delay` seconds."""
+    with session_scope(settings) as session:
+        return bool(session.execute(
+            update(Job).where(Job.id == job_id, Job.worker == me, Job.state == "running")
+            .values(state="queued", stage=f"retrying in {delay:g} s", error=error, error_type="transient",
+                    not_before=utcnow() + timedelta(seconds=delay), worker=None)).rowcount)
+
+
+def cancel(settings: Settings, job_id: str) -> dict:
+    """Cancel a queued job at once; ask a running one to stop (it stops at its next progress report)."""
+    with session_scope(settings) as session:
+        session.execute(update(Job).where(Job.id == job_id, Job.state == "queued")
+                        .values(state="cancelled", stage="cancelled", cancel_requested=True,
+                                finished_at=utcnow()))
+        session.execute(update(Job).where(Job.id == job_id, Job.state == "running")
+                        .values(cancel_requested=True, stage="cancelling"))
+    job = get(settings, job_id)
+    if job["state"] in ("succeeded", "failed"):
+        raise JobStateError(f"job {job_id} has already {job['state']}; nothing to cancel")
+    return job
+
+
+def retry(settings: Settings, job_id: str) -> dict:
+    """Queue a failed or cancelled job again (attempts keep counting; its limit is reset)."""
+    with session_scope(settings) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobNotFoundError(f"no job {job_id!r}")
+        changed = session.execute(
+            update(Job).where(Job.id == job_id, Job.state.in_(("failed", "cancelled")))
+            .values(state="queued", stage="queued", progress=0.0, error=None, error_type=None, outputs=None,
+                    cancel_requested=False, finished_at=None, not_before=None, worker=None,
+                    max_attempts=Job.attempts + settings.job_max_attempts)).rowcount
+        if not changed:
+            raise JobStateError(f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried")
+    return get(settings, job_id)
+
+
+def due_jobs(settings: Settings, *, exclude: set[str], limit: int) -> list[str]:
+    """Ids of queued jobs whose time has come, oldest first."""
+    now = utcnow()
+    query = (select(Job.id).where(Job.state == "queued", or_(Job.not_before.is_(None), Job.not_before <= now))
+             .order_by(Job.created_at).limit(limit + len(exclude)))
+    with session_scope(settings) as session:
+        return [i for i in session.scalars(query) if i not in exclude][:limit]
+
+
+def requeue_dead(settings: Settings) -> list[str]:
+    """Running jobs whose worker died: back to queued (or failed after too many attempts)."""
+    requeued: list[str] = []
+    with session_scope(settings) as session:
+        for job in session.scalars(select(Job).where(Job.state == "running")).all():
+            if not is_dead(job, settings):
+                continue
+            where = (Job.id == job.id, Job.state == "running", Job.worker == job.worker)
+            if job.attempts >= job.max_attempts:
+                session.execute(update(Job).where(*where).values(
+                    state="failed", stage="failed", finished_at=utcnow(), error_type="worker_lost",
+                    error=f"the worker running this job died {job.attempts} times"))
+            elif job.cancel_requested:
+                session.execute(update(Job).where(*where).values(state="cancelled", stage="cancelled",
+                                                                 finished_at=utcnow()))
+            else:
+                session.execute(update(Job).where(*where).values(state="queued", stage="requeued (worker died)",
+                                                                 worker=None))
+                requeued.append(job.id)
+    return requeued
+
+
+def counts_by_state(settings: Settings) -> dict[str, int]:
+    with session_scope(settings) as session:
+        rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+    counts = {state: 0 for state in STATES}
+    counts.update({state: count for state, count in rows})
+    return counts
+
+
+def duration_buckets(settings: Settings, bounds: list[float]) -> tuple[dict[str, list[int]], dict[str, float]]:
+    """Per kind: cumulative counts of finished-job durations <= each bound (+Inf last), and their sums."""
+    from sqlalchemy import case
+
+    columns = [func.sum(case((Job.duration_seconds <= b, 1), else_=0)) for b in bounds]
+    query = (select(Job.kind, *columns, func.count(), func.coalesce(func.sum(Job.duration_seconds), 0.0))
+             .where(Job.duration_seconds.is_not(None)).group_by(Job.kind))
+    buckets: dict[str, list[int]] = {}
+    sums: dict[str, float] = {}
+    with session_scope(settings) as session:
+        for row in session.execute(query).all():
+            buckets[row[0]] = [int(v or 0) for v in row[1:-1]]
+            sums[row[0]] = float(row[-1])
+    return buckets, sums

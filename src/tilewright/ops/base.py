@@ -1,0 +1,130 @@
+"""What every operation shares: the error, the parsed step, and parameter helpers.
+
+An operation is a plain function `op(image, **params) -> image | list[image]`.
+Its parameters are declared in its signature with types and `Annotated` limits
+(`Annotated[float, Field(gt=0)]`); `parse_chain` checks them against that
+signature before any pixel is read. Checks that need more than one parameter, or
+the image itself, are made in the function and raise `ParamError`, which the chain
+turns into an `OperationError` naming the step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyvips
+
+from tilewright.errors import InputError
+
+# Encoding choices travel with the image as metadata, so that format/quality/strip
+# stay pure functions on an image like every other operation.
+FORMAT_FIELD = "tw-format"
+QUALITY_FIELD = "tw-quality"
+STRIP_FIELD = "tw-strip"
+ENCODING_FIELDS = (FORMAT_FIELD, QUALITY_FIELD, STRIP_FIELD)
+
+
+class OperationError(InputError):
+    """A step of an operation chain is wrong: unknown, bad parameter, or impossible on this image.
+
+    `index` is the step's position in the chain (0-based), `op` its name, `param`
+    the offending parameter when there is one.
+    """
+
+    def __init__(self, reason: str, *, index: int | None = None, op: str | None = None,
+                 param: str | None = None, http_status: int | None = None) -> None:
+        self.index = index
+        self.op = op
+        self.param = param
+        if http_status is not None:
+            self.http_status = http_status
+        where = []
+        if index is not None:
+            where.append(f"operation {index}")
+        if op:
+            where.append(f"({op})" if where else op)
+        prefix = " ".join(where)
+        super().__init__(f"{prefix}: {reason}" if prefix else reason)
+        self.reason = reason
+
+
+class ParamError(ValueError):
+    """Raised inside an operation: `param` is the bad parameter (or None), the message says why."""
+
+    def __init__(self, param: str | None, message: str) -> None:
+        self.param = param
+        super().__init__(f"{param}: {message}" if param else message)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One validated operation of a chain: its registry name and checked parameters."""
+
+    op: str
+    params: dict[str, Any] = field(default_factory=dict)
+    index: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, **self.params}
+
+
+# -- helpers the operations share ----------------------------------------------------
+
+_NAMED_COLOURS = {
+    "white": (255, 255, 255), "black": (0, 0, 0), "red": (255, 0, 0), "green": (0, 128, 0),
+    "blue": (0, 0, 255), "grey": (128, 128, 128), "gray": (128, 128, 128), "yellow": (255, 255, 0),
+}
+
+
+def parse_colour(text: str, param: str = "colour") -> tuple[int, int, int]:
+    """'#rrggbb', 'rrggbb', '#rgb' or a few names (white, black, red, ...) -> (r, g, b)."""
+    value = str(text).strip().lower()
+    if value in _NAMED_COLOURS:
+        return _NAMED_COLOURS[value]
+    hexa = value.lstrip("#")
+    if len(hexa) == 3:
+        hexa = "".join(c * 2 for c in hexa)
+    if len(hexa) != 6 or any(c not in "0123456789abcdef" for c in hexa):
+        raise ParamError(param, f"colour must be #rrggbb, #rgb or a name like white, not {text!r}")
+    return (int(hexa[0:2], 16), int(hexa[2:4], 16), int(hexa[4:6], 16))
+
+
+def grey_of(rgb: tuple[int, int, int]) -> int:
+    """The luminance of an sRGB colour, for grey images (Rec. 601 weights, as libvips and Pillow)."""
+    r, g, b = rgb
+    return round(0.299 * r + 0.587 * g + 0.114 * b)
+
+
+def background_for(image: pyvips.Image, rgb: tuple[int, int, int]) -> list[int]:
+    """The colour as a pixel of `image` without its alpha: 3 values for colour, 1 for grey."""
+    colour_bands = image.bands - 1 if image.hasalpha() else image.bands
+    return list(rgb) if colour_bands >= 3 else [grey_of(rgb)]
+
+
+def with_encoding_of(result: pyvips.Image, source: pyvips.Image) -> pyvips.Image:
+    """Carry format/quality/strip choices from `source` to `result` if an operation dropped them."""
+    fields = source.get_fields()
+    missing = [name for name in ENCODING_FIELDS if name in fields and name not in result.get_fields()]
+    if not missing:
+        return result
+    result = result.copy()
+    for name in missing:
+        value = source.get(name)
+        gtype = pyvips.GValue.gint_type if isinstance(value, int) else pyvips.GValue.gstr_type
+        result.set_type(gtype, name, value)
+    return result
+
+
+def set_field(image: pyvips.Image, name: str, value: int | str) -> pyvips.Image:
+    image = image.copy()
+    gtype = pyvips.GValue.gint_type if isinstance(value, int) else pyvips.GValue.gstr_type
+    image.set_type(gtype, name, value)
+    return image
+
+
+def to_uchar(image: pyvips.Image) -> pyvips.Image:
+    """Round and clip a float result (composite, convolution) back to 8 bits."""
+    if image.format == "uchar":
+        return image
+    return image.rint().cast("uchar") if image.format in ("float", "double") else image.cast("uchar")

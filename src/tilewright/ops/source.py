@@ -1,0 +1,159 @@
+"""Opening a file for a chain: limits first, then the cheapest way to the pixels the chain needs.
+
+A chain that starts with `thumbnail` never decodes the full image: plain files use
+libvips' shrink-on-load (`pyvips.Image.thumbnail`), slides read the smallest pyramid
+level that is still large enough. Anything else streams the full image, top to
+bottom when the chain allows it (`access="sequential"`), so memory stays flat.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyvips
+
+from tilewright.config import Settings, get_settings
+from tilewright.errors import InputError
+from tilewright.formats import SlideReader, open_slide
+from tilewright.formats.base import parse_colour, to_web
+from tilewright.ops.base import Step, to_uchar
+
+
+def normalise(image: pyvips.Image) -> pyvips.Image:
+    """8-bit sRGB or grey, alpha kept (unlike the slide readers, which flatten it)."""
+    grey = image.bands - image.hasalpha() < 3
+    try:
+        if image.interpretation in ("cmyk", "lab", "labs", "lch", "xyz", "scrgb", "hsv", "rgb16", "grey16"):
+            image = image.colourspace("b-w" if grey else "srgb")
+        if image.format != "uchar":
+            image = to_uchar(image)
+        if image.bands > 4 or (image.bands == 4 and not image.hasalpha()):
+            raise ValueError("unusual band layout")
+        target = "b-w" if grey else "srgb"
+        return image if image.interpretation == target else image.copy(interpretation=target)
+    except (pyvips.Error, ValueError):
+        return to_web(image, [255, 255, 255])
+
+
+class Source:
+    """One opened input: its reader (limits already checked) and how to load it for a chain."""
+
+    def __init__(self, path: str | Path, settings: Settings | None = None) -> None:
+        self.path = Path(path)
+        self.settings = settings or get_settings()
+        self.reader: SlideReader = open_slide(self.path, self.settings)
+
+    @property
+    def is_slide(self) -> bool:
+        """Tiled or multi-level, or read by a slide reader: never decoded whole."""
+        reader = self.reader
+        return reader.name != "vips" or reader.tiled or len(reader.levels) > 1
+
+    @property
+    def width(self) -> int:
+        return self.reader.width
+
+    @property
+    def height(self) -> int:
+        return self.reader.height
+
+    def header(self) -> pyvips.Image | None:
+        """The plain file's libvips header (no pixels decoded), for mode and format; None for slides."""
+        if self.is_slide:
+            return None
+        return pyvips.Image.new_from_file(str(self.path))
+
+    def load(self, steps: list[Step]) -> tuple[pyvips.Image, list[Step]]:
+        """The image to run `steps` on, and the steps still to run (a leading thumbnail is done on load)."""
+        from tilewright.ops import needs_random_access
+
+        orient = bool(steps) and steps[0].op == "auto_orient"
+        lead = 1 if orient else 0
+        if len(steps) > lead and steps[lead].op == "thumbnail":
+            params = steps[lead].params
+            width, height = params["width"], params.get("height") or params["width"]
+            image = self.thumbnail(width, height, orient=orient)
+            return image, steps[lead + 1:]
+        return self.full(sequential=not needs_random_access(steps)), steps
+
+    def oriented_size(self, orient: bool) -> tuple[int, int]:
+        """The source's size, turned upright when `orient` and its EXIF orientation says 90 or 270 degrees."""
+        width, height = self.width, self.height
+        if orient and not self.is_slide:
+            header = self.header()
+            if header is not None and "orientation" in header.get_fields() and header.get("orientation") >= 5:
+                width, height = height, width
+        return width, height
+
+    def thumbnail(self, width: int, height: int, *, orient: bool = False) -> pyvips.Image:
+        """Fit inside width x height, never enlarged, reading as few pixels as the format allows.
+
+        The size is exactly `geometry.fit_size` of the source's size, however it is read.
+        """
+        from tilewright.ops.geometry import fit_size
+
+        target_w, target_h = fit_size(*self.oriented_size(orient), width, height)
+        if self.is_slide:
+            reader = self.reader
+            if width == height:
+                image = reader.thumbnail(max(target_w, target_h))
+            else:
+                factor = max(reader.width / target_w, reader.height / target_h)
+                image = reader.level_image(reader.best_level_for_downsample(max(1.0, factor)))
+            if orient:
+                image = image.autorot()
+            if (image.width, image.height) != (target_w, target_h):
+                image = image.thumbnail_image(target_w, height=target_h, size="force")
+            return image
+        try:
+            image = pyvips.Image.thumbnail(str(self.path), target_w, height=target_h, size="force",
+                                           no_rotate=not orient, fail_on="error")
+        except pyvips.Error as exc:
+            raise InputError(_reason(exc), path=self.path) from exc
+        return normalise(image)
+
+    def full(self, *, sequential: bool = True) -> pyvips.Image:
+        """The whole image, lazily; streamed top to bottom once when `sequential`."""
+        if self.is_slide:
+            return self.reader.level_image(0, sequential=sequential)
+        try:
+            image = pyvips.Image.new_from_file(str(self.path), access="sequential" if sequential else "random",
+                                               fail_on="error")
+        except pyvips.Error as exc:
+            raise InputError(_reason(exc), path=self.path) from exc
+        return normalise(image)
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _reason(exc: pyvips.Error) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("unable to call")]
+    return (lines[0] if lines else "libvips cannot decode it")[:300]
+
+
+def process_file(path: str | Path, steps: list[Step], settings: Settings | None = None,
+                 default_format: str = "jpeg") -> list:
+    """Open `path`, run the chain, encode every resulting image: the whole of a `/resize` request.
+
+    Returns `ops.Encoded` values (bytes, format, media type, size). A decode failure
+    of a damaged file is an `InputError`.
+    """
+    from tilewright.ops import apply_chain, encode
+
+    with Source(path, settings) as source:
+        image, rest = source.load(steps)
+        images = apply_chain(image, rest, source.settings)
+        try:
+            return [encode(im, default_format) for im in images]
+        except pyvips.Error as exc:
+            raise InputError(f"cannot decode the image: {_reason(exc)}", path=path) from exc
+
+
+__all__ = ["Source", "normalise", "parse_colour", "process_file"]

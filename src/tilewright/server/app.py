@@ -1,0 +1,94 @@
+"""The FastAPI application: routes, JSON errors, metrics, health, and the executor's life cycle.
+
+`create_app(settings)` does no work at import; the lifespan upgrades the database,
+creates the folders and starts the executor, and stops it on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+
+from tilewright import __version__
+from tilewright.config import Settings, get_settings
+from tilewright.db import get_engine, init_db
+from tilewright.server import errors, metrics, routes_ui
+from tilewright.server.routes_images import router as images_router
+from tilewright.server.routes_jobs import router as jobs_router
+from tilewright.server.routes_tiles import router as tiles_router
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, executor=None) -> FastAPI:
+    """The app; `executor` defaults to the configured one (embedded, or Celery with fallback)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from tilewright.jobs.executors import make_executor
+
+        init_db(settings)
+        for folder in (settings.resolved_output_root(), settings.resolved_upload_dir(), settings.work_root()):
+            folder.mkdir(parents=True, exist_ok=True)
+        app.state.executor = executor or make_executor(settings)
+        app.state.executor.start()
+        log.info("tilewright %s serving with the %s executor", __version__, app.state.executor.name)
+        try:
+            yield
+        finally:
+            app.state.executor.stop()
+            if getattr(app.state, "tiles", None) is not None:  # tile threads, open slides, Redis
+                app.state.tiles.close()
+                app.state.tiles = None
+
+    app = FastAPI(title="tilewright", version=__version__, lifespan=lifespan,
+                  description="Upload slides, run conversion jobs, follow their progress, fetch the pyramids.")
+    app.state.settings = settings
+    app.state.executor = executor
+    errors.install(app)
+    metrics.install(app, settings)
+    app.include_router(tiles_router)  # first: /images/{id}.dzi must not be taken by /images/{image_id}
+    app.include_router(images_router)
+    app.include_router(jobs_router)
+    app.include_router(__import__("tilewright.server.routes_process", fromlist=["router"]).router)  # issue 4
+    app.include_router(__import__("tilewright.server.routes_events", fromlist=["router"]).router)  # issue 5
+    routes_ui.install(app, settings)  # web page, /static, /vendor/openseadragon, CORS
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict:
+        """Liveness: the process answers."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz(request: Request):
+        """Readiness: database, queue and storage all usable (503 with the reasons otherwise)."""
+        checks: dict[str, dict] = {}
+        try:
+            with get_engine(settings.resolved_database_url()).connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = {"ok": True}
+        except Exception as exc:  # noqa: BLE001
+            checks["database"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+        current = request.app.state.executor
+        ok, detail = current.ready() if current is not None else (False, "no executor")
+        checks["queue"] = {"ok": ok, "detail": detail, "executor": getattr(current, "name", None)}
+        for name, folder in (("outputs", settings.resolved_output_root()), ("uploads", settings.resolved_upload_dir())):
+            probe = folder / f".probe-{uuid.uuid4().hex}"
+            try:
+                probe.write_bytes(b"")
+                probe.unlink()
+                checks[f"storage_{name}"] = {"ok": True}
+            except OSError as exc:
+                checks[f"storage_{name}"] = {"ok": False, "detail": f"{folder}: {exc.strerror}"}
+        ready = all(c["ok"] for c in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    app.mount("/outputs", StaticFiles(directory=settings.resolved_output_root(), check_dir=False), name="outputs")
+    return app

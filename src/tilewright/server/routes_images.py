@@ -1,0 +1,172 @@
+"""`/images` and `/collections`: upload a slide (it is converted by a job), list, look, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
+
+from tilewright.db import session_scope
+from tilewright.errors import InputError, TilewrightError, UnsupportedFormatError
+from tilewright.jobs import store
+from tilewright.jobs.models import Image
+from tilewright.jobs.service import submit_job
+from tilewright.jobs.tasks import KINDS, check_collection
+from tilewright.server.deps import executor_of, require_token, settings_of
+from tilewright.server.errors import ApiError
+from tilewright.server.upload import discard, receive
+
+router = APIRouter(tags=["images"])
+
+
+def _image_view(settings, image: Image) -> dict:
+    data = image.to_dict()
+    if image.job_id:
+        try:
+            job = store.get(settings, image.job_id)
+        except store.JobNotFoundError:
+            job = None
+        data["job"] = job
+        data["state"] = job["state"] if job else "unknown"
+        data["urls"] = (job.get("outputs") or {}).get("urls", []) if job else []
+    return data
+
+
+def _inspect(path: Path, filename: str, settings) -> tuple[str, int, int]:
+    """Open the upload as the converter will: an unsupported or broken file is refused now (415/400)."""
+    from tilewright.formats import open_slide
+
+    try:
+        with open_slide(path, settings) as reader:
+            return reader.name, reader.width, reader.height
+    except UnsupportedFormatError as exc:
+        raise ApiError(415, f"{filename}: {exc.reason}") from None
+    except TilewrightError as exc:
+        raise ApiError(exc.http_status, f"{filename}: {exc.reason}") from None
+
+
+@router.post("/images", status_code=201, dependencies=[Depends(require_token)])
+async def upload_image(request: Request, response: Response,
+                       collection: str = Query("default", description="Collection the image belongs to."),
+                       kind: str = Query("dzi", description="Output kind: dzi, tiff or iiif."),
+                       recipe: str | None = Query(None, description="Run this recipe instead of a plain conversion "
+                                                  "(default: TILEWRIGHT_UPLOAD_RECIPE; empty: convert)."),
+                       idempotency_key: str | None = Header(None, max_length=128)) -> dict:
+    """Upload an image or slide (multipart field `file`, or the raw body with `?filename=`). Returns the image
+    record and the job converting it to OUTPUT_ROOT/COLLECTION/IMAGE_ID/slide.*"""
+    settings = settings_of(request)
+    check_collection(collection)
+    if kind not in KINDS:
+        raise InputError(f"unknown output kind {kind!r}; choose one of {', '.join(KINDS)}")
+    _check_recipe(recipe, settings)
+    upload_dir = settings.resolved_upload_dir()
+    received = await receive(request, upload_dir, settings.max_upload_bytes)
+    collection = received.fields.get("collection", collection)
+    recipe = received.fields.get("recipe", recipe) or settings.upload_recipe or None
+    try:
+        check_collection(collection)
+        _check_recipe(recipe, settings)
+        fmt, width, height = await run_in_threadpool(_inspect, received.path, received.filename, settings)
+    except BaseException:
+        discard(received.path)
+        raise
+    return await run_in_threadpool(_record, request, response, received, collection, kind, fmt, width, height,
+                                   idempotency_key, recipe)
+
+
+def _check_recipe(recipe: str | None, settings) -> None:
+    """An unknown or broken recipe is refused at upload time (400), before the body is read."""
+    if recipe:
+        from tilewright.recipes import load_recipe
+
+        load_recipe(recipe, settings)
+
+
+def _record(request, response, received, collection, kind, fmt, width, height, idempotency_key,
+            recipe: str | None = None) -> dict:
+    settings = settings_of(request)
+    image_id = store.new_id()
+    folder = settings.resolved_upload_dir() / image_id
+    folder.mkdir(parents=True)
+    path = folder / received.filename
+    received.path.rename(path)
+    what = f"recipe:{recipe}" if recipe else kind
+    key = idempotency_key or hashlib.sha256(f"upload\0{collection}\0{what}\0{received.sha256}".encode()).hexdigest()
+    if recipe:
+        job_kind, params = "recipe", {"input": str(path), "recipe": recipe, "collection": collection,
+                                      "image_id": image_id}
+    else:
+        job_kind, params = "convert", {"input": str(path), "kind": kind, "collection": collection, "image_id": image_id}
+    try:
+        job, created = submit_job(settings, executor_of(request), job_kind, params, key=key)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    with session_scope(settings) as session:
+        if not created:  # the same upload again: give back what exists, keep no second copy
+            shutil.rmtree(folder, ignore_errors=True)
+            existing = session.scalars(select(Image).where(Image.job_id == job["id"])).first()
+            if existing is not None:
+                response.status_code = 200
+                return {"image": _image_view(settings, existing), "job": job}
+            raise ApiError(409, f"idempotency key already used by job {job['id']}, which is not an upload")
+        image = Image(id=image_id, collection=collection, filename=received.filename, path=str(path),
+                      size=received.size, sha256=received.sha256, format=fmt, width=width, height=height,
+                      kind=kind, job_id=job["id"])
+        session.add(image)
+        session.flush()
+        response.headers["Location"] = f"/images/{image_id}"
+        return {"image": _image_view(settings, image), "job": job}
+
+
+@router.get("/images")
+def list_images(request: Request, collection: str | None = None, limit: int = Query(100, ge=1, le=1000),
+                offset: int = Query(0, ge=0)) -> list[dict]:
+    settings = settings_of(request)
+    query = select(Image).order_by(Image.created_at.desc()).limit(limit).offset(offset)
+    if collection is not None:
+        query = query.where(Image.collection == collection)
+    with session_scope(settings) as session:
+        return [_image_view(settings, image) for image in session.scalars(query)]
+
+
+@router.get("/images/{image_id}")
+def get_image(image_id: str, request: Request) -> dict:
+    settings = settings_of(request)
+    with session_scope(settings) as session:
+        image = session.get(Image, image_id)
+        if image is None:
+            raise ApiError(404, f"no image {image_id!r}")
+        return _image_view(settings, image)
+
+
+@router.delete("/images/{image_id}", dependencies=[Depends(require_token)])
+def delete_image(image_id: str, request: Request) -> dict:
+    """Delete the record, the uploaded file and the outputs; a conversion still running is cancelled."""
+    settings = settings_of(request)
+    with session_scope(settings) as session:
+        image = session.get(Image, image_id)
+        if image is None:
+            raise ApiError(404, f"no image {image_id!r}")
+        if image.job_id:
+            try:
+                store.cancel(settings, image.job_id)
+            except (store.JobNotFoundError, store.JobStateError):
+                pass
+        shutil.rmtree(settings.resolved_upload_dir() / image.id, ignore_errors=True)
+        shutil.rmtree(settings.resolved_output_root() / image.collection / image.id, ignore_errors=True)
+        session.delete(image)
+    return {"deleted": image_id}
+
+
+@router.get("/collections")
+def list_collections(request: Request) -> list[dict]:
+    settings = settings_of(request)
+    query = select(Image.collection, func.count(), func.coalesce(func.sum(Image.size), 0)) \
+        .group_by(Image.collection).order_by(Image.collection)
+    with session_scope(settings) as session:
+        return [{"name": name, "images": count, "bytes": int(size)} for name, count, size in session.execute(query)]

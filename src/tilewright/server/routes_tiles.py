@@ -1,0 +1,560 @@
+"""Tile serving: Deep Zoom (pre-built or dynamic), IIIF Image API 3, thumbnails, regions, associated images.
+
+Every image is looked up by its id in the image records (routes_images / jobs.models.Image).
+A published Deep Zoom pyramid (`OUTPUT_ROOT/COLLECTION/ID/slide.dzi`) is served from disk;
+until then (or for tiles it lacks) tiles are rendered from the source, read from the best
+pyramid level for the scale asked (never from the full base for a low-resolution tile).
+
+All libvips work runs on a bounded thread pool (`tile_threads`), never on the event loop:
+a slow tile occupies one thread, the others keep being served. Encoded results are
+cached (`TileCache`: in-process LRU, or Redis), open slides are kept (`SlideHandles`),
+and every response carries an ETag computed from the request and the source file's size
+and modification time, so `If-None-Match` gets a 304 without rendering anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+import math
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyvips
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, Response
+
+from tilewright.config import Settings
+from tilewright.server import iiif
+from tilewright.server.cache import SlideHandles, TileCache, TtlCache
+from tilewright.server.errors import ApiError
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["tiles"])
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_MEDIA = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+_ASSOCIATED = ("label", "macro", "thumbnail")
+MAX_SIDE = 16383  # the largest WebP; JPEG allows 65535
+MAX_THUMBNAIL = 4096
+
+
+# -- the service: caches, handles and threads of one app ------------------------------------------
+@dataclass(frozen=True)
+class Record:
+    id: str
+    collection: str
+    path: Path
+    kind: str
+    tag: str  # size-mtime of the source: part of every cache key and ETag
+    handle_key: tuple
+
+
+class TileService:
+    def __init__(self, settings: Settings) -> None:
+        from tilewright.formats import open_slide
+
+        self.settings = settings
+        self.cache = TileCache(settings.cache_bytes, settings.cache_url, settings.cache_ttl_seconds)
+        self.handles = SlideHandles(lambda path: open_slide(path, settings), settings.slide_handles)
+        self.records = TtlCache(2.0)
+        self.dzi_meta = TtlCache(5.0)
+        self.sizes = TtlCache(3600.0)  # (width, height) by id and source version: never changes
+        self.pool = ThreadPoolExecutor(settings.tile_threads, thread_name_prefix="tiles")
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args))
+
+    # -- lookups (in the pool) --------------------------------------------------------------
+    def record(self, image_id: str) -> Record:
+        if not _ID.match(image_id):
+            raise ApiError(404, f"no image {image_id!r}")
+        cached = self.records.get(image_id)
+        if cached is not None:
+            return cached
+        from tilewright.db import session_scope
+        from tilewright.jobs.models import Image
+
+        with session_scope(self.settings) as session:
+            image = session.get(Image, image_id)
+            if image is None:
+                raise ApiError(404, f"no image {image_id!r}")
+            collection, path, kind = image.collection, Path(image.path), image.kind
+        try:
+            stat = path.stat()
+        except OSError:
+            raise ApiError(404, f"the source file of image {image_id!r} is gone") from None
+        record = Record(image_id, collection, path, kind, f"{stat.st_size:x}-{stat.st_mtime_ns:x}",
+                        (str(path), stat.st_size, stat.st_mtime_ns))
+        self.records.put(image_id, record)
+        return record
+
+    def published_dzi(self, record: Record) -> Path | None:
+        key = f"published:{record.id}"
+        cached = self.records.get(key)
+        if cached is None:
+            dzi = self.settings.resolved_output_root() / record.collection / record.id / "slide.dzi"
+            cached = dzi if dzi.is_file() else False
+            self.records.put(key, cached)
+        return cached or None
+
+    def fast_hit(self, request: Request, image_id: str, what_of, media: str) -> Response | None:
+        """A cached tile answered on the event loop, without a thread hop (memory cache only: no I/O at all).
+
+        `what_of(record)` names the tile, or None when that needs I/O; None means: take the thread pool path.
+        """
+        if self.cache.backend != "memory":
+            return None
+        record = self.records.get(image_id)
+        if record is None:
+            return None
+        what = what_of(record)
+        if what is None:
+            return None
+        key = _key(record, what)
+        etag = _etag(key)
+        headers = {"ETag": etag, "Cache-Control": self.settings.tile_cache_control}
+        if _not_modified(request, etag):
+            return Response(status_code=304, headers=headers)
+        data = self.cache.local.get(key)
+        if data is None:
+            return None
+        self.cache.hits += 1
+        headers["X-Tile-Cache"] = "hit"
+        return Response(data, media_type=media, headers=headers)
+
+    def dzi_geometry(self, dzi: Path) -> tuple[int, int, str]:
+        """(tile size, overlap, format) of a published .dzi, read once every few seconds."""
+        key = str(dzi)
+        cached = self.dzi_meta.get(key)
+        if cached is None:
+            text = dzi.read_text()
+            size = re.search(r'TileSize="(\d+)"', text)
+            overlap = re.search(r'Overlap="(\d+)"', text)
+            fmt = re.search(r'Format="(\w+)"', text)
+            cached = (int(size.group(1)) if size else -1, int(overlap.group(1)) if overlap else -1,
+                      fmt.group(1) if fmt else "")
+            self.dzi_meta.put(key, cached)
+        return cached
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.handles.clear()
+        self.cache.close()
+
+
+_service_lock = threading.Lock()
+
+
+def service(request: Request) -> TileService:
+    app = request.app
+    svc = getattr(app.state, "tiles", None)
+    if svc is None:
+        with _service_lock:
+            svc = getattr(app.state, "tiles", None)
+            if svc is None:
+                svc = app.state.tiles = TileService(app.state.settings)
+    return svc
+
+
+# -- rendering (in the pool) -----------------------------------------------------------------------
+def _key(record: Record, what: str) -> str:
+    return f"{record.id}:{record.tag}:{what}"
+
+
+def _etag(key: str) -> str:
+    return '"' + hashlib.sha1(key.encode()).hexdigest()[:24] + '"'
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    given = request.headers.get("if-none-match")
+    if not given:
+        return False
+    if given.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in given.split(","))
+
+
+def encode(image: pyvips.Image, fmt: str, quality: int) -> bytes:
+    if fmt in ("jpg", "jpeg"):
+        return image.jpegsave_buffer(Q=quality, keep="none")
+    if fmt == "png":
+        return image.pngsave_buffer(compression=3, keep="none")
+    if fmt == "webp":
+        return image.webpsave_buffer(Q=quality, keep="none")
+    raise ApiError(400, f"unsupported image format {fmt!r}; choose jpg, png or webp")
+
+
+def render_region(handle, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> pyvips.Image:
+    """Level-0 region (x, y, w, h) scaled to out_w x out_h, read from the best pyramid level."""
+    reader = handle.reader
+    downsample = max(1.0, min(w / out_w, h / out_h))
+    level = reader.best_level_for_downsample(downsample)
+    ds = reader.levels[level].downsample
+    image = handle.level_image(level)
+    x0, y0 = max(0, int(math.floor(x / ds))), max(0, int(math.floor(y / ds)))
+    x1, y1 = min(image.width, int(math.ceil((x + w) / ds))), min(image.height, int(math.ceil((y + h) / ds)))
+    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+    part = image.crop(x0, y0, x1 - x0, y1 - y0)
+    if (part.width, part.height) != (out_w, out_h):
+        part = part.thumbnail_image(out_w, height=out_h, size="force")
+    return part
+
+
+def _render(svc: TileService, record: Record, make) -> bytes:
+    """Run `make(handle) -> bytes` on an open slide; a failed read becomes a clean 4xx, not a 500."""
+    from tilewright.errors import TilewrightError
+
+    with svc.handles.open(record.path, record.handle_key) as handle:
+        try:
+            data = make(handle)
+        except (ApiError, TilewrightError):
+            raise
+        except (pyvips.Error, ValueError, IndexError, OSError) as exc:
+            error = handle.reader.read_error()
+            svc.handles.discard(handle)
+            detail = " ".join(str(error or exc).split())[:300]
+            raise ApiError(422, f"cannot read this part of image {record.id!r}: {detail}") from None
+        error = handle.reader.read_error()
+        if error is not None:
+            svc.handles.discard(handle)
+            raise ApiError(422, f"cannot read this part of image {record.id!r}: {' '.join(str(error).split())[:300]}")
+        return data
+
+
+def _cached(svc: TileService, request: Request, record: Record, what: str, media: str, make,
+            cache_control: str | None = None) -> Response:
+    key = _key(record, what)
+    etag = _etag(key)
+    headers = {"ETag": etag, "Cache-Control": cache_control or svc.settings.tile_cache_control}
+    if _not_modified(request, etag):
+        return Response(status_code=304, headers=headers)
+    data = svc.cache.get(key)
+    headers["X-Tile-Cache"] = "hit" if data is not None else "miss"
+    if data is None:
+        data = _render(svc, record, make)
+        svc.cache.put(key, data)
+    return Response(data, media_type=media, headers=headers)
+
+
+def _format(fmt: str) -> str:
+    fmt = fmt.lower()
+    if fmt not in _MEDIA:
+        raise ApiError(400, f"unsupported image format {fmt!r}; choose jpg, png or webp")
+    return "jpg" if fmt == "jpeg" else fmt
+
+
+# -- Deep Zoom ---------------------------------------------------------------------------------
+def dz_levels(width: int, height: int) -> int:
+    return int(math.ceil(math.log2(max(width, height, 1)))) + 1
+
+
+def dzi_xml(width: int, height: int, tile: int, overlap: int, fmt: str) -> str:
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{fmt}" Overlap="{overlap}" '
+            f'TileSize="{tile}"><Size Width="{width}" Height="{height}"/></Image>\n')
+
+
+def _dzi_format(settings: Settings) -> str:
+    return {"jpeg": "jpeg", "png": "png", "webp": "webp"}[settings.tile_format]
+
+
+def _dzi(svc: TileService, request: Request, image_id: str) -> Response:
+    record = svc.record(image_id)
+    published = svc.published_dzi(record)
+    if published is not None:
+        data = published.read_bytes()
+        stat = published.stat()
+        key = _key(record, f"dzi-prebuilt:{stat.st_mtime_ns}")
+        source = "prebuilt"
+    else:
+        settings = svc.settings
+
+        def make(handle) -> bytes:
+            return dzi_xml(handle.reader.width, handle.reader.height, settings.dzi_tile_size, settings.dzi_overlap,
+                           _dzi_format(settings)).encode()
+
+        key = _key(record, f"dzi:{settings.dzi_tile_size}:{settings.dzi_overlap}:{settings.tile_format}")
+        data = svc.cache.get(key)
+        if data is None:
+            data = _render(svc, record, make)
+            svc.cache.put(key, data)
+        source = "dynamic"
+    etag = _etag(key)
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Tile-Source": source}
+    if _not_modified(request, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type="application/xml", headers=headers)
+
+
+def _dz_tile(svc: TileService, request: Request, image_id: str, level: int, col: int, row: int,
+             fmt: str) -> Response:
+    fmt_out = _format(fmt)
+    record = svc.record(image_id)
+    settings = svc.settings
+    ts, overlap = settings.dzi_tile_size, settings.dzi_overlap
+    published = svc.published_dzi(record)
+    if published is not None:
+        pts, pov, pfmt = svc.dzi_geometry(published)
+        tile = published.with_name("slide_files") / str(level) / f"{col}_{row}.{fmt}"
+        if (pts, pov) == (ts, overlap) and pfmt == fmt and tile.is_file():
+            stat = tile.stat()
+            etag = _etag(f"{tile}:{stat.st_size}:{stat.st_mtime_ns}")
+            headers = {"ETag": etag, "Cache-Control": settings.tile_cache_control, "X-Tile-Source": "prebuilt"}
+            if _not_modified(request, etag):
+                return Response(status_code=304, headers=headers)
+            return Response(tile.read_bytes(), media_type=_MEDIA[fmt_out], headers=headers)
+
+    def make(handle) -> bytes:
+        reader = handle.reader
+        width, height = reader.width, reader.height
+        top = dz_levels(width, height) - 1
+        if level > top:
+            raise ApiError(404, f"no Deep Zoom level {level} (levels 0..{top})")
+        scale = 2 ** (top - level)
+        lw, lh = -(-width // scale), -(-height // scale)
+        if col * ts >= lw or row * ts >= lh:
+            raise ApiError(404, f"no tile {col}_{row} at level {level} ({-(-lw // ts)} x {-(-lh // ts)} tiles)")
+        x0, y0 = col * ts - (overlap if col else 0), row * ts - (overlap if row else 0)
+        x1, y1 = min(lw, (col + 1) * ts + overlap), min(lh, (row + 1) * ts + overlap)
+        rx, ry = x0 * scale, y0 * scale
+        rw, rh = min(width, x1 * scale) - rx, min(height, y1 * scale) - ry
+        return encode(render_region(handle, rx, ry, rw, rh, x1 - x0, y1 - y0), fmt_out, settings.quality)
+
+    what = f"dz:{ts}:{overlap}:{level}:{col}:{row}:{fmt_out}:q{settings.quality}"
+    response = _cached(svc, request, record, what, _MEDIA[fmt_out], make)
+    response.headers["X-Tile-Source"] = "dynamic"
+    return response
+
+
+@router.get("/images/{image_id}.dzi", summary="Deep Zoom descriptor (pre-built when published, else dynamic)")
+async def get_dzi(image_id: str, request: Request) -> Response:
+    svc = service(request)
+    return await svc.run(_dzi, svc, request, image_id)
+
+
+@router.get("/images/{image_id}_files/{level:int}/{col:int}_{row:int}.{fmt}",
+            summary="Deep Zoom tile (pre-built when published, else rendered from the source)")
+async def get_dz_tile(image_id: str, level: int, col: int, row: int, fmt: str, request: Request) -> Response:
+    svc = service(request)
+    if fmt in _MEDIA:
+        settings = svc.settings
+        fmt_out = _format(fmt)
+
+        def what_of(record: Record) -> str | None:
+            if svc.records.get(f"published:{record.id}") is not False:
+                return None  # published (files on disk) or not known yet
+            return f"dz:{settings.dzi_tile_size}:{settings.dzi_overlap}:{level}:{col}:{row}:{fmt_out}:q{settings.quality}"
+
+        hit = svc.fast_hit(request, image_id, what_of, _MEDIA[fmt_out])
+        if hit is not None:
+            hit.headers["X-Tile-Source"] = "dynamic"
+            return hit
+    return await svc.run(_dz_tile, svc, request, image_id, level, col, row, fmt)
+
+
+# -- IIIF Image API 3 -------------------------------------------------------------------------------
+def _iiif_limits(settings: Settings) -> dict[str, int]:
+    return {"max_width": MAX_SIDE, "max_height": MAX_SIDE, "max_area": settings.max_region_pixels}
+
+
+def _slide_size(svc: TileService, record: Record) -> tuple[int, int]:
+    key = _key(record, "size")
+    cached = svc.sizes.get(key)
+    if cached is None:
+        cached = _render(svc, record, lambda handle: (handle.reader.width, handle.reader.height))
+        svc.sizes.put(key, cached)
+    return cached
+
+
+def _iiif_info(svc: TileService, request: Request, image_id: str) -> Response:
+    record = svc.record(image_id)
+    width, height = _slide_size(svc, record)
+    base = str(request.base_url).rstrip("/") + f"/iiif/3/{image_id}"
+    doc = iiif.info(base, width, height, svc.settings.iiif_tile_size, **_iiif_limits(svc.settings))
+    accept = request.headers.get("accept", "")
+    media = (f'application/ld+json;profile="{iiif.CONTEXT}"' if "application/ld+json" in accept
+             else "application/json")
+    etag = _etag(_key(record, f"info:{base}:{svc.settings.iiif_tile_size}:{svc.settings.max_region_pixels}"))
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Link": f'<{iiif.CONTEXT}>;rel="profile"'}
+    if _not_modified(request, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(json.dumps(doc), media_type=media, headers=headers)
+
+
+def _apply_iiif(image: pyvips.Image, req: iiif.Request, background: list[int]) -> pyvips.Image:
+    if req.mirror:
+        image = image.fliphor()
+    if req.rotation:
+        if req.rotation in (90.0, 180.0, 270.0):
+            image = image.rot(f"d{int(req.rotation)}")
+        else:
+            image = image.rotate(req.rotation, background=background[: image.bands])
+    if req.quality in ("gray", "bitonal") and image.bands >= 3:
+        image = image.colourspace("b-w")
+    if req.quality == "bitonal":
+        image = (image > 127).ifthenelse(255, 0).cast("uchar")
+    return image
+
+
+def _iiif_image(svc: TileService, request: Request, image_id: str, region: str, size: str, rotation: str,
+                quality_format: str) -> Response:
+    record = svc.record(image_id)
+    width, height = _slide_size(svc, record)
+    try:
+        req = iiif.parse(region, size, rotation, quality_format, width, height, **_iiif_limits(svc.settings))
+    except iiif.IiifError as exc:
+        raise ApiError(400, str(exc)) from None
+    quality = svc.settings.quality
+
+    def make(handle) -> bytes:
+        image = render_region(handle, req.x, req.y, req.w, req.h, req.out_w, req.out_h)
+        image = _apply_iiif(image, req, handle.reader.background)
+        return encode(image, req.format, quality)
+
+    response = _cached(svc, request, record, f"iiif:{req.canonical()}:q{quality}", req.media_type, make)
+    response.headers["Link"] = f'<{iiif.PROTOCOL}/3/level2.json>;rel="profile"'
+    return response
+
+
+@router.get("/iiif/3/{image_id}", include_in_schema=False)
+async def iiif_base(image_id: str) -> Response:
+    return RedirectResponse(f"/iiif/3/{image_id}/info.json", status_code=303)
+
+
+@router.get("/iiif/3/{image_id}/info.json", summary="IIIF Image API 3 information document")
+async def iiif_info(image_id: str, request: Request) -> Response:
+    svc = service(request)
+    return await svc.run(_iiif_info, svc, request, image_id)
+
+
+@router.get("/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality_format}",
+            summary="IIIF Image API 3 image request (level 2, plus mirroring, arbitrary rotation, webp)")
+async def iiif_image(image_id: str, region: str, size: str, rotation: str, quality_format: str,
+                     request: Request) -> Response:
+    svc = service(request)
+    media: list[str] = []
+
+    def what_of(record: Record) -> str | None:
+        dims = svc.sizes.get(_key(record, "size"))
+        if dims is None:
+            return None
+        try:
+            req = iiif.parse(region, size, rotation, quality_format, *dims, **_iiif_limits(svc.settings))
+        except iiif.IiifError:
+            return None  # the pool path answers the 400
+        media.append(req.media_type)
+        return f"iiif:{req.canonical()}:q{svc.settings.quality}"
+
+    hit = svc.fast_hit(request, image_id, what_of, "image/jpeg")
+    if hit is not None:
+        hit.media_type = media[0]
+        hit.headers["content-type"] = media[0]
+        hit.headers["Link"] = f'<{iiif.PROTOCOL}/3/level2.json>;rel="profile"'
+        return hit
+    return await svc.run(_iiif_image, svc, request, image_id, region, size, rotation, quality_format)
+
+
+# -- thumbnail, associated images, regions, info ---------------------------------------------------
+@router.get("/images/{image_id}/thumbnail", summary="Thumbnail fitting size x size, from the smallest good level")
+async def thumbnail(image_id: str, request: Request, size: int = Query(256, ge=1, le=MAX_THUMBNAIL),
+                    format: str = Query("jpg", description="jpg, png or webp")) -> Response:
+    svc = service(request)
+    fmt = _format(format)
+    quality = svc.settings.quality
+    if size * size > svc.settings.max_region_pixels:
+        raise ApiError(400, f"size {size} is over the limit (max_region_pixels {svc.settings.max_region_pixels:,})")
+
+    def work() -> Response:
+        record = svc.record(image_id)
+        return _cached(svc, request, record, f"thumb:{size}:{fmt}:q{quality}", _MEDIA[fmt],
+                       lambda handle: encode(_thumbnail(handle, size), fmt, quality))
+
+    return await svc.run(work)
+
+
+def _thumbnail(handle, size: int) -> pyvips.Image:
+    reader = handle.reader
+    level = reader.best_level_for_downsample(max(1.0, max(reader.width, reader.height) / size))
+    return handle.level_image(level).thumbnail_image(size, height=size, size="down")
+
+
+@router.get("/images/{image_id}/associated/{name}", summary="Associated image: label, macro or thumbnail")
+async def associated(image_id: str, name: str, request: Request,
+                     format: str = Query("jpg", description="jpg, png or webp")) -> Response:
+    if name not in _ASSOCIATED:
+        raise ApiError(404, f"no associated image {name!r}; ask for one of {', '.join(_ASSOCIATED)}")
+    svc = service(request)
+    fmt = _format(format)
+    quality = svc.settings.quality
+
+    def make(handle) -> bytes:
+        if name not in handle.reader.associated_names:
+            raise ApiError(404, f"image {image_id!r} has no {name} image "
+                                f"(it has: {', '.join(handle.reader.associated_names) or 'none'})")
+        return encode(handle.reader.associated(name), fmt, quality)
+
+    def work() -> Response:
+        record = svc.record(image_id)
+        return _cached(svc, request, record, f"assoc:{name}:{fmt}:q{quality}", _MEDIA[fmt], make)
+
+    return await svc.run(work)
+
+
+@router.get("/images/{image_id}/region", summary="A region of one level (x, y in level-0 pixels, as OpenSlide)")
+async def region(image_id: str, request: Request,
+                 x: int = Query(..., ge=-(2**31), le=2**31, description="left, in level-0 pixels"),
+                 y: int = Query(..., ge=-(2**31), le=2**31, description="top, in level-0 pixels"),
+                 w: int = Query(..., ge=1, le=MAX_SIDE), h: int = Query(..., ge=1, le=MAX_SIDE),
+                 level: int = Query(0, ge=0, le=64), format: str = Query("jpg")) -> Response:
+    svc = service(request)
+    fmt = _format(format)
+    quality = svc.settings.quality
+    if w * h > svc.settings.max_region_pixels:
+        raise ApiError(400, f"region {w}x{h} = {w * h:,} pixels is over the limit of "
+                            f"{svc.settings.max_region_pixels:,} (TILEWRIGHT_MAX_REGION_PIXELS)")
+
+    def make(handle) -> bytes:
+        levels = len(handle.reader.levels)
+        if level >= levels:
+            raise ApiError(400, f"no level {level}: this image has levels 0..{levels - 1}")
+        pixels = handle.reader.region(x, y, w, h, level)
+        return encode(pixels, fmt, quality)
+
+    def work() -> Response:
+        record = svc.record(image_id)
+        return _cached(svc, request, record, f"region:{x}:{y}:{w}:{h}:{level}:{fmt}:q{quality}", _MEDIA[fmt], make)
+
+    return await svc.run(work)
+
+
+@router.get("/images/{image_id}/info", summary="The slide's metadata: size, levels, resolution, properties, URLs")
+async def info(image_id: str, request: Request) -> dict:
+    svc = service(request)
+
+    def work() -> dict:
+        record = svc.record(image_id)
+        data = _render(svc, record, lambda handle: handle.reader.info().to_dict())
+        data.pop("path", None)  # the server's file layout is nobody's business
+        published = svc.published_dzi(record)
+        data.update(id=image_id, collection=record.collection, kind=record.kind,
+                    dzi=f"/images/{image_id}.dzi", iiif=f"/iiif/3/{image_id}/info.json",
+                    thumbnail=f"/images/{image_id}/thumbnail",
+                    tiles="prebuilt" if published is not None else "dynamic",
+                    associated=[f"/images/{image_id}/associated/{n}" for n in data["associated_images"]
+                                if n in _ASSOCIATED])
+        return data
+
+    return await svc.run(work)
+
+
+@router.get("/tiles/cache", summary="Tile cache statistics")
+async def cache_stats(request: Request) -> dict:
+    svc = service(request)
+    return {**svc.cache.stats(), "open_slides": len(svc.handles), "slides_opened": svc.handles.opened}

@@ -1,0 +1,186 @@
+"""Receiving an upload: the body is streamed to a file in chunks (multipart or raw), hashed on the way,
+and stopped the moment it passes the byte limit. Nothing is held in memory, whatever the size."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from tilewright.importer import IMAGE_SUFFIXES
+from tilewright.server.errors import ApiError
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class Received:
+    path: Path
+    filename: str
+    size: int
+    sha256: str
+    fields: dict[str, str]
+
+
+def safe_filename(name: str | None) -> str:
+    """A plain file name (no folders, no odd characters); the suffix is what tells the type."""
+    base = Path((name or "").replace("\\", "/")).name
+    base = _SAFE.sub("_", base).strip("._") or "upload"
+    return base[:200]
+
+
+def check_type(filename: str) -> None:
+    suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    if suffix not in IMAGE_SUFFIXES:
+        raise ApiError(415, f"{filename!r}: unsupported file type {suffix or '(no extension)'}; "
+                            f"accepted: {' '.join(sorted(IMAGE_SUFFIXES))}")
+
+
+class _Sink:
+    """The file being written, its hash and the byte limit."""
+
+    def __init__(self, folder: Path, limit: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f".incoming-{uuid.uuid4().hex}"
+        self.handle = open(self.path, "wb")
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.limit = limit
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise ApiError(413, f"upload larger than the limit of {self.limit} bytes (TILEWRIGHT_MAX_UPLOAD_BYTES)")
+        self.digest.update(data)
+        self.handle.write(data)
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def discard(self) -> None:
+        self.handle.close()
+        self.path.unlink(missing_ok=True)
+
+
+async def receive(request: Request, folder: Path, limit: int) -> Received:
+    """Stream the request body to a hidden file in `folder`; ApiError (400/411/413/415) on a bad upload."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + 2**20:
+        raise ApiError(413, f"upload of {length} bytes is larger than the limit of {limit} bytes "
+                            "(TILEWRIGHT_MAX_UPLOAD_BYTES)")
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if content_type == b"multipart/form-data":
+        return await _multipart(request, folder, limit, options.get(b"boundary"))
+    filename = safe_filename(request.query_params.get("filename") or request.headers.get("x-filename")
+                             or _disposition_name(request.headers.get("content-disposition")))
+    check_type(filename)
+    sink = _Sink(folder, limit)
+    try:
+        async for chunk in request.stream():
+            sink.write(chunk)
+        sink.close()
+    except BaseException:
+        sink.discard()
+        raise
+    if sink.size == 0:
+        sink.discard()
+        raise ApiError(400, "empty upload: send the file as the request body or as multipart field 'file'")
+    return Received(sink.path, filename, sink.size, sink.digest.hexdigest(), {})
+
+
+def _disposition_name(header: str | None) -> str | None:
+    if not header:
+        return None
+    _kind, options = parse_options_header(header)
+    name = options.get(b"filename")
+    return name.decode("utf-8", "replace") if name else None
+
+
+async def _multipart(request: Request, folder: Path, limit: int, boundary: bytes | None) -> Received:
+    if not boundary:
+        raise ApiError(400, "multipart upload without a boundary")
+    state: dict = {"headers": {}, "name": [], "value": [], "part": None, "field": None, "buffer": bytearray()}
+    fields: dict[str, str] = {}
+    result: dict = {}
+
+    def on_part_begin() -> None:
+        state["headers"] = {}
+        state["part"] = None
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["name"].append(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"].append(data[start:end])
+
+    def on_header_end() -> None:
+        state["headers"][b"".join(state["name"]).lower()] = b"".join(state["value"]).strip()
+        state["name"].clear()
+        state["value"].clear()
+
+    def on_headers_finished() -> None:
+        _disp, options = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        field = (options.get(b"name") or b"").decode("utf-8", "replace")
+        filename = options.get(b"filename")
+        if filename is not None and "sink" not in result:
+            name = safe_filename(filename.decode("utf-8", "replace"))
+            check_type(name)
+            result["filename"] = name
+            result["sink"] = _Sink(folder, limit)
+            state["part"] = "file"
+        else:
+            state["part"] = "field"
+            state["field"] = field
+            state["buffer"] = bytearray()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if state["part"] == "file":
+            result["sink"].write(data[start:end])
+        elif state["part"] == "field":
+            state["buffer"] += data[start:end]
+            if len(state["buffer"]) > 65536:
+                raise ApiError(413, "a form field is larger than 64 KiB")
+
+    def on_part_end() -> None:
+        if state["part"] == "field" and state["field"]:
+            fields[state["field"]] = state["buffer"].decode("utf-8", "replace")
+        state["part"] = None
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end,
+        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished,
+    })
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except ApiError:
+        if "sink" in result:
+            result["sink"].discard()
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed body is the client's problem
+        if "sink" in result:
+            result["sink"].discard()
+        raise ApiError(400, f"malformed multipart body: {exc}") from None
+    if "sink" not in result:
+        raise ApiError(400, "multipart upload without a file part (send it as field 'file')")
+    sink: _Sink = result["sink"]
+    sink.close()
+    if sink.size == 0:
+        sink.discard()
+        raise ApiError(400, "empty upload")
+    return Received(sink.path, result["filename"], sink.size, sink.digest.hexdigest(), fields)
+
+
+def discard(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

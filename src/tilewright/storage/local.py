@@ -1,0 +1,111 @@
+"""Local disk: a folder (the configured `storage_root`, or an input root) holding keys as relative paths.
+
+Publishing is a real atomic rename here: the pyramid and its manifest are assembled in a
+hidden staging folder beside the output and renamed into place in one step.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fsspec.implementations.local import LocalFileSystem
+
+from tilewright.config import Settings
+from tilewright.outputs.base import STAGING_PREFIX
+from tilewright.storage.base import MANIFEST, MANIFEST_FORMAT, Storage, _sha256, clean_key
+
+
+class LocalStorage(Storage):
+    scheme = "file"
+
+    def __init__(self, settings: Settings, root: Path | str | None = None) -> None:
+        folder = Path(root) if root is not None else settings.resolved_storage_root()
+        folder = folder.expanduser().resolve()
+        super().__init__(LocalFileSystem(), settings, str(folder))
+        self.folder = folder
+
+    def full(self, key: str) -> str:
+        key = clean_key(key)
+        return str(self.folder / key) if key else str(self.folder)
+
+    def url(self, key: str) -> str:
+        return "file://" + quote(self.full(key))
+
+    def describe(self) -> str:
+        return f"file://{self.folder}"
+
+    def _etag(self, detail: dict[str, Any]) -> tuple[str, str]:
+        try:
+            stat = os.stat(detail["name"])
+        except (KeyError, OSError):
+            return "", ""
+        return f"{stat.st_size:x}-{stat.st_mtime_ns:x}", ""
+
+    def ensure_container(self, key: str) -> None:
+        Path(self.full(key)).parent.mkdir(parents=True, exist_ok=True)
+
+    def _open_write(self, key: str):
+        self.ensure_container(key)
+        return open(self.full(key), "wb")
+
+    def _open_read(self, key: str):
+        return open(self.full(key), "rb")
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write-then-rename, so a reader never sees half a file."""
+        target = Path(self.full(key))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f"{STAGING_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}")
+        temp.write_bytes(data)
+        os.replace(temp, target)
+
+    def _put_file(self, local: Path, key: str) -> None:
+        target = Path(self.full(key))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, target)
+
+    def publish_pyramid(self, local_dir: Path, prefix: str, *, source=None, extra=None, progress=None,
+                        cancelled=None) -> dict[str, Any]:
+        from datetime import datetime, timezone
+
+        final = Path(self.full(prefix))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = final.parent / f"{STAGING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            shutil.copytree(local_dir, staging)
+            if cancelled is not None and cancelled():
+                from tilewright.errors import CancelledError
+
+                raise CancelledError("cancelled")
+            files = sorted(p for p in staging.rglob("*") if p.is_file())
+            entries = [{"path": p.relative_to(staging).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)}
+                       for p in files]
+            manifest = {"format": MANIFEST_FORMAT, "prefix": clean_key(prefix), "url": self.url(prefix),
+                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "source": source or {},
+                        "files": entries, "file_count": len(entries), "bytes": sum(e["size"] for e in entries),
+                        **(extra or {})}
+            import json
+
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            old = None
+            if final.exists():
+                old = final.parent / f"{STAGING_PREFIX}old-{final.name}-{uuid.uuid4().hex[:8]}"
+                os.replace(final, old)
+            os.replace(staging, final)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            if progress:
+                progress(len(entries), len(entries))
+            return manifest
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def list(self, prefix: str = ""):
+        for blob in super().list(prefix):
+            if not any(part.startswith(STAGING_PREFIX) for part in blob.key.split("/")):
+                yield blob

@@ -1,0 +1,69 @@
+"""S3 and S3-compatible stores (MinIO, Ceph, moto) through s3fs. Keys are `bucket/path`; URLs `s3://bucket/path`."""
+
+from __future__ import annotations
+
+import threading
+
+from tilewright.config import Settings
+from tilewright.storage.base import Storage, clean_key
+
+S3_MIN_PART = 5 * 2**20
+
+
+def _filesystem(settings: Settings):
+    from s3fs import S3FileSystem
+
+    kwargs: dict = {"skip_instance_cache": True, "config_kwargs": {"retries": {"max_attempts": 2, "mode": "standard"}}}
+    if settings.s3_endpoint_url:
+        kwargs["endpoint_url"] = settings.s3_endpoint_url
+    if settings.s3_region:
+        kwargs["client_kwargs"] = {"region_name": settings.s3_region}
+    if settings.s3_access_key_id:
+        kwargs["key"] = settings.s3_access_key_id
+    if settings.s3_secret_access_key is not None:
+        kwargs["secret"] = settings.s3_secret_access_key.get_secret_value()
+    return S3FileSystem(**kwargs)
+
+
+class S3Storage(Storage):
+    scheme = "s3"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(_filesystem(settings), settings, "")
+        self.endpoint = settings.s3_endpoint_url or "AWS"
+        self._buckets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"s3:// (endpoint {self.endpoint})"
+
+    def ensure_container(self, key: str) -> None:
+        bucket = clean_key(key).split("/", 1)[0]
+        with self._lock:
+            if bucket in self._buckets:
+                return
+        try:
+            if not self.fs.exists(bucket):
+                region = self.settings.s3_region
+                extra = {"CreateBucketConfiguration": {"LocationConstraint": region}} \
+                    if region and region != "us-east-1" else {}  # us-east-1 refuses its own name here
+                self.fs.call_s3("create_bucket", Bucket=bucket, **extra)
+                self.fs.invalidate_cache()
+        except Exception:  # noqa: BLE001 - no right to create buckets: the upload itself will say what is wrong
+            pass
+        with self._lock:
+            self._buckets.add(bucket)
+
+    def _open_write(self, key: str):
+        return self.fs.open(self.full(key), "wb", block_size=max(self.chunk, S3_MIN_PART))
+
+    def invalidate(self) -> None:
+        self.fs.invalidate_cache()
+
+    def list(self, prefix: str = ""):
+        self.fs.invalidate_cache()  # s3fs caches listings; a watcher needs what is there now
+        yield from super().list(prefix)
+
+    def info(self, key: str):
+        self.fs.invalidate_cache(self.full(key))
+        return super().info(key)

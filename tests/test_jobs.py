@@ -1,0 +1,139 @@
+"""The job system with the embedded executor: a real spawn process pool, real conversions, a real
+SQLite file; and a real `tilewright serve` killed with SIGKILL mid-job and started again."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services import clean_env, free_port, slow_tiff, start_server, wait_until  # noqa: F401 - fixture
+from tilewright.config import Settings
+from tilewright.db import init_db
+from tilewright.errors import InputError
+from tilewright.jobs import store
+from tilewright.jobs.executors import EmbeddedExecutor
+from tilewright.jobs.service import submit_job
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Settings on a fresh data folder, and a started embedded executor with concurrency 2."""
+    data = tmp_path_factory.mktemp("jobs")
+    settings = Settings(data_dir=data, input_roots=["/work/shared/testdata", str(data / "in")], concurrency=2,
+                        job_retry_backoff_seconds=0.1)
+    init_db(settings)
+    executor = EmbeddedExecutor(settings)
+    executor.start()
+    yield settings, executor
+    executor.stop()
+
+
+def _wait(settings, job_id: str, timeout: float = 60) -> dict:
+    return wait_until(lambda: (j := store.get(settings, job_id))["state"] in FINISHED and j, timeout,
+                      f"job {job_id} to finish")
+
+
+def test_twenty_conversions_with_concurrency_two(env, testdata):
+    settings, executor = env
+    source = testdata("svs/cmu-1-small-region.svs")
+    ids = [submit_job(settings, executor, "convert", {"input": str(source), "collection": "twenty"},
+                      key=f"twenty-{i}")[0]["id"] for i in range(20)]
+    assert len(set(ids)) == 20
+    jobs = [_wait(settings, i, timeout=120) for i in ids]
+    assert [j["state"] for j in jobs] == ["succeeded"] * 20, [j["error"] for j in jobs]
+    for job in jobs:
+        assert job["attempts"] == 1
+        assert Path(job["outputs"]["output"]).is_file() and job["outputs"]["output"].endswith("slide.dzi")
+        assert job["outputs"]["width"] == 2220
+    # never more than two at once: count overlapping [started, finished] intervals
+    spans = sorted((j["started_at"], j["finished_at"]) for j in jobs)
+    peak = max(sum(1 for s, f in spans if s <= start < f) for start, _ in spans)
+    assert peak <= 2
+    assert not any(settings.work_root().iterdir()), "work directories must be removed when jobs end"
+
+
+def test_same_key_twice_runs_once(env, testdata):
+    settings, executor = env
+    params = {"input": str(testdata("jpeg-png/boxes.png")), "kind": "tiff", "collection": "once"}
+    first, created = submit_job(settings, executor, "convert", params)
+    second, created_again = submit_job(settings, executor, "convert", dict(params))
+    assert created and not created_again and first["id"] == second["id"]
+    job = _wait(settings, first["id"])
+    assert job["state"] == "succeeded" and job["attempts"] == 1
+    third, created_third = submit_job(settings, executor, "convert", params)
+    assert not created_third and third["id"] == first["id"] and third["state"] == "succeeded"
+    assert len(store.list_jobs(settings, kind="convert", limit=1000)) == len(
+        {j["id"] for j in store.list_jobs(settings, kind="convert", limit=1000)})
+
+
+def test_corrupt_input_fails_once_with_its_reason(env, testdata):
+    settings, executor = env
+    job, _ = submit_job(settings, executor, "convert", {"input": str(testdata("broken/truncated.png"))})
+    job = _wait(settings, job["id"])
+    assert job["state"] == "failed" and job["attempts"] == 1
+    assert "corrupt or truncated" in job["error"] and job["error_type"] == "InputError"
+
+
+def test_transient_failures_retry_with_backoff_then_give_up(env):
+    settings, executor = env
+    ok, _ = submit_job(settings, executor, "ping", {"fail_attempts": 2, "nonce": "retry-ok"})
+    bad, _ = submit_job(settings, executor, "ping", {"fail_attempts": 9, "nonce": "retry-bad"})
+    ok, bad = _wait(settings, ok["id"]), _wait(settings, bad["id"])
+    assert ok["state"] == "succeeded" and ok["attempts"] == 3 and ok["error"] is None
+    assert bad["state"] == "failed" and bad["attempts"] == settings.job_max_attempts
+    assert "gave up after 3 attempts" in bad["error"]
+
+
+def test_cancel_a_running_job(env):
+    settings, executor = env
+    job, _ = submit_job(settings, executor, "ping", {"seconds": 60, "nonce": "cancel"})
+    wait_until(lambda: store.get(settings, job["id"])["progress"] > 0, 30, "the job to report progress")
+    store.cancel(settings, job["id"])
+    job = _wait(settings, job["id"], timeout=10)
+    assert job["state"] == "cancelled"
+
+
+def test_input_outside_the_roots_is_refused(env, tmp_path):
+    settings, executor = env
+    outside = tmp_path / "x.png"
+    outside.write_bytes(b"not used")
+    with pytest.raises(InputError, match="outside the configured input roots"):
+        submit_job(settings, executor, "convert", {"input": str(outside)})
+    with pytest.raises(InputError, match="outside"):
+        submit_job(settings, executor, "convert", {"input": "/work/shared/testdata/../../../etc/passwd"})
+    with pytest.raises(InputError, match="unknown job kind"):
+        submit_job(settings, executor, "nope", {})
+
+
+def test_server_killed_mid_job_completes_after_restart(tmp_path, slow_tiff):
+    """SIGKILL `tilewright serve` while it converts; the next start picks the job up and finishes it."""
+    port = free_port()
+    env = clean_env(TILEWRIGHT_DATA_DIR=str(tmp_path / "data"), TILEWRIGHT_INPUT_ROOTS=f'["{slow_tiff.parent}"]',
+                    TILEWRIGHT_CONCURRENCY="1")
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(env, port, tmp_path / "serve1.log")
+    try:
+        job = httpx.post(f"{base}/jobs", json={"kind": "convert", "params": {"input": str(slow_tiff)}}).json()
+        wait_until(lambda: httpx.get(f"{base}/jobs/{job['id']}").json()["progress"] > 0.1, 60,
+                   "the conversion to be under way")
+    finally:
+        server.kill(group=False)  # only the server process: its pool children must die with it
+    settings = Settings(data_dir=tmp_path / "data")
+    assert store.get(settings, job["id"])["state"] == "running"
+    time.sleep(0.2)
+    server = start_server(env, port, tmp_path / "serve2.log")
+    try:
+        done = wait_until(lambda: (j := httpx.get(f"{base}/jobs/{job['id']}").json())["state"] in FINISHED and j,
+                          120, "the job to finish after the restart")
+        assert done["state"] == "succeeded", done
+        assert done["attempts"] == 2
+        assert Path(done["outputs"]["output"]).is_file()
+        assert httpx.get(base + done["outputs"]["urls"][-1]).status_code == 200
+        assert not any((tmp_path / "data" / "work").iterdir()), "the dead attempt's work directory is removed"
+    finally:
+        server.stop()

@@ -1,0 +1,214 @@
+"""The HTTP API against the real app (FastAPI TestClient, embedded executor with a real process pool):
+every endpoint and its error paths."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services import wait_until
+from tilewright.config import Settings
+from tilewright.server import create_app
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("server")
+
+
+@pytest.fixture(scope="module")
+def client(data):
+    settings = Settings(data_dir=data, input_roots=["/work/shared/testdata", str(data / "in")], max_upload_bytes=3 * 2**20,
+                        concurrency=2, job_retry_backoff_seconds=0.1)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        c.settings = settings
+        yield c
+
+
+def finished(client, job_id: str, timeout: float = 60) -> dict:
+    return wait_until(lambda: (j := client.get(f"/jobs/{job_id}").json())["state"] in FINISHED and j, timeout,
+                      f"job {job_id}")
+
+
+def assert_error(response, status: int, text: str = "") -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) >= {"error", "detail"} and "Traceback" not in response.text
+    assert text.lower() in body["detail"].lower(), body
+    return body
+
+
+def test_health_docs_and_metrics(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["queue"]["executor"] == "embedded"
+    assert client.get("/docs").status_code == 200
+    assert "/jobs/{job_id}/events" in client.get("/openapi.json").json()["paths"]
+    text = client.get("/metrics").text
+    assert 'tilewright_jobs{state="queued"}' in text and "tilewright_http_request_duration_seconds" in text
+
+
+def test_upload_multipart_converts_and_serves_the_dzi(client, testdata):
+    source = testdata("svs/cmu-1-small-region.svs")
+    with open(source, "rb") as handle:
+        response = client.post("/images?collection=slides", files={"file": ("slide one.svs", handle)})
+    assert response.status_code == 201, response.text
+    image, job = response.json()["image"], response.json()["job"]
+    assert image["collection"] == "slides" and image["filename"] == "slide_one.svs"
+    assert (image["width"], image["height"], image["size"]) == (2220, 2967, source.stat().st_size)
+    assert finished(client, job["id"])["state"] == "succeeded"
+    record = client.get(f"/images/{image['id']}").json()
+    assert record["state"] == "succeeded"
+    dzi_url = [u for u in record["urls"] if u.endswith(".dzi")][0]
+    assert dzi_url == f"/outputs/slides/{image['id']}/slide.dzi"
+    dzi = client.get(dzi_url)
+    assert dzi.status_code == 200 and b"<Image" in dzi.content
+    assert client.get(f"/outputs/slides/{image['id']}/slide_files/0/0_0.jpeg").status_code == 200
+    assert client.get("/outputs/../../etc/passwd").status_code == 404
+
+
+def test_upload_raw_body_and_the_same_upload_twice(client, testdata):
+    body = testdata("jpeg-png/boxes.png").read_bytes()
+    first = client.post("/images?filename=boxes.png&collection=raw&kind=tiff", content=body)
+    assert first.status_code == 201, first.text
+    again = client.post("/images?collection=raw&kind=tiff", content=body, headers={"X-Filename": "copy.png"})
+    assert again.status_code == 200
+    assert again.json()["image"]["id"] == first.json()["image"]["id"]
+    assert again.json()["job"]["id"] == first.json()["job"]["id"]
+    job = finished(client, first.json()["job"]["id"])
+    assert job["state"] == "succeeded" and job["outputs"]["output"].endswith("slide.tiff")
+    uploads = client.settings.resolved_upload_dir()
+    assert len([p for p in uploads.iterdir() if p.name == first.json()["image"]["id"]]) == 1
+    assert not [p for p in uploads.iterdir() if p.name.startswith(".incoming")]
+
+
+def test_upload_errors(client, testdata, tmp_path):
+    assert_error(client.post("/images?filename=notes.txt", content=b"hello"), 415, "unsupported file type")
+    assert_error(client.post("/images?filename=fake.png", content=b"this is not a png at all" * 10), 415)
+    assert_error(client.post("/images?filename=a.png", content=b""), 400, "empty upload")
+    big = testdata("jpeg-png/PNG_2_RGB.png").read_bytes() + b"\0" * 2**20  # over the 3 MiB limit of this app
+    assert_error(client.post("/images?filename=big.png", content=big), 413, "limit")
+    assert_error(client.post("/images", files={"other": ("", b"")}, data={"collection": "x"}), 400)
+    assert_error(client.post("/images?collection=../etc", content=b"x", headers={"X-Filename": "a.png"}), 400,
+                 "invalid collection")
+    assert_error(client.post("/images?kind=gif&filename=a.png", content=b"x"), 400, "unknown output kind")
+    assert not [p for p in client.settings.resolved_upload_dir().iterdir() if p.name.startswith(".incoming")]
+
+
+def test_collections_list_get_and_delete(client, testdata):
+    body = testdata("jpeg-png/boxes.png").read_bytes()
+    created = client.post("/images?filename=boxes.png&collection=trash", content=body).json()
+    image_id = created["image"]["id"]
+    finished(client, created["job"]["id"])
+    names = {c["name"]: c for c in client.get("/collections").json()}
+    assert names["trash"]["images"] == 1
+    listed = client.get("/images", params={"collection": "trash"}).json()
+    assert [i["id"] for i in listed] == [image_id]
+    assert client.get("/images", params={"collection": "nothing-here"}).json() == []
+    output = client.settings.resolved_output_root() / "trash" / image_id
+    assert output.is_dir()
+    assert client.delete(f"/images/{image_id}").json() == {"deleted": image_id}
+    assert not output.exists() and not (client.settings.resolved_upload_dir() / image_id).exists()
+    assert_error(client.get(f"/images/{image_id}"), 404)
+    assert_error(client.delete(f"/images/{image_id}"), 404)
+
+
+def test_jobs_submit_idempotency_list_and_errors(client, testdata):
+    params = {"input": str(testdata("svs/cmu-1-small-region.svs")), "kind": "iiif", "collection": "api"}
+    first = client.post("/jobs", json={"kind": "convert", "params": params})
+    assert first.status_code == 201 and first.headers["location"] == f"/jobs/{first.json()['id']}"
+    again = client.post("/jobs", json={"kind": "convert", "params": params})
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    keyed = client.post("/jobs", json={"kind": "convert", "params": params}, headers={"Idempotency-Key": "k-1"})
+    assert keyed.status_code == 201 and keyed.json()["id"] != first.json()["id"]
+    for job in (first.json(), keyed.json()):
+        done = finished(client, job["id"])
+        assert done["state"] == "succeeded" and (Path(done["outputs"]["output"]) / "info.json").is_file()
+    listed = client.get("/jobs", params={"kind": "convert", "state": "succeeded"}).json()
+    assert {first.json()["id"], keyed.json()["id"]} <= {j["id"] for j in listed}
+    assert_error(client.get("/jobs", params={"state": "bogus"}), 400, "unknown state")
+    assert_error(client.get("/jobs/nope"), 404, "no job")
+    assert_error(client.post("/jobs", json={"kind": "explode", "params": {}}), 400, "unknown job kind")
+    assert_error(client.post("/jobs", json={"kind": "convert", "params": {"input": "/etc/passwd"}}), 400, "outside")
+    assert_error(client.post("/jobs", json={"kind": "convert", "params": {}}), 400, "needs an 'input'")
+    assert_error(client.post("/jobs", json={"kind": "convert", "params": {**params, "tile_size": 7}}), 400)
+    assert_error(client.post("/jobs", json={"kind": "import", "params": {"input": params["input"]}}), 400,
+                 "not a folder")
+    assert_error(client.post("/jobs", content=b"{not json", headers={"content-type": "application/json"}), 422)
+    assert_error(client.post("/jobs", json={"params": {}}), 422, "kind")
+
+
+def test_import_job(client, testdata):
+    folder = client.settings.data_dir / "in" / "batch"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(testdata("jpeg-png/boxes.png"), folder / "boxes.png")
+    shutil.copy(testdata("svs/cmu-1-small-region.svs"), folder / "sub" / "slide.svs")
+    shutil.copy(testdata("broken/truncated.png"), folder / "broken.png")
+    job = client.post("/jobs", json={"kind": "import", "params": {"input": str(folder), "collection": "batch"}})
+    done = finished(client, job.json()["id"], timeout=60)
+    assert done["state"] == "succeeded", done
+    assert sorted(Path(p).name for p in done["outputs"]["converted"]) == ["boxes.dzi", "slide.dzi"]
+    assert [Path(f["source"]).name for f in done["outputs"]["failed"]] == ["broken.png"]
+    assert all(Path(p).is_file() for p in done["outputs"]["converted"])
+
+
+def test_cancel_retry_and_events(client):
+    job = client.post("/jobs", json={"kind": "ping", "params": {"seconds": 1.5, "nonce": "events"}}).json()
+    events = []
+    with client.stream("GET", f"/jobs/{job['id']}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+                if name == "end":
+                    break
+    progress = [e["progress"] for n, e in events if n == "progress"]
+    assert events[-1][0] == "end" and events[-1][1]["state"] == "succeeded"
+    assert any(0 < p < 1 for p in progress) and progress == sorted(progress)
+    assert_error(client.post(f"/jobs/{job['id']}/cancel"), 409, "already succeeded")
+    assert_error(client.post(f"/jobs/{job['id']}/retry"), 409, "only failed or cancelled")
+    assert_error(client.post("/jobs/nope/cancel"), 404)
+    assert_error(client.post("/jobs/nope/retry"), 404)
+    assert_error(client.get("/jobs/nope/events"), 404)
+
+    slow = client.post("/jobs", json={"kind": "ping", "params": {"seconds": 60, "nonce": "cancel"}}).json()
+    wait_until(lambda: client.get(f"/jobs/{slow['id']}").json()["state"] == "running", 30, "running")
+    assert client.post(f"/jobs/{slow['id']}/cancel").json()["cancel_requested"] is True
+    assert finished(client, slow["id"], timeout=10)["state"] == "cancelled"
+    retried = client.post(f"/jobs/{slow['id']}/retry")
+    assert retried.status_code == 200 and retried.json()["state"] in ("queued", "running")
+    wait_until(lambda: client.get(f"/jobs/{slow['id']}").json()["state"] == "running", 30, "running again")
+    client.post(f"/jobs/{slow['id']}/cancel")
+    assert finished(client, slow["id"], timeout=10)["state"] == "cancelled"
+
+
+def test_write_endpoints_need_the_token_when_set(tmp_path, testdata):
+    settings = Settings(data_dir=tmp_path, api_token="s3cret", concurrency=1)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        body = {"kind": "ping", "params": {}}
+        assert_error(client.post("/jobs", json=body), 401, "Bearer")
+        assert_error(client.post("/jobs", json=body, headers={"Authorization": "Bearer wrong"}), 401)
+        assert_error(client.post("/images?filename=a.png", content=b"x"), 401)
+        assert_error(client.delete("/images/x"), 401)
+        ok = client.post("/jobs", json=body, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 201
+        assert client.get("/jobs").status_code == 200 and client.get(f"/jobs/{ok.json()['id']}").status_code == 200
+        assert "s3cret" not in client.get("/readyz").text
+
+
+def test_storage_not_writable_makes_readyz_fail(tmp_path):
+    settings = Settings(data_dir=tmp_path, concurrency=1)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        shutil.rmtree(settings.resolved_upload_dir())
+        settings.resolved_upload_dir().write_text("a file where a folder should be")
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["storage_uploads"]["ok"] is False
