@@ -8,6 +8,7 @@ requested and that the viewer is not blank. Screenshots go to test-artifacts/ an
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -54,10 +55,11 @@ def not_blank(png: bytes) -> float:
 
 
 def save(name: str, png: bytes) -> None:
+    """Always a test artifact; the README's pictures in docs/ only when asked (UPDATE_DOCS_SCREENSHOTS=1)."""
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / name).write_bytes(png)
-    (REPO / "docs").mkdir(exist_ok=True)
-    shutil.copyfile(ARTIFACTS / name, REPO / "docs" / name)
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
+        shutil.copyfile(ARTIFACTS / name, REPO / "docs" / name)
 
 
 def test_upload_watch_and_view(server, browser, testdata):
