@@ -120,6 +120,8 @@ class AzureStorage(Storage):
 
     def _put_file(self, local: Path, key: str) -> None:
         content_type = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
-        self.fs.put_file(str(local), self.full(key), content_settings={"content_type": content_type},
+        from azure.storage.blob import ContentSettings  # an object: older adlfs passes it to the SDK as is
+
+        self.fs.put_file(str(local), self.full(key), content_settings=ContentSettings(content_type=content_type),
                          max_concurrency=1)
 
