@@ -29,7 +29,7 @@ SLIDES = {
     "ndpi": "ndpi/test3-DAPI-2-(387).ndpi",  # Hamamatsu, 7 levels (OpenSlide bridge)
 }
 # plus "tiff": the generated 6000 x 5000 JPEG pyramidal TIFF of conftest (libvips reads it natively).
-# (testdata's yb10kx5k.zstd.tiff is not used: the pyvips-binary libvips decodes its ZSTD tiles as black.)
+# (a generated TIFF keeps these tests independent of the codecs of any one test file.)
 
 
 def add_image(settings: Settings, image_id: str, path, collection: str = "default", kind: str = "dzi") -> None:

@@ -1,5 +1,8 @@
 """OME-TIFF (pyramidal through SubIFDs, or a single level) through tifffile.
 
+This reader also takes plain TIFFs whose compression the libvips wheel decodes wrongly or not at
+all (ZSTD tiles come out black, JPEG 2000 fails): tifffile decodes those with imagecodecs.
+
 tifffile understands OME's axes (T, C, Z, S), SubIFD pyramids and codecs the
 libvips wheel lacks; regions are read through its zarr store, so only the tiles
 (or strips) a request touches are decoded. Time points and focal planes other than
@@ -21,6 +24,10 @@ from tilewright.formats.base import Level, SlideReader, pyramid_downsamples
 
 log = logging.getLogger(__name__)
 
+# TIFF compressions the pyvips-binary libvips gets wrong: ZSTD (decodes as zeros, measured on
+# generic-tiff/yb10kx5k.zstd.tiff), JPEG 2000 (no decoder), JPEG XL, LERC
+_VIPS_CANNOT_DECODE = {50000, 34712, 33003, 33004, 33005, 50002, 52546, 34887}
+
 
 class OmeTiffReader(SlideReader):
     name = "ometiff"
@@ -31,7 +38,7 @@ class OmeTiffReader(SlideReader):
             return False
         try:
             with tifffile.TiffFile(path) as tif:
-                return bool(tif.is_ome)
+                return bool(tif.is_ome) or int(tif.pages[0].compression) in _VIPS_CANNOT_DECODE
         except Exception:  # noqa: BLE001
             return False
 
@@ -42,7 +49,7 @@ class OmeTiffReader(SlideReader):
             series = self._tif.series[0]
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"not a readable OME-TIFF: {exc}", path=self.path) from exc
-        self.format = "ome-tiff"
+        self.format = "ome-tiff" if self._tif.is_ome else "tiff"
         self._axes = series.axes
         self._dtype = np.dtype(series.dtype)
         keyframes = [level.keyframe for level in series.levels]
