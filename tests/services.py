@@ -151,3 +151,20 @@ def redis_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def finished(client, job_id: str, timeout: float = 60) -> dict:
+    """Poll an app's job until it reaches a final state."""
+    return wait_until(lambda: (j := client.get(f"/jobs/{job_id}").json())["state"] in FINISHED and j, timeout,
+                      f"job {job_id}")
+
+
+def assert_error(response, status: int, text: str = "") -> dict:
+    """A JSON error with this status whose detail mentions `text`, and never a traceback."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) >= {"error", "detail"} and "Traceback" not in response.text
+    assert text.lower() in body["detail"].lower(), body
+    return body

@@ -13,6 +13,7 @@ from tilewright.config import Settings
 from tilewright.jobs import store
 from tilewright.jobs.executors import BrokerUnavailableError, CeleryExecutor, EmbeddedExecutor, make_executor
 from tilewright.server import create_app
+from conftest import TESTDATA
 
 FINISHED = ("succeeded", "failed", "cancelled")
 VISIBILITY = 6  # seconds before Redis hands a dead worker's job to another worker
@@ -31,7 +32,7 @@ def _worker_env(data: Path, broker: str, roots: list[str]) -> dict[str, str]:
 
 
 def test_jobs_run_on_a_celery_worker(redis_server, tmp_path, testdata):
-    roots = ["/work/shared/testdata"]
+    roots = [str(TESTDATA)]
     settings = _settings(tmp_path / "data", redis_server, roots)
     worker = None
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:

@@ -16,6 +16,7 @@ from tilewright.errors import InputError
 from tilewright.jobs import store
 from tilewright.jobs.executors import EmbeddedExecutor
 from tilewright.jobs.service import submit_job
+from conftest import TESTDATA
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -24,7 +25,7 @@ FINISHED = ("succeeded", "failed", "cancelled")
 def env(tmp_path_factory):
     """Settings on a fresh data folder, and a started embedded executor with concurrency 2."""
     data = tmp_path_factory.mktemp("jobs")
-    settings = Settings(data_dir=data, input_roots=["/work/shared/testdata", str(data / "in")], concurrency=2,
+    settings = Settings(data_dir=data, input_roots=[str(TESTDATA), str(data / "in")], concurrency=2,
                         job_retry_backoff_seconds=0.1)
     init_db(settings)
     executor = EmbeddedExecutor(settings)
@@ -105,7 +106,7 @@ def test_input_outside_the_roots_is_refused(env, tmp_path):
     with pytest.raises(InputError, match="outside the configured input roots"):
         submit_job(settings, executor, "convert", {"input": str(outside)})
     with pytest.raises(InputError, match="outside"):
-        submit_job(settings, executor, "convert", {"input": "/work/shared/testdata/../../../etc/passwd"})
+        submit_job(settings, executor, "convert", {"input": f"{TESTDATA}/../../../etc/passwd"})
     with pytest.raises(InputError, match="unknown job kind"):
         submit_job(settings, executor, "nope", {})
 

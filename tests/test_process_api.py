@@ -10,11 +10,11 @@ import pyvips
 import pytest
 from fastapi.testclient import TestClient
 
-from services import wait_until
+from services import assert_error, finished, wait_until
 from tilewright.config import Settings
 from tilewright.server import create_app
+from conftest import TESTDATA
 
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @pytest.fixture(scope="module")
@@ -25,25 +25,13 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def client(data):
     (data / "in").mkdir()
-    settings = Settings(data_dir=data, input_roots=["/work/shared/testdata", str(data / "in")],
+    settings = Settings(data_dir=data, input_roots=[str(TESTDATA), str(data / "in")],
                         max_upload_bytes=3 * 2**20, max_image_pixels=50_000_000, concurrency=2,
                         job_retry_backoff_seconds=0.1)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         c.settings = settings
         yield c
 
-
-def finished(client, job_id: str, timeout: float = 60) -> dict:
-    return wait_until(lambda: (j := client.get(f"/jobs/{job_id}").json())["state"] in FINISHED and j, timeout,
-                      f"job {job_id}")
-
-
-def assert_error(response, status: int, text: str = "") -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) >= {"error", "detail"} and "Traceback" not in response.text
-    assert text.lower() in body["detail"].lower(), body
-    return body
 
 
 def decoded(content: bytes) -> pyvips.Image:
@@ -160,7 +148,7 @@ def test_process_outputs_escaping_the_root_are_400(client, testdata, output):
 
 def test_process_inputs_outside_the_roots_and_bad_bodies_are_400(client, data):
     (data / "secret.png").write_bytes(b"x")
-    for source in ("/etc/passwd", str(data / "secret.png"), "/work/shared/testdata/../../../etc/passwd",
+    for source in ("/etc/passwd", str(data / "secret.png"), f"{TESTDATA}/../../../etc/passwd",
                    "0" * 32):
         assert_error(client.post("/process", json={"images": [{"input": source, "output": "a.png"}],
                                                    "operations": []}), 400, "input")

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from services import wait_until
+from services import assert_error, finished, wait_until
 from tilewright.config import Settings
 from tilewright.server import create_app
+from conftest import TESTDATA
 
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @pytest.fixture(scope="module")
@@ -24,24 +24,12 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(data):
-    settings = Settings(data_dir=data, input_roots=["/work/shared/testdata", str(data / "in")], max_upload_bytes=3 * 2**20,
+    settings = Settings(data_dir=data, input_roots=[str(TESTDATA), str(data / "in")], max_upload_bytes=3 * 2**20,
                         concurrency=2, job_retry_backoff_seconds=0.1)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         c.settings = settings
         yield c
 
-
-def finished(client, job_id: str, timeout: float = 60) -> dict:
-    return wait_until(lambda: (j := client.get(f"/jobs/{job_id}").json())["state"] in FINISHED and j, timeout,
-                      f"job {job_id}")
-
-
-def assert_error(response, status: int, text: str = "") -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) >= {"error", "detail"} and "Traceback" not in response.text
-    assert text.lower() in body["detail"].lower(), body
-    return body
 
 
 def test_health_docs_and_metrics(client):
