@@ -44,6 +44,17 @@ def ensure_azurite() -> Path:
     return AZURITE
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate a service process, killing it if it does not exit within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Azurite:
     def __init__(self, folder: Path, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
@@ -75,13 +86,7 @@ class Azurite:
         return {"TILEWRIGHT_AZURE_CONNECTION_STRING": self.connection_string}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _stop(self.proc)
         self.log.close()
 
 
@@ -116,13 +121,7 @@ class MotoS3:
                             aws_secret_access_key="testing", region_name="us-east-1")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _stop(self.proc)
         self.log.close()
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pyvips
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import CancelledError, InputError, TilewrightError
+from tilewright.errors import CancelledError, InputError, TilewrightError, one_line, vips_reason
 from tilewright.formats import SlideReader, open_slide
 from tilewright.outputs import WRITERS, Plan, PyramidWriter, WriteOptions
 from tilewright.outputs.base import remove_staging
@@ -150,7 +150,7 @@ def _write(ctx: _Context, runner: Runner) -> None:
         raise _explain(ctx, exc) from exc
     cause = ctx.reader.read_error()
     if cause is not None:  # a bridged read failed but libvips carried on with what it had
-        raise InputError(f"cannot read pixels: {_one_line(cause)}", path=ctx.source) from cause
+        raise InputError(f"cannot read pixels: {one_line(cause)}", path=ctx.source) from cause
 
 
 def _publish(ctx: _Context) -> None:
@@ -179,21 +179,10 @@ def _explain(ctx: _Context, exc: pyvips.Error) -> TilewrightError:
     assert ctx.reader
     cause = ctx.reader.read_error()
     if cause is not None:
-        return InputError(f"cannot read pixels: {_one_line(cause)}", path=ctx.source)
-    text = _vips_reason(exc)
+        return InputError(f"cannot read pixels: {one_line(cause)}", path=ctx.source)
+    text = vips_reason(exc, lines=2)
     lowered = text.lower()
     if any(s in lowered for s in ("no space left", "permission denied", "unable to write", "read-only file system",
                                   "disk quota")):
         return OutputWriteError(f"cannot write output: {text}", path=ctx.output)
     return InputError(f"image data is corrupt or truncated: {text}", path=ctx.source)
-
-
-def _vips_reason(exc: pyvips.Error) -> str:
-    detail = getattr(exc, "detail", "") or ""
-    lines = [ln.strip() for ln in (detail or str(exc)).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith("unable to call")]
-    return " ".join((useful or lines or ["libvips error"])[:2])[:300]
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__

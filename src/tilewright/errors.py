@@ -48,3 +48,16 @@ class CancelledError(TilewrightError):
 
     exit_code = 4
     http_status = 408
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line, shortened: what a user sees of a library's error."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__
+
+
+def vips_reason(exc: BaseException, lines: int = 1, fallback: str = "libvips error") -> str:
+    """The useful part of a pyvips error: its lines after 'unable to call X', on one line."""
+    text = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in text if not line.startswith("unable to call")]
+    return " ".join((useful or [fallback])[:lines])[:300]
+

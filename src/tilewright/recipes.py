@@ -45,7 +45,7 @@ from tilewright.errors import InputError, OutputExistsError, TilewrightError
 from tilewright.ops import Source, Step, apply_chain, parse_chain
 from tilewright.ops.base import OperationError, ParamError
 from tilewright.ops.encode import output_format, save
-from tilewright.outputs.base import STAGING_PREFIX, _remove_stale_staging, remove_staging
+from tilewright.outputs.base import STAGING_PREFIX, make_staging, remove_staging
 from tilewright.pipeline import ProgressFn, Runner, _never, _no_progress
 from tilewright.pipeline import Step as RunStep
 
@@ -315,11 +315,7 @@ def _check_output(run: _Run) -> None:
         for name in names:
             if (outdir / name).exists() or any(outdir.glob(f"{name}.*")) or any(outdir.glob(f"{name}_[0-9]*")):
                 raise OutputExistsError("output exists; pass --overwrite to replace it", path=outdir / name)
-    parent = outdir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(parent, outdir.name)
-    run.staging = parent / f"{STAGING_PREFIX}{outdir.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    run.staging.mkdir()
+    run.staging = make_staging(outdir.parent, outdir.name)
 
 
 def _maker(output: Output) -> Callable[[_Run], None]:

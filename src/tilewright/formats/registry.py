@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import InputError, UnsupportedFormatError
+from tilewright.errors import InputError, UnsupportedFormatError, one_line
 from tilewright.formats.base import SlideReader
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def open_slide(path: str | Path, settings: Settings | None = None, *, check_limi
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any library error on open is a bad input
-        raise InputError(f"cannot open as {reader_cls.name}: {_one_line(exc)}", path=path) from exc
+        raise InputError(f"cannot open as {reader_cls.name}: {one_line(exc)}", path=path) from exc
     if check_limits:
         try:
             reader.check_limits()
@@ -97,7 +97,3 @@ def open_slide(path: str | Path, settings: Settings | None = None, *, check_limi
             raise
     return reader
 
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__

@@ -15,7 +15,7 @@ import pyvips
 import tifffile
 
 from tilewright.config import Settings
-from tilewright.errors import InputError, UnsupportedFormatError
+from tilewright.errors import InputError, UnsupportedFormatError, vips_reason
 from tilewright.formats.base import Level, SlideReader, pyramid_downsamples
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class VipsReader(SlideReader):
         try:
             header = pyvips.Image.new_from_file(str(self.path), fail_on="error")
         except pyvips.Error as exc:
-            raise InputError(_first_line(exc), path=self.path) from exc
+            raise InputError(vips_reason(exc, fallback=_UNDECODABLE), path=self.path) from exc
         self._header = header
         self.bands = header.bands
         self._pages: list[dict] = [{}]
@@ -97,16 +97,10 @@ class VipsReader(SlideReader):
         try:
             return pyvips.Image.new_from_file(str(self.path), fail_on="error", **options)
         except pyvips.Error as exc:
-            raise InputError(_first_line(exc), path=self.path) from exc
+            raise InputError(vips_reason(exc, fallback=_UNDECODABLE), path=self.path) from exc
 
 
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    # pyvips errors start with "unable to call X"; the useful reason is on the next line
-    useful = [line for line in lines if not line.startswith("unable to call")]
-    if useful:
-        return useful[0]
-    return "libvips cannot decode it: the file is damaged or not what its header says"
+_UNDECODABLE = "libvips cannot decode it: the file is damaged or not what its header says"
 
 
 def _vips_properties(image: pyvips.Image) -> dict[str, str]:

@@ -85,12 +85,7 @@ class PyramidWriter(ABC):
             raise OutputExistsError("output's parent is not a folder", path=parent)
 
     def staging_dir(self) -> Path:
-        parent = self.output.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_staging(parent, self.output.name)
-        staging = parent / f"{STAGING_PREFIX}{self.output.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
-        return staging
+        return make_staging(self.output.parent, self.output.name)
 
     def publish(self, staged: list[Path]) -> None:
         """Move staged paths into place; old outputs (with --overwrite) go only once the new ones are ready."""
@@ -105,6 +100,15 @@ class PyramidWriter(ABC):
             os.replace(src, final)
         for old in trash:
             _remove(old)
+
+
+def make_staging(parent: Path, name: str) -> Path:
+    """A new private staging folder for output `name` beside it, after removing dead runs' staging."""
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(parent, name)
+    staging = parent / f"{STAGING_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    return staging
 
 
 def _remove(path: Path) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from tilewright.config import Settings
-from tilewright.errors import InputError, TilewrightError
+from tilewright.errors import InputError, TilewrightError, one_line
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -420,9 +420,10 @@ def _sha256(path: Path) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
+    """`errors.one_line`, with anything that looks like a credential masked."""
     from tilewright.logs import redact
 
-    return redact(" ".join(str(exc).split()))[:300] or type(exc).__name__
+    return redact(one_line(exc))
 
 
 def key_parts(key: str) -> dict[str, str]:
