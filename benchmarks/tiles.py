@@ -14,7 +14,10 @@ real CMU-1-Small-Region slide repeated, so tiles hold real tissue). Load comes f
 IIPImage and tilewright answer the same IIIF tile URLs (`region/w,/0/default.jpg`);
 OpenSlide's example server (DeepZoomGenerator behind Flask, threaded, as in
 openslide-python's examples/deepzoom/deepzoom_server.py) and tilewright answer the same
-Deep Zoom URLs (254 px tiles, overlap 1). tilewright runs as uvicorn with 2 worker
+Deep Zoom URLs, in two geometries: 254 px tiles with overlap 1 (the Deep Zoom default, and
+OpenSlide's; tilewright with TILEWRIGHT_TILES_FOLLOW_SOURCE=false) and 256 px with no
+overlap (the TIFF's own grid, which tilewright's dynamic .dzi advertises by default, and
+DeepZoomGenerator(tile_size=256, overlap=0)). tilewright runs as uvicorn with 2 worker
 processes (one per core), its default in-process tile cache in each.
 
 Needs: apt-get install -y iipimage-server lighttpd wrk; pip install flask (only for the
@@ -45,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO.parent / "shared" / "testdata" / "svs" / "cmu-1-small-region.svs"
 IIPSRV = "/usr/lib/iipimage-server/iipsrv.fcgi"
 TILE = 256
-DZ_TILE, DZ_OVERLAP = 254, 1
+DZ_GEOMETRIES = {"254/1": (254, 1), "256/0": (256, 0)}
 
 OPENSLIDE_APP = '''
 import sys
@@ -56,7 +59,7 @@ from openslide.deepzoom import DeepZoomGenerator
 
 app = Flask(__name__)
 slide = openslide.OpenSlide(sys.argv[1])
-dz = DeepZoomGenerator(slide, tile_size=254, overlap=1, limit_bounds=False)
+dz = DeepZoomGenerator(slide, tile_size=int(sys.argv[3]), overlap=int(sys.argv[4]), limit_bounds=False)
 
 @app.route("/slide.dzi")
 def dzi():
@@ -157,14 +160,14 @@ def iiif_tiles(width: int, height: int) -> list[str]:
     return out
 
 
-def dz_tiles(width: int, height: int) -> list[str]:
+def dz_tiles(width: int, height: int, tile: int, overlap: int) -> list[str]:
     out = []
     top = math.ceil(math.log2(max(width, height)))
     for level in range(top + 1):
         s = 2 ** (top - level)
         lw, lh = math.ceil(width / s), math.ceil(height / s)
-        for row in range(math.ceil(lh / DZ_TILE)):
-            for col in range(math.ceil(lw / DZ_TILE)):
+        for row in range(math.ceil(lh / tile)):
+            for col in range(math.ceil(lw / tile)):
                 out.append(f"{level}/{col}_{row}.jpeg")
     return out
 
@@ -204,7 +207,7 @@ class Server:
 class Tilewright(Server):
     name = "tilewright"
 
-    def __init__(self, work: Path, tiff: Path, workers: int) -> None:
+    def __init__(self, work: Path, tiff: Path, workers: int, geometry: str = "256/0") -> None:
         self.name = f"tilewright ({workers} worker{'s' if workers > 1 else ''})"
         super().__init__(work, tiff)
         self.workers = workers
@@ -212,6 +215,9 @@ class Tilewright(Server):
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TILEWRIGHT_")}
         self.env.update(TILEWRIGHT_DATA_DIR=str(self.data), TILEWRIGHT_LOG_LEVEL="WARNING",
                         TILEWRIGHT_CONCURRENCY="1")
+        if geometry == "254/1":  # the configured Deep Zoom geometry instead of the TIFF's grid
+            self.env.update(TILEWRIGHT_TILES_FOLLOW_SOURCE="false", TILEWRIGHT_DZI_TILE_SIZE="254",
+                            TILEWRIGHT_DZI_OVERLAP="1")
         self.image_id = "bench"
         self._register()
 
@@ -274,10 +280,14 @@ class IIPImage(Server):
 class OpenSlideFlask(Server):
     name = "OpenSlide DeepZoomGenerator + Flask"
 
+    def __init__(self, work: Path, tiff: Path, geometry: str = "254/1") -> None:
+        super().__init__(work, tiff)
+        self.geometry = DZ_GEOMETRIES[geometry]
+
     def start(self) -> None:
         script = self.work / "deepzoom_server.py"
         script.write_text(OPENSLIDE_APP)
-        self._spawn([sys.executable, str(script), str(self.tiff), str(self.port)])
+        self._spawn([sys.executable, str(script), str(self.tiff), str(self.port), *map(str, self.geometry)])
         wait_http(f"http://127.0.0.1:{self.port}/slide.dzi")
 
     def dz(self, tile: str) -> str:
@@ -317,6 +327,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=16384, help="side of the generated pyramidal TIFF")
     parser.add_argument("--only", nargs="*", default=["tilewright", "iipimage", "openslide"])
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of tilewright")
+    parser.add_argument("--dz", nargs="*", default=list(DZ_GEOMETRIES), choices=list(DZ_GEOMETRIES),
+                        help="Deep Zoom geometries (tile/overlap) to run")
     args = parser.parse_args()
     for tool in ("wrk", "lighttpd"):
         if shutil.which(tool) is None:
@@ -328,24 +340,28 @@ def main() -> None:
     width, height = make_tiff(tiff, args.size)
     shutil.copyfile(tiff, work / tiff.name)  # iipsrv reads from its FILESYSTEM_PREFIX
     tiff = work / tiff.name
-    iiif_all, dz_all = iiif_tiles(width, height), dz_tiles(width, height)
-    print(f"image {width}x{height}: {len(iiif_all)} IIIF tiles, {len(dz_all)} Deep Zoom tiles; work in {work}",
-          flush=True)
+    iiif_all = iiif_tiles(width, height)
+    dz_all = {name: dz_tiles(width, height, *geometry) for name, geometry in DZ_GEOMETRIES.items()}
+    print(f"image {width}x{height}: {len(iiif_all)} IIIF tiles, "
+          f"{', '.join(f'{len(t)} Deep Zoom {g} tiles' for g, t in dz_all.items())}; work in {work}", flush=True)
 
-    runs: list[tuple[Server, str, callable]] = []
+    runs: list[tuple[Server, str, callable, list[str]]] = []
     if "tilewright" in args.only:
         tw = Tilewright(work, tiff, args.workers)
-        runs += [(tw, "IIIF", tw.iiif), (tw, "Deep Zoom", tw.dz)]
+        runs.append((tw, "IIIF", tw.iiif, iiif_all))
+        for geometry in args.dz:
+            server = Tilewright(work, tiff, args.workers, geometry)
+            runs.append((server, f"Deep Zoom {geometry}", server.dz, dz_all[geometry]))
     if "iipimage" in args.only:
         iip = IIPImage(work, tiff)
-        runs.append((iip, "IIIF", iip.iiif))
+        runs.append((iip, "IIIF", iip.iiif, iiif_all))
     if "openslide" in args.only:
-        osd = OpenSlideFlask(work, tiff)
-        runs.append((osd, "Deep Zoom", osd.dz))
+        for geometry in args.dz:
+            osd = OpenSlideFlask(work, tiff, geometry)
+            runs.append((osd, f"Deep Zoom {geometry}", osd.dz, dz_all[geometry]))
 
     rows = []
-    for server, api, url in runs:
-        tiles = iiif_all if api == "IIIF" else dz_all
+    for server, api, url, tiles in runs:
         for clients in args.clients:
             for mode in ("cold", "warm"):
                 server.start()
@@ -363,7 +379,7 @@ def main() -> None:
                     server.stop()
                 row = {"server": server.name, "api": api, "clients": clients, "cache": mode, **result}
                 rows.append(row)
-                print(f"{server.name:38} {api:9} {clients:3} {mode:4}  {result['rps']:8.1f} req/s  "
+                print(f"{server.name:38} {api:15} {clients:3} {mode:4}  {result['rps']:8.1f} req/s  "
                       f"p50 {result['p50']:7.1f} ms  p99 {result['p99']:7.1f} ms  errors {result['errors']}",
                       flush=True)
 

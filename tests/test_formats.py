@@ -18,6 +18,7 @@ from tilewright.config import Settings
 from tilewright.errors import InputError, LimitExceededError, UnsupportedFormatError
 from tilewright.formats import detect, open_slide
 from tilewright.formats.bridge import BridgedLevel
+from tilewright.formats.jpegtiles import ADOBE_RGB
 
 
 def pixels(image) -> np.ndarray:
@@ -225,3 +226,55 @@ def test_bridge_streams_tile_by_tile_and_keeps_read_errors():
     assert bridge.error is None
     image.crop(500, 500, 100, 100).avg()  # libvips carries on past a failed read...
     assert isinstance(bridge.error, OSError)  # ...so the bridge keeps it for the caller (see test_convert)
+
+
+# -- stored JPEG tiles (formats/jpegtiles.py) ---------------------------------------------------------
+def _stored_bytes(path, page_index: int, tile_index: int) -> bytes:
+    """A tile as tifffile reads it raw, with the page's JPEG tables spliced in (what a JPEG decoder needs)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[page_index]
+        tif.filehandle.seek(page.dataoffsets[tile_index])
+        raw = tif.filehandle.read(page.databytecounts[tile_index])
+        return page.jpegtables[:-2] + raw[2:]
+
+
+@pytest.mark.parametrize("source, tile, coding", [
+    ("generated Q90", 256, "rgb"),  # libvips writes RGB-coded JPEG (Photometric RGB) from Q 90 up
+    ("generated Q80", 256, "ycbcr"),  # ... and YCbCr below
+    ("svs/cmu-1-small-region.svs", 240, "rgb"),  # Aperio: RGB-coded, Photometric RGB, no Adobe marker
+])
+def test_stored_jpeg_tiles_are_handed_out_as_stored(testdata, big_pyramid, tmp_path, source, tile, coding):
+    """Interior tiles come back as stored (plus the Adobe marker RGB-coded data needs), decode to the pixels
+    libvips reads through libtiff; edge tiles do not come back (they are padded in the file)."""
+    import pyvips
+
+    if source == "generated Q80":
+        path = tmp_path / "ycbcr.tiff"
+        pyvips.Image.new_from_file(str(big_pyramid)).tiffsave(str(path), tile=True, pyramid=True, compression="jpeg",
+                                                             Q=80, tile_width=256, tile_height=256)
+    else:
+        path = big_pyramid if source.startswith("generated") else testdata(source)
+    reader = open_slide(path, Settings())
+    assert reader.jpeg_tiles is not None and reader.jpeg_tiles.tile_size(0) == (tile, tile)
+    data = reader.stored_jpeg_tile(0, 2, 1)
+    stored = _stored_bytes(path, 0, 1 * -(-reader.levels[0].width // tile) + 2)
+    assert data == (b"\xff\xd8" + ADOBE_RGB + stored[2:] if coding == "rgb" else stored)
+    decoded = pyvips.Image.jpegload_buffer(data).numpy().astype(np.int16)
+    expected = reader.level_image(0).crop(2 * tile, tile, tile, tile).numpy().astype(np.int16)
+    assert np.abs(decoded - expected).mean() < 1.0
+    last_col = reader.levels[0].width // tile  # partial: padded in the file, so it must be rendered
+    assert reader.levels[0].width % tile and reader.stored_jpeg_tile(0, last_col, 0) is None
+    assert reader.stored_jpeg_tile(0, -1, 0) is None and reader.stored_jpeg_tile(len(reader.levels), 0, 0) is None
+    reader.close()
+
+
+def test_stored_jpeg_tiles_that_decode_differently_are_never_handed_out(big_pyramid):
+    """The first use of a level compares one decoded tile with libtiff's reading; a mismatch turns it off."""
+    reader = open_slide(big_pyramid, Settings())
+    inverted = lambda level: reader.level_image(level).invert()  # noqa: E731 - stands for a wrong colour space
+    assert reader.jpeg_tiles.tile(0, 1, 1, inverted) is None
+    assert reader.jpeg_tiles.tile(0, 2, 2, reader.level_image) is None  # the verdict sticks for the level
+    assert reader.jpeg_tiles.tile(1, 1, 1, reader.level_image) is not None  # other levels are checked on their own
+    reader.close()

@@ -116,6 +116,24 @@ def test_publish_writes_manifest_last_and_removes_leftovers(store, tmp_path):
     assert storage.verify_manifest(out) == []
 
 
+def test_local_publish_removes_what_a_killed_publish_left(tmp_path):
+    """A publish killed mid-copy leaves its hidden staging folder; the next publish of that output removes it."""
+    from tilewright.outputs.base import STAGING_PREFIX
+
+    settings = Settings(data_dir=tmp_path, storage_root=tmp_path / "root")
+    storage, _key = open_url(f"file://{tmp_path / 'root'}", settings)
+    parent = tmp_path / "root" / "c" / "out"
+    parent.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that is certainly not running any more
+    leftover = parent / f"{STAGING_PREFIX}s-{dead.pid}-deadbeef"
+    (leftover / "slide_files").mkdir(parents=True)
+    (leftover / "slide_files" / "half.jpeg").write_bytes(b"x" * 1000)
+    storage.publish_pyramid(_pyramid(tmp_path / "v1", 5), "c/out/s")
+    assert not leftover.exists() and storage.verify_manifest("c/out/s") == []
+    assert sorted(p.name for p in parent.iterdir()) == ["s"]
+
+
 def test_retries_transient_errors_but_not_others(store):
     storage, _c = store
     calls = []

@@ -65,15 +65,31 @@ def mean_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # -- Deep Zoom ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("image_id", [*SLIDES, "tiff"])
-def test_dynamic_dzi_matches_openslide_deepzoom(served, testdata, big_pyramid, image_id):
-    client, _settings, _app = served
+@pytest.fixture(scope="module")
+def served_configured_grid(tmp_path_factory, testdata, big_pyramid):
+    """A server whose dynamic tiles use the configured Deep Zoom geometry (254/1), not the source's grid."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("tiles254"), tiles_follow_source=False)
+    with TestClient(create_app(settings)) as client:
+        for image_id, relative in SLIDES.items():
+            add_image(settings, image_id, testdata(relative))
+        add_image(settings, "tiff", big_pyramid)
+        yield client, settings, None
+
+
+@pytest.mark.parametrize("image_id, grid", [
+    ("cmu", (240, 0)), ("ndpi", (254, 1)), ("tiff", (256, 0)),  # tiled sources: their own tiles; NDPI: strips
+    ("cmu", "configured"), ("ndpi", "configured"), ("tiff", "configured"),
+])
+def test_dynamic_dzi_matches_openslide_deepzoom(request, testdata, big_pyramid, image_id, grid):
+    client, _settings, _app = request.getfixturevalue("served" if grid != "configured" else "served_configured_grid")
+    tile_size, overlap = (254, 1) if grid == "configured" else grid
     slide = openslide.OpenSlide(str(testdata(SLIDES[image_id]) if image_id in SLIDES else big_pyramid))
-    dz = DeepZoomGenerator(slide, tile_size=254, overlap=1, limit_bounds=False)
+    dz = DeepZoomGenerator(slide, tile_size=tile_size, overlap=overlap, limit_bounds=False)
     r = client.get(f"/images/{image_id}.dzi")
     assert r.status_code == 200 and r.headers["x-tile-source"] == "dynamic"
     w, h = slide.dimensions
-    assert f'<Size Width="{w}" Height="{h}"/>' in r.text and 'TileSize="254"' in r.text and 'Overlap="1"' in r.text
+    assert f'<Size Width="{w}" Height="{h}"/>' in r.text
+    assert f'TileSize="{tile_size}"' in r.text and f'Overlap="{overlap}"' in r.text
     top = dz.level_count - 1
     cols, rows = dz.level_tiles[top]
     # full resolution (corner, middle, the ragged last tile), then lower levels read from smaller levels
@@ -122,15 +138,15 @@ def test_dzi_tile_errors_are_clean_4xx(served):
         assert r.headers["content-type"] == "application/json" and r.json()["detail"], url
 
 
-def test_prebuilt_pyramid_is_served_from_disk(served, testdata):
+def test_prebuilt_pyramid_is_served_from_disk(served, served_configured_grid, testdata):
     client, settings, _app = served
     from tilewright.convert import convert, make_options
 
     add_image(settings, "built", testdata(SLIDES["cmu"]), collection="pub")
     folder = settings.resolved_output_root() / "pub" / "built"
     dynamic_dzi = client.get("/images/built.dzi").text
-    dynamic_tile = client.get("/images/built_files/12/3_4.jpeg")
-    assert dynamic_tile.headers["x-tile-source"] == "dynamic"
+    assert 'TileSize="240"' in dynamic_dzi  # dynamic tiles follow the SVS's own 240 px grid
+    assert client.get("/images/built_files/12/3_4.jpeg").headers["x-tile-source"] == "dynamic"
     folder.mkdir(parents=True)
     convert(testdata(SLIDES["cmu"]), folder / "slide", "dzi", options=make_options("dzi", settings),
             settings=settings)
@@ -141,11 +157,13 @@ def test_prebuilt_pyramid_is_served_from_disk(served, testdata):
     tile = client.get("/images/built_files/12/3_4.jpeg")
     assert tile.headers["x-tile-source"] == "prebuilt"
     assert tile.content == (folder / "slide_files" / "12" / "3_4.jpeg").read_bytes()
-    assert mean_diff(pixels(tile), pixels(dynamic_tile)) < 3  # the same picture either way
     again = client.get("/images/built_files/12/3_4.jpeg", headers={"If-None-Match": tile.headers["etag"]})
     assert again.status_code == 304
-    # a format the pyramid was not built in is still rendered on the fly
-    assert client.get("/images/built_files/12/3_4.png").headers["x-tile-source"] == "dynamic"
+    # a format the pyramid was not built in is still rendered on the fly, on the grid of the .dzi served
+    rendered = client.get("/images/built_files/12/3_4.png")
+    assert rendered.headers["x-tile-source"] == "dynamic" and pixels(rendered).shape == pixels(tile).shape
+    same_grid = served_configured_grid[0].get("/images/cmu_files/12/3_4.jpeg")  # dynamic on the 254/1 grid
+    assert mean_diff(pixels(tile), pixels(same_grid)) < 3  # the same picture either way
     shutil.rmtree(folder)
 
 
@@ -200,6 +218,35 @@ def test_iiif_images_match_openslide(served, testdata):
     assert set(np.unique(bitonal)) <= {0, 255}
     assert client.get("/iiif/3/ndpi/full/124,/0/color.jpg").headers["content-type"] == "image/jpeg"
     assert client.get("/iiif/3/ndpi/full/124,/0/default.webp").headers["content-type"] == "image/webp"
+
+
+def test_iiif_tiles_follow_the_source_grid_and_pass_stored_jpeg_through(served, tmp_path_factory, big_pyramid):
+    """info.json advertises the source's tiles; asking for one returns the file's own JPEG (no re-encoding)."""
+    client, settings, _app = served
+    tiles = client.get("/iiif/3/tiff/info.json").json()["tiles"][0]
+    assert (tiles["width"], tiles["height"]) == (256, 256)  # the TIFF's tiles, not iiif_tile_size
+    assert client.get("/iiif/3/ndpi/info.json").json()["tiles"][0]["width"] == settings.iiif_tile_size  # strips
+    from tilewright.formats import open_slide
+
+    reader = open_slide(big_pyramid, settings)
+    stored = reader.stored_jpeg_tile(1, 3, 2)  # level 1 = downsample 2: full-resolution 1536,1024,512,512
+    url = "/iiif/3/tiff/1536,1024,512,512/256,/0/default.jpg"
+    assert client.get(url).content == stored and client.get(url.replace("256,", "256,256")).content == stored
+    # anything else is rendered: another quality, a mirror, another size, png
+    for other in ("1536,1024,512,512/256,/0/gray.jpg", "1536,1024,512,512/256,/!0/default.jpg",
+                  "1536,1024,512,512/255,/0/default.jpg", "1536,1024,512,512/256,/0/default.png"):
+        assert client.get(f"/iiif/3/tiff/{other}").content != stored, other
+    # switched off: the same tile re-encoded at TILEWRIGHT_QUALITY, the same pixels
+    off = Settings(data_dir=tmp_path_factory.mktemp("nopass"), tile_passthrough=False, tiles_follow_source=False)
+    with TestClient(create_app(off)) as other_client:
+        add_image(off, "tiff", big_pyramid)
+        assert other_client.get("/iiif/3/tiff/info.json").json()["tiles"][0]["width"] == off.iiif_tile_size
+        rendered = other_client.get(url)
+        assert rendered.status_code == 200 and rendered.content != stored
+        assert pixels(rendered).shape == (256, 256, 3)
+        lossless = other_client.get(url.replace(".jpg", ".png"))  # what the stored tile must decode to
+        assert mean_diff(pixels(lossless), pixels(client.get(url))) < 1
+    reader.close()
 
 
 @pytest.mark.parametrize("path", [
@@ -289,6 +336,28 @@ def test_etag_and_304(served):
                 "/images/cmu/associated/label", "/images/tiff/region?x=0&y=0&w=64&h=64", "/iiif/3/tiff/info.json"):
         tag = client.get(url).headers["etag"]
         assert client.get(url, headers={"If-None-Match": tag}).status_code == 304, url
+
+
+def test_cached_tiles_are_answered_before_routing_with_the_same_headers(served):
+    """A cache hit is answered by fastpath.CachedTiles: same bytes, type, ETag, CORS, Link, and it is counted."""
+    client, _settings, _app = served
+    cases = [("/iiif/3/tiff/1024,0,1024,1024/256,/0/gray.png", "image/png"),
+             ("/images/tiff_files/12/1_1.webp", "image/webp")]
+    for url, media in cases:
+        first = client.get(url, headers={"Origin": "https://viewer.example"})
+        assert first.status_code == 200 and first.headers["x-tile-cache"] == "miss"
+        hit = client.get(url, headers={"Origin": "https://viewer.example"})
+        assert hit.headers["x-tile-cache"] == "hit" and hit.content == first.content
+        for name in ("content-type", "etag", "cache-control", "access-control-allow-origin", "link",
+                     "x-tile-source"):
+            assert hit.headers.get(name) == first.headers.get(name), name
+        assert hit.headers["content-type"] == media and int(hit.headers["content-length"]) == len(hit.content)
+        assert client.get(url, headers={"If-None-Match": hit.headers["etag"]}).status_code == 304
+    # a bad request that looks like a tile still gets the route's 400, never a cached answer
+    assert client.get("/iiif/3/tiff/1024,0,1024,1024/0,/0/gray.png").status_code == 400
+    metrics = client.get("/metrics").text
+    assert 'route="/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality_format}",status="304"' in metrics
+    assert 'route="/images/{image_id}_files/{level}/{col}_{row}.{fmt}",status="200"' in metrics
 
 
 def test_cors(served):

@@ -98,7 +98,9 @@ class Settings(BaseSettings):
     storage_root: Path | None = Field(None, description="Root of the local store (`file://` and plain paths in "
                                       "`watch` and blob jobs; default `DATA_DIR/storage`).")
     output_store: str = Field("", description="Where blob jobs publish (`az://`, `s3://BUCKET/PREFIX`, a local "
-                              "folder); empty: the source blob's own store (account or bucket).")
+                              "folder); empty: the source blob's own store (account or bucket). When it names a "
+                              "container or bucket, uploads are also published there (`COLLECTION/IMAGE_ID/`) "
+                              "and served from it.")
     output_template: str = Field("{container}/web-slides-dzi-output/{stem}/", description="Output folder of a "
                                  "blob job inside the output store; fields `{container}` (or bucket), `{path}`, "
                                  "`{dir}`, `{name}`, `{stem}`, `{etag}`.")
@@ -155,6 +157,11 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(7 * 86400, ge=0, description="Expiry of tiles kept in Redis (0: never).")
     slide_handles: int = Field(32, ge=1, description="Slides the tile server keeps open (least recently used "
                                "closed first).")
+    tile_passthrough: bool = Field(True, description="Serve a source's stored JPEG tile as it is when a request "
+                                   "asks for exactly that tile (no decode, no re-encode; its quality is the file's).")
+    tiles_follow_source: bool = Field(True, description="Dynamic tiles follow a tiled source's own grid: the dynamic "
+                                      "`.dzi` uses its tile size with no overlap and `info.json` its tile size (false: "
+                                      "`DZI_TILE_SIZE`/`DZI_OVERLAP` and `IIIF_TILE_SIZE`).")
     tile_threads: int = Field(16, ge=1,
                               description="Threads rendering tiles; libvips work never runs on the event loop.")
     cors_origins: list[str] = Field(["*"], description="Origins allowed to GET tiles, info.json and metadata "

@@ -20,6 +20,7 @@ import pyvips
 from tilewright.config import Settings, get_settings
 from tilewright.errors import InputError, LimitExceededError
 from tilewright.formats.bridge import BridgedLevel, TileReader
+from tilewright.formats.jpegtiles import JpegTiles
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ class SlideReader(ABC):
     properties: dict[str, str]
     associated_names: list[str]
     bands: int = 3
+    #: the stored JPEG tiles a server may hand out as they are (see jpegtiles.py); None: always render
+    jpeg_tiles: JpegTiles | None = None
 
     def __init__(self, path: Path, settings: Settings | None = None) -> None:
         self.path = Path(path)
@@ -146,7 +149,15 @@ class SlideReader(ABC):
         raise KeyError(name)
 
     def close(self) -> None:
-        """Release file handles."""
+        """Release file handles (subclasses call this after closing their own)."""
+        if self.jpeg_tiles is not None:
+            self.jpeg_tiles.close()
+
+    def stored_jpeg_tile(self, level: int, col: int, row: int) -> bytes | None:
+        """Tile (col, row) of `level` as stored in the file, when it is a JPEG safe to hand out; else None."""
+        if self.jpeg_tiles is None:
+            return None
+        return self.jpeg_tiles.tile(level, col, row, self.level_image)
 
     def _bridged(self, width: int, height: int, bands: int, read_tile: TileReader) -> pyvips.Image:
         """A lazy level fed tile by tile by `read_tile` (see bridge.py); errors kept for `read_error`."""

@@ -23,6 +23,7 @@ import tifffile
 from tilewright.config import Settings
 from tilewright.errors import InputError
 from tilewright.formats.base import Level, SlideReader, parse_colour
+from tilewright.formats.jpegtiles import JpegTiles
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,15 @@ class OpenSlideReader(SlideReader):
         found: dict[int, int] = {}
         try:
             with tifffile.TiffFile(self.path) as tif:
+                keyframes = {}
                 for index, page in enumerate(tif.pages):
                     if not page.is_tiled or page.compression not in _VIPS_TIFF_COMPRESSIONS:
                         continue
                     for level, lvl in enumerate(self.levels):
                         if level not in found and (page.imagewidth, page.imagelength) == (lvl.width, lvl.height):
                             found[level] = index
+                            keyframes[level] = page
+                self.jpeg_tiles = JpegTiles.from_pages(self.path, keyframes)
         except Exception as exc:  # noqa: BLE001 - fall back to the bridge
             log.debug("no native pages for %s: %s", self.path, exc)
             return {}
@@ -120,3 +124,4 @@ class OpenSlideReader(SlideReader):
 
     def close(self) -> None:
         self._slide.close()
+        super().close()

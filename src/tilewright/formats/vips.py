@@ -17,6 +17,7 @@ import tifffile
 from tilewright.config import Settings
 from tilewright.errors import InputError, UnsupportedFormatError, vips_reason
 from tilewright.formats.base import Level, SlideReader, pyramid_downsamples
+from tilewright.formats.jpegtiles import JpegTiles
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +74,23 @@ class VipsReader(SlideReader):
                 self.tiled = bool(page.is_tiled)
                 if page.is_tiled:
                     self.tile_size = (page.tilewidth, page.tilelength)
-                pages, level_sizes = [], []
-                for level in series.levels:
+                pages, level_sizes, keyframes = [], [], {}
+                for number, level in enumerate(series.levels):
                     key = level.keyframe
+                    keyframes[number] = key
                     index = key.index
                     if isinstance(index, tuple):  # (page, subifd)
                         pages.append({"page": index[0], "subifd": index[1] - 1 if len(index) > 1 else -1})
                     else:
                         pages.append({"page": index})
                     level_sizes.append((key.imagewidth, key.imagelength))
+                jpeg_tiles = JpegTiles.from_pages(self.path, keyframes)
         except Exception as exc:  # noqa: BLE001 - tifffile is only our guide; libvips decides
             log.debug("tifffile could not list %s: %s", self.path, exc)
             return sizes
         if level_sizes and level_sizes[0] == sizes[0]:
             self._pages = pages
+            self.jpeg_tiles = jpeg_tiles
             return level_sizes
         return sizes
 

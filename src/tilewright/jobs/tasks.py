@@ -150,23 +150,65 @@ def _options(params: dict[str, Any], settings: Settings, make_options):
     return make_options(params["kind"], settings, **values)
 
 
+def output_store(settings: Settings):
+    """(store, base key) of `output_store` for convert jobs, or None: not set, or it names no container or
+    bucket (`az://`, `s3://`: for blob jobs that means the source blob's own store, which an upload lacks)."""
+    if not settings.output_store:
+        return None
+    from tilewright.storage import open_url
+
+    store, base = open_url(settings.output_store, settings)
+    if not base and store.scheme in ("az", "s3"):
+        return None
+    return store, base
+
+
+def store_prefix(base: str, collection: str, image_id: str) -> str:
+    """Where a convert job publishes in the output store: OUTPUT_STORE/COLLECTION/IMAGE_ID/ (the server looks there)."""
+    from tilewright.storage import join_key
+
+    return join_key(base, collection, image_id)
+
+
 def run_convert(ctx: TaskContext) -> dict[str, Any]:
-    """Convert into the work directory, then publish the folder at OUTPUT_ROOT/COLLECTION/ID/."""
+    """Convert into the work directory; publish to the object store when `output_store` is set (manifest
+    last), then at OUTPUT_ROOT/COLLECTION/ID/ (the local copy stays: `/outputs/` and the tile server read it)."""
     from tilewright.convert import convert, make_options
+    from tilewright.storage import MANIFEST, StorageError, join_key
 
     params, settings = ctx.params, ctx.settings
     target_id = params.get("image_id") or ctx.job_id
     final = settings.resolved_output_root() / params["collection"] / target_id
+    location = output_store(settings)  # a bad output_store fails before converting, not after
     if params["kind"] == "iiif" and not params.get("iiif_id"):
         params = {**params, "iiif_id": f"http://{settings.host}:{settings.port}/outputs/"
                                        f"{params['collection']}/{target_id}/slide"}
     options = _options(params, settings, make_options)
     staged = ctx.work_dir / "out"
     staged.mkdir(parents=True)
+    share = 1.0 if location is None else 0.8  # the rest of the bar is the upload
     result = convert(params["input"], staged / "slide", params["kind"], options=options, settings=settings,
-                     progress=ctx.progress, cancelled=ctx.cancelled)
-    publish_dir(staged, final)
+                     progress=lambda fraction, stage: ctx.progress(share * fraction, stage), cancelled=ctx.cancelled)
     outputs = result.to_dict()
+    if location is not None:
+        store, prefix = location[0], store_prefix(location[1], params["collection"], target_id)
+        source = Path(params["input"])
+        try:
+            manifest = store.publish_pyramid(
+                staged, prefix, source={"name": source.name, "size": source.stat().st_size},
+                extra={"job_id": ctx.job_id, "image_id": target_id, "collection": params["collection"],
+                       "kind": params["kind"], "width": result.width, "height": result.height,
+                       "levels": result.levels, "tiles": result.tiles},
+                progress=lambda done, total: ctx.progress(0.8 + 0.2 * done / max(total, 1),
+                                                          f"uploading {done}/{total}"),
+                cancelled=ctx.cancelled)
+        except StorageError as exc:
+            raise TransientError(exc.reason) from exc
+        outputs["store"] = {"output": store.url(prefix), "manifest": store.url(join_key(prefix, MANIFEST)),
+                            "files": manifest["file_count"], "bytes": manifest["bytes"]}
+        if params["kind"] == "dzi":
+            outputs["store"]["dzi"] = store.url(join_key(prefix, "slide.dzi"))
+    publish_dir(staged, final)
     paths = [str(final / Path(p).relative_to(staged)) for p in result.paths]
     outputs.update(output=str(final / Path(result.output).relative_to(staged)), paths=paths,
                    urls=["/outputs/" + p for p in _relative_outputs(paths, settings)])

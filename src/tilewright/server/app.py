@@ -19,6 +19,7 @@ from tilewright import __version__
 from tilewright.config import Settings, get_settings
 from tilewright.db import get_engine, init_db
 from tilewright.server import errors, metrics, routes_ui
+from tilewright.server.fastpath import CachedTiles
 from tilewright.server.routes_images import router as images_router
 from tilewright.server.routes_jobs import router as jobs_router
 from tilewright.server.routes_tiles import router as tiles_router
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, executor=None) -> FastAPI:
     app.state.settings = settings
     app.state.executor = executor
     errors.install(app)
+    app.add_middleware(CachedTiles)  # first, so innermost: inside metrics and CORS
     metrics.install(app, settings)
     app.include_router(tiles_router)  # first: /images/{id}.dzi must not be taken by /images/{image_id}
     app.include_router(images_router)

@@ -1,9 +1,10 @@
 """Tile serving: Deep Zoom (pre-built or dynamic), IIIF Image API 3, thumbnails, regions, associated images.
 
 Every image is looked up by its id in the image records (routes_images / jobs.models.Image).
-A published Deep Zoom pyramid (`OUTPUT_ROOT/COLLECTION/ID/slide.dzi`) is served from disk;
-until then (or for tiles it lacks) tiles are rendered from the source, read from the best
-pyramid level for the scale asked (never from the full base for a low-resolution tile).
+A published Deep Zoom pyramid is served as it is (`prebuilt.py`: local disk
+`OUTPUT_ROOT/COLLECTION/ID/slide.dzi` first, then the object store `output_store`, manifest
+first); until then (or for tiles it lacks) tiles are rendered from the source, read from the
+best pyramid level for the scale asked (never from the full base for a low-resolution tile).
 
 All libvips work runs on a bounded thread pool (`tile_threads`), never on the event loop:
 a slow tile occupies one thread, the others keep being served. Encoded results are
@@ -33,6 +34,7 @@ from fastapi.responses import RedirectResponse, Response
 from tilewright.config import Settings
 from tilewright.server import iiif
 from tilewright.server.cache import SlideHandles, TileCache, TtlCache
+from tilewright.server.prebuilt import PrebuiltPyramids, Pyramid
 from tilewright.server.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,8 @@ class TileService:
         self.cache = TileCache(settings.cache_bytes, settings.cache_url, settings.cache_ttl_seconds)
         self.handles = SlideHandles(lambda path: open_slide(path, settings), settings.slide_handles)
         self.records = TtlCache(2.0)
-        self.dzi_meta = TtlCache(5.0)
         self.sizes = TtlCache(3600.0)  # (width, height) by id and source version: never changes
+        self.prebuilt = PrebuiltPyramids(settings, self.records, self.cache)  # "published:ID" in records
         self.pool = ThreadPoolExecutor(settings.tile_threads, thread_name_prefix="tiles")
 
     async def run(self, fn, *args):
@@ -95,19 +97,16 @@ class TileService:
         self.records.put(image_id, record)
         return record
 
-    def published_dzi(self, record: Record) -> Path | None:
-        key = f"published:{record.id}"
-        cached = self.records.get(key)
-        if cached is None:
-            dzi = self.settings.resolved_output_root() / record.collection / record.id / "slide.dzi"
-            cached = dzi if dzi.is_file() else False
-            self.records.put(key, cached)
-        return cached or None
+    def published_dzi(self, record: Record) -> Pyramid | None:
+        """The image's published pyramid (local disk, else the object store), looked up once every 2 s."""
+        return self.prebuilt.find(record)
 
-    def fast_hit(self, request: Request, image_id: str, what_of, media: str) -> Response | None:
-        """A cached tile answered on the event loop, without a thread hop (memory cache only: no I/O at all).
+    def cached(self, image_id: str, what_of, if_none_match: str | None) -> tuple[str, bytes | None] | None:
+        """(ETag, tile or None for a 304) of a tile already in the in-process cache, or None: render it.
 
-        `what_of(record)` names the tile, or None when that needs I/O; None means: take the thread pool path.
+        For the fast path (`fastpath.CachedTiles`), which runs on the event loop before routing:
+        it answers only from memory (no I/O at all), so only the memory cache counts, and
+        `what_of(record)` names the tile, or returns None when that needs I/O.
         """
         if self.cache.backend != "memory":
             return None
@@ -119,29 +118,21 @@ class TileService:
             return None
         key = _key(record, what)
         etag = _etag(key)
-        headers = {"ETag": etag, "Cache-Control": self.settings.tile_cache_control}
-        if _not_modified(request, etag):
-            return Response(status_code=304, headers=headers)
+        if if_none_match and _matches(if_none_match, etag):
+            return etag, None
         data = self.cache.local.get(key)
         if data is None:
             return None
         self.cache.hits += 1
-        headers["X-Tile-Cache"] = "hit"
-        return Response(data, media_type=media, headers=headers)
+        return etag, data
 
-    def dzi_geometry(self, dzi: Path) -> tuple[int, int, str]:
-        """(tile size, overlap, format) of a published .dzi, read once every few seconds."""
-        key = str(dzi)
-        cached = self.dzi_meta.get(key)
-        if cached is None:
-            text = dzi.read_text()
-            size = re.search(r'TileSize="(\d+)"', text)
-            overlap = re.search(r'Overlap="(\d+)"', text)
-            fmt = re.search(r'Format="(\w+)"', text)
-            cached = (int(size.group(1)) if size else -1, int(overlap.group(1)) if overlap else -1,
-                      fmt.group(1) if fmt else "")
-            self.dzi_meta.put(key, cached)
-        return cached
+    def known_unpublished(self, image_id: str) -> bool:
+        """True when the image is known (for a few seconds) to have no published pyramid: its tiles are dynamic."""
+        return self.records.get(f"published:{image_id}") is False
+
+    def dzi_geometry(self, pyramid: Pyramid) -> tuple[int, int, str]:
+        """(tile size, overlap, format) of a published pyramid's .dzi (parsed when it was found)."""
+        return pyramid.tile_size, pyramid.overlap, pyramid.format
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -174,11 +165,13 @@ def _etag(key: str) -> str:
 
 def _not_modified(request: Request, etag: str) -> bool:
     given = request.headers.get("if-none-match")
-    if not given:
-        return False
-    if given.strip() == "*":
+    return bool(given) and _matches(given, etag)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    if if_none_match.strip() == "*":
         return True
-    return any(tag.strip().removeprefix("W/") == etag for tag in given.split(","))
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
 
 
 def encode(image: pyvips.Image, fmt: str, quality: int) -> bytes:
@@ -191,20 +184,42 @@ def encode(image: pyvips.Image, fmt: str, quality: int) -> bytes:
     raise ApiError(400, f"unsupported image format {fmt!r}; choose jpg, png or webp")
 
 
-def render_region(handle, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> pyvips.Image:
-    """Level-0 region (x, y, w, h) scaled to out_w x out_h, read from the best pyramid level."""
-    reader = handle.reader
+def _level_box(reader, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> tuple[int, int, int, int, int]:
+    """(level, x0, y0, x1, y1): the best pyramid level for a level-0 region at an output size, and the box in it."""
     downsample = max(1.0, min(w / out_w, h / out_h))
     level = reader.best_level_for_downsample(downsample)
-    ds = reader.levels[level].downsample
-    image = handle.level_image(level)
+    lvl = reader.levels[level]
+    ds = lvl.downsample
     x0, y0 = max(0, int(math.floor(x / ds))), max(0, int(math.floor(y / ds)))
-    x1, y1 = min(image.width, int(math.ceil((x + w) / ds))), min(image.height, int(math.ceil((y + h) / ds)))
-    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-    part = image.crop(x0, y0, x1 - x0, y1 - y0)
+    x1, y1 = min(lvl.width, int(math.ceil((x + w) / ds))), min(lvl.height, int(math.ceil((y + h) / ds)))
+    return level, x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def render_region(handle, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> pyvips.Image:
+    """Level-0 region (x, y, w, h) scaled to out_w x out_h, read from the best pyramid level."""
+    level, x0, y0, x1, y1 = _level_box(handle.reader, x, y, w, h, out_w, out_h)
+    part = handle.level_image(level).crop(x0, y0, x1 - x0, y1 - y0)
     if (part.width, part.height) != (out_w, out_h):
         part = part.thumbnail_image(out_w, height=out_h, size="force")
     return part
+
+
+def stored_tile(handle, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> bytes | None:
+    """The source's own JPEG when the request is exactly one stored tile at its level's scale, else None.
+
+    It is what `render_region` would return, without the decode and re-encode (see formats/jpegtiles.py);
+    its quality is the file's, not TILEWRIGHT_QUALITY. Off with TILEWRIGHT_TILE_PASSTHROUGH=false.
+    """
+    reader = handle.reader
+    if reader.jpeg_tiles is None or not reader.settings.tile_passthrough:
+        return None
+    level, x0, y0, x1, y1 = _level_box(reader, x, y, w, h, out_w, out_h)
+    size = reader.jpeg_tiles.tile_size(level)
+    if size is None or (x1 - x0, y1 - y0) != (out_w, out_h) or (out_w, out_h) != size:
+        return None
+    if x0 % size[0] or y0 % size[1]:
+        return None
+    return reader.stored_jpeg_tile(level, x0 // size[0], y0 // size[1])
 
 
 def _render(svc: TileService, record: Record, make) -> bytes:
@@ -250,7 +265,55 @@ def _format(fmt: str) -> str:
     return "jpg" if fmt == "jpeg" else fmt
 
 
+# -- the tile grid of a slide ------------------------------------------------------------------
+def known_size(svc: TileService, record: Record) -> tuple[int, int] | None:
+    """The slide's size if it is known without I/O (the fast path's question)."""
+    found = svc.sizes.get(_key(record, "grid"))
+    return None if found is None else found[:2]
+
+
+def _grid(svc: TileService, record: Record) -> tuple[int, int, int]:
+    """(width, height, tile): the slide's size and the tile size its dynamic tiles follow.
+
+    With `tiles_follow_source` (the default) a tiled source's own square tile size (128..1024),
+    so that a viewer's tiles are the stored tiles (passed through, or decoded once each);
+    otherwise 0: the configured sizes apply.
+    """
+    key = _key(record, "grid")
+    cached = svc.sizes.get(key)
+    if cached is None:
+        def measure(handle) -> tuple[int, int, int]:
+            reader = handle.reader
+            tw, th = reader.tile_size
+            follow = svc.settings.tiles_follow_source and reader.tiled and tw == th and 128 <= tw <= 1024
+            return reader.width, reader.height, tw if follow else 0
+
+        cached = _render(svc, record, measure)
+        svc.sizes.put(key, cached)
+    return cached
+
+
+def _slide_size(svc: TileService, record: Record) -> tuple[int, int]:
+    return _grid(svc, record)[:2]
+
+
+def _dz_geometry(settings: Settings, grid: tuple[int, int, int]) -> tuple[int, int]:
+    """(tile size, overlap) of the dynamic Deep Zoom pyramid: the source's grid, or the configured one."""
+    return (grid[2], 0) if grid[2] else (settings.dzi_tile_size, settings.dzi_overlap)
+
+
+def known_dz_geometry(svc: TileService, record: Record) -> tuple[int, int] | None:
+    """The dynamic Deep Zoom geometry if it is known without I/O (the fast path's question)."""
+    found = svc.sizes.get(_key(record, "grid"))
+    return None if found is None else _dz_geometry(svc.settings, found)
+
+
 # -- Deep Zoom ---------------------------------------------------------------------------------
+def dz_what(geometry: tuple[int, int], level: int, col: int, row: int, fmt_out: str, quality: int) -> str:
+    """The cache name of a dynamic Deep Zoom tile (shared with the fast path)."""
+    return f"dz:{geometry[0]}:{geometry[1]}:{level}:{col}:{row}:{fmt_out}:q{quality}"
+
+
 def dz_levels(width: int, height: int) -> int:
     return int(math.ceil(math.log2(max(width, height, 1)))) + 1
 
@@ -269,22 +332,15 @@ def _dzi(svc: TileService, request: Request, image_id: str) -> Response:
     record = svc.record(image_id)
     published = svc.published_dzi(record)
     if published is not None:
-        data = published.read_bytes()
-        stat = published.stat()
-        key = _key(record, f"dzi-prebuilt:{stat.st_mtime_ns}")
+        data = published.dzi
+        key = _key(record, f"dzi-prebuilt:{published.source}:{published.version}")
         source = "prebuilt"
     else:
         settings = svc.settings
-
-        def make(handle) -> bytes:
-            return dzi_xml(handle.reader.width, handle.reader.height, settings.dzi_tile_size, settings.dzi_overlap,
-                           _dzi_format(settings)).encode()
-
-        key = _key(record, f"dzi:{settings.dzi_tile_size}:{settings.dzi_overlap}:{settings.tile_format}")
-        data = svc.cache.get(key)
-        if data is None:
-            data = _render(svc, record, make)
-            svc.cache.put(key, data)
+        grid = _grid(svc, record)
+        ts, overlap = _dz_geometry(settings, grid)
+        data = dzi_xml(grid[0], grid[1], ts, overlap, _dzi_format(settings)).encode()
+        key = _key(record, f"dzi:{ts}:{overlap}:{settings.tile_format}")
         source = "dynamic"
     etag = _etag(key)
     headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Tile-Source": source}
@@ -298,18 +354,22 @@ def _dz_tile(svc: TileService, request: Request, image_id: str, level: int, col:
     fmt_out = _format(fmt)
     record = svc.record(image_id)
     settings = svc.settings
-    ts, overlap = settings.dzi_tile_size, settings.dzi_overlap
     published = svc.published_dzi(record)
     if published is not None:
-        pts, pov, pfmt = svc.dzi_geometry(published)
-        tile = published.with_name("slide_files") / str(level) / f"{col}_{row}.{fmt}"
-        if (pts, pov) == (ts, overlap) and pfmt == fmt and tile.is_file():
-            stat = tile.stat()
-            etag = _etag(f"{tile}:{stat.st_size}:{stat.st_mtime_ns}")
+        tile = published.tile(level, col, row, fmt)  # None: not a file of the pyramid (or not in its manifest)
+        if tile is not None:
+            etag = _etag(tile.version)
             headers = {"ETag": etag, "Cache-Control": settings.tile_cache_control, "X-Tile-Source": "prebuilt"}
             if _not_modified(request, etag):
                 return Response(status_code=304, headers=headers)
-            return Response(tile.read_bytes(), media_type=_MEDIA[fmt_out], headers=headers)
+            data = tile.read()  # None: gone or changed since the lookup: render it
+            if data is not None:
+                return Response(data, media_type=_MEDIA[fmt_out], headers=headers)
+        pts, pov, _pfmt = svc.dzi_geometry(published)
+        # a tile the pyramid lacks is rendered to fit the .dzi being served
+        ts, overlap = (pts, pov) if pts > 0 and pov >= 0 else (settings.dzi_tile_size, settings.dzi_overlap)
+    else:
+        ts, overlap = _dz_geometry(settings, _grid(svc, record))
 
     def make(handle) -> bytes:
         reader = handle.reader
@@ -325,9 +385,10 @@ def _dz_tile(svc: TileService, request: Request, image_id: str, level: int, col:
         x1, y1 = min(lw, (col + 1) * ts + overlap), min(lh, (row + 1) * ts + overlap)
         rx, ry = x0 * scale, y0 * scale
         rw, rh = min(width, x1 * scale) - rx, min(height, y1 * scale) - ry
-        return encode(render_region(handle, rx, ry, rw, rh, x1 - x0, y1 - y0), fmt_out, settings.quality)
+        stored = stored_tile(handle, rx, ry, rw, rh, x1 - x0, y1 - y0) if fmt_out == "jpg" else None
+        return stored or encode(render_region(handle, rx, ry, rw, rh, x1 - x0, y1 - y0), fmt_out, settings.quality)
 
-    what = f"dz:{ts}:{overlap}:{level}:{col}:{row}:{fmt_out}:q{settings.quality}"
+    what = dz_what((ts, overlap), level, col, row, fmt_out, settings.quality)
     response = _cached(svc, request, record, what, _MEDIA[fmt_out], make)
     response.headers["X-Tile-Source"] = "dynamic"
     return response
@@ -343,45 +404,29 @@ async def get_dzi(image_id: str, request: Request) -> Response:
             summary="Deep Zoom tile (pre-built when published, else rendered from the source)")
 async def get_dz_tile(image_id: str, level: int, col: int, row: int, fmt: str, request: Request) -> Response:
     svc = service(request)
-    if fmt in _MEDIA:
-        settings = svc.settings
-        fmt_out = _format(fmt)
-
-        def what_of(record: Record) -> str | None:
-            if svc.records.get(f"published:{record.id}") is not False:
-                return None  # published (files on disk) or not known yet
-            return f"dz:{settings.dzi_tile_size}:{settings.dzi_overlap}:{level}:{col}:{row}:{fmt_out}:q{settings.quality}"
-
-        hit = svc.fast_hit(request, image_id, what_of, _MEDIA[fmt_out])
-        if hit is not None:
-            hit.headers["X-Tile-Source"] = "dynamic"
-            return hit
     return await svc.run(_dz_tile, svc, request, image_id, level, col, row, fmt)
 
 
 # -- IIIF Image API 3 -------------------------------------------------------------------------------
-def _iiif_limits(settings: Settings) -> dict[str, int]:
+def iiif_what(req: iiif.Request, quality: int) -> str:
+    """The cache name of an IIIF image request (shared with the fast path)."""
+    return f"iiif:{req.canonical()}:q{quality}"
+
+
+def iiif_limits(settings: Settings) -> dict[str, int]:
     return {"max_width": MAX_SIDE, "max_height": MAX_SIDE, "max_area": settings.max_region_pixels}
-
-
-def _slide_size(svc: TileService, record: Record) -> tuple[int, int]:
-    key = _key(record, "size")
-    cached = svc.sizes.get(key)
-    if cached is None:
-        cached = _render(svc, record, lambda handle: (handle.reader.width, handle.reader.height))
-        svc.sizes.put(key, cached)
-    return cached
 
 
 def _iiif_info(svc: TileService, request: Request, image_id: str) -> Response:
     record = svc.record(image_id)
-    width, height = _slide_size(svc, record)
+    width, height, source_tile = _grid(svc, record)
+    tile = source_tile or svc.settings.iiif_tile_size
     base = str(request.base_url).rstrip("/") + f"/iiif/3/{image_id}"
-    doc = iiif.info(base, width, height, svc.settings.iiif_tile_size, **_iiif_limits(svc.settings))
+    doc = iiif.info(base, width, height, tile, **iiif_limits(svc.settings))
     accept = request.headers.get("accept", "")
     media = (f'application/ld+json;profile="{iiif.CONTEXT}"' if "application/ld+json" in accept
              else "application/json")
-    etag = _etag(_key(record, f"info:{base}:{svc.settings.iiif_tile_size}:{svc.settings.max_region_pixels}"))
+    etag = _etag(_key(record, f"info:{base}:{tile}:{svc.settings.max_region_pixels}"))
     headers = {"ETag": etag, "Cache-Control": "no-cache", "Link": f'<{iiif.CONTEXT}>;rel="profile"'}
     if _not_modified(request, etag):
         return Response(status_code=304, headers=headers)
@@ -408,17 +453,21 @@ def _iiif_image(svc: TileService, request: Request, image_id: str, region: str, 
     record = svc.record(image_id)
     width, height = _slide_size(svc, record)
     try:
-        req = iiif.parse(region, size, rotation, quality_format, width, height, **_iiif_limits(svc.settings))
+        req = iiif.parse(region, size, rotation, quality_format, width, height, **iiif_limits(svc.settings))
     except iiif.IiifError as exc:
         raise ApiError(400, str(exc)) from None
     quality = svc.settings.quality
 
     def make(handle) -> bytes:
+        if req.format == "jpg" and req.quality in ("default", "color") and not req.mirror and not req.rotation:
+            stored = stored_tile(handle, req.x, req.y, req.w, req.h, req.out_w, req.out_h)
+            if stored is not None:
+                return stored
         image = render_region(handle, req.x, req.y, req.w, req.h, req.out_w, req.out_h)
         image = _apply_iiif(image, req, handle.reader.background)
         return encode(image, req.format, quality)
 
-    response = _cached(svc, request, record, f"iiif:{req.canonical()}:q{quality}", req.media_type, make)
+    response = _cached(svc, request, record, iiif_what(req, quality), req.media_type, make)
     response.headers["Link"] = f'<{iiif.PROTOCOL}/3/level2.json>;rel="profile"'
     return response
 
@@ -439,25 +488,6 @@ async def iiif_info(image_id: str, request: Request) -> Response:
 async def iiif_image(image_id: str, region: str, size: str, rotation: str, quality_format: str,
                      request: Request) -> Response:
     svc = service(request)
-    media: list[str] = []
-
-    def what_of(record: Record) -> str | None:
-        dims = svc.sizes.get(_key(record, "size"))
-        if dims is None:
-            return None
-        try:
-            req = iiif.parse(region, size, rotation, quality_format, *dims, **_iiif_limits(svc.settings))
-        except iiif.IiifError:
-            return None  # the pool path answers the 400
-        media.append(req.media_type)
-        return f"iiif:{req.canonical()}:q{svc.settings.quality}"
-
-    hit = svc.fast_hit(request, image_id, what_of, "image/jpeg")
-    if hit is not None:
-        hit.media_type = media[0]
-        hit.headers["content-type"] = media[0]
-        hit.headers["Link"] = f'<{iiif.PROTOCOL}/3/level2.json>;rel="profile"'
-        return hit
     return await svc.run(_iiif_image, svc, request, image_id, region, size, rotation, quality_format)
 
 

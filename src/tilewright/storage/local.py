@@ -16,7 +16,7 @@ from urllib.parse import quote
 from fsspec.implementations.local import LocalFileSystem
 
 from tilewright.config import Settings
-from tilewright.outputs.base import STAGING_PREFIX
+from tilewright.outputs.base import STAGING_PREFIX, make_staging
 from tilewright.storage.base import MANIFEST, MANIFEST_FORMAT, Storage, _sha256, clean_key
 
 
@@ -75,9 +75,9 @@ class LocalStorage(Storage):
 
         final = Path(self.full(prefix))
         final.parent.mkdir(parents=True, exist_ok=True)
-        staging = final.parent / f"{STAGING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+        staging = make_staging(final.parent, final.name)  # also removes what a killed run left
         try:
-            shutil.copytree(local_dir, staging)
+            shutil.copytree(local_dir, staging, dirs_exist_ok=True)
             if cancelled is not None and cancelled():
                 from tilewright.errors import CancelledError
 

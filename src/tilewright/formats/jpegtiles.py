@@ -1,0 +1,156 @@
+"""Stored JPEG tiles of a tiled TIFF, handed out as they are: no decode, no re-encode.
+
+Most slides (Aperio SVS, pyramidal TIFFs written by libvips, many OME-TIFFs) store each
+tile as a JPEG. When a viewer asks for exactly one such tile at its own scale, the
+cheapest correct answer is those bytes: decoding and re-encoding costs two orders of
+magnitude more than a `pread`, and loses quality. (large_image serves JPEG tiles the
+same way.) A TIFF tile is an abbreviated JPEG stream whose tables live once in the
+page's JPEGTables tag; `JpegTiles.tile` splices them back into a complete file.
+
+Only what is safe goes through: 8-bit, 3-band, interleaved, JPEG-compressed, RGB or
+YCbCr pages, and tiles that lie wholly inside the level (edge tiles are padded in the
+file and must be cropped: those are rendered). Colour needs care: a TIFF says in its
+Photometric tag whether the JPEG data is YCbCr or plain RGB, while a stand-alone JPEG
+says it with an Adobe marker that TIFF writers leave out (Aperio stores RGB-coded tiles
+that a browser would otherwise decode as YCbCr, in false colours). So the first time a
+level is used, one tile is decoded the way a browser decodes it, as stored and with an
+Adobe "no transform" marker, and compared with libvips's reading through libtiff; the
+spelling that matches is kept for the level, and a level where neither matches is
+never passed through.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyvips
+
+log = logging.getLogger(__name__)
+
+_JPEG = 7
+_RGB, _YCBCR = 2, 6
+#: APP14 "Adobe", version 100, no flags, transform 0: the components are R, G, B (not YCbCr)
+ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+
+
+@dataclass
+class _Level:
+    width: int
+    height: int
+    tile_width: int
+    tile_height: int
+    offsets: tuple[int, ...]
+    counts: tuple[int, ...]
+    tables: bytes  # JPEGTables without its EOI, or b"" when every tile carries its own tables
+    photometric: int
+    verified: bool | None = None  # None: not checked yet
+    marker: bytes = b""  # what goes after SOI: ADOBE_RGB for RGB-coded data (found by `_verify`)
+
+
+class JpegTiles:
+    """The stored JPEG tiles of some levels of one TIFF file, read with `os.pread` (thread-safe)."""
+
+    def __init__(self, path: Path, levels: dict[int, _Level]) -> None:
+        self.path = Path(path)
+        self._levels = levels
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pages(cls, path: Path, pages: dict[int, object]) -> JpegTiles | None:
+        """From tifffile pages by level (the keyframes of the pyramid); None when no level qualifies."""
+        levels: dict[int, _Level] = {}
+        for level, page in pages.items():
+            found = _level_of(page)
+            if found is not None:
+                levels[level] = found
+        return cls(path, levels) if levels else None
+
+    def tile_size(self, level: int) -> tuple[int, int] | None:
+        found = self._levels.get(level)
+        return None if found is None else (found.tile_width, found.tile_height)
+
+    def tile(self, level: int, col: int, row: int,
+             level_image: Callable[[int], pyvips.Image]) -> bytes | None:
+        """Tile (col, row) of `level` as a complete JPEG file, or None when it must be rendered."""
+        found = self._levels.get(level)
+        if found is None or found.verified is False:
+            return None
+        tw, th = found.tile_width, found.tile_height
+        if col < 0 or row < 0 or (col + 1) * tw > found.width or (row + 1) * th > found.height:
+            return None  # outside, or an edge tile padded in the file
+        data = self._read(found, row * -(-found.width // tw) + col)
+        if data is None:
+            return None
+        if found.verified is None and not self._verify(level, found, col, row, data, level_image):
+            return None
+        return b"\xff\xd8" + found.marker + data[2:] if found.marker else data
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    # -- internals ------------------------------------------------------------------
+    def _read(self, found: _Level, index: int) -> bytes | None:
+        if index >= len(found.offsets) or not found.counts[index]:
+            return None  # a sparse tile (no data stored): rendering fills it with the background
+        if self._fd is None:
+            with self._lock:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDONLY)
+        data = os.pread(self._fd, found.counts[index], found.offsets[index])
+        if len(data) != found.counts[index] or data[:2] != b"\xff\xd8":
+            return None  # truncated or not a JPEG: let the renderer report it
+        return found.tables + data[2:] if found.tables else data
+
+    def _verify(self, level: int, found: _Level, col: int, row: int, data: bytes,
+                level_image: Callable[[int], pyvips.Image]) -> bool:
+        """Decode `data` as a browser would, with and without an Adobe RGB marker, against libtiff's reading."""
+        with self._lock:
+            if found.verified is not None:
+                return found.verified
+            markers = [ADOBE_RGB, b""] if found.photometric == _RGB else [b"", ADOBE_RGB]
+            diffs = []
+            try:
+                theirs = level_image(level).crop(col * found.tile_width, row * found.tile_height,
+                                                 found.tile_width, found.tile_height).numpy().astype(np.int16)
+                for marker in markers:
+                    ours = pyvips.Image.jpegload_buffer(b"\xff\xd8" + marker + data[2:]).numpy().astype(np.int16)
+                    diffs.append(float(np.abs(ours - theirs).mean()) if ours.shape == theirs.shape else float("inf"))
+            except (pyvips.Error, ValueError, OSError) as exc:
+                log.debug("stored JPEG tiles of %s level %d: %s", self.path, level, exc)
+            for marker, diff in zip(markers, diffs):
+                if diff < 2.0:
+                    found.marker, found.verified = marker, True
+                    return True
+            log.info("%s level %d: stored JPEG tiles decode differently from libtiff (mean differences %s); "
+                     "they are re-encoded instead", self.path.name, level, diffs)
+            found.verified = False
+            return False
+
+
+def _level_of(page) -> _Level | None:
+    try:
+        if not page.is_tiled or page.compression != _JPEG or page.photometric not in (_RGB, _YCBCR):
+            return None
+        if page.samplesperpixel != 3 or page.bitspersample != 8 or page.planarconfig != 1:
+            return None
+        if getattr(page, "imagedepth", 1) != 1:
+            return None
+        tables = page.jpegtables or b""
+        if tables and not (tables.startswith(b"\xff\xd8") and tables.endswith(b"\xff\xd9")):
+            return None
+        return _Level(page.imagewidth, page.imagelength, page.tilewidth, page.tilelength,
+                      tuple(int(v) for v in page.dataoffsets), tuple(int(v) for v in page.databytecounts),
+                      tables[:-2], int(page.photometric))
+    except (AttributeError, TypeError, ValueError) as exc:
+        log.debug("no stored JPEG tiles: %s", exc)
+        return None
