@@ -353,6 +353,14 @@ def test_cached_tiles_are_answered_before_routing_with_the_same_headers(served):
             assert hit.headers.get(name) == first.headers.get(name), name
         assert hit.headers["content-type"] == media and int(hit.headers["content-length"]) == len(hit.content)
         assert client.get(url, headers={"If-None-Match": hit.headers["etag"]}).status_code == 304
+        head = client.head(url)  # `curl -I`: the same headers, no body
+        assert head.status_code == 200 and head.content == b"" and head.headers["etag"] == hit.headers["etag"]
+        assert head.headers["content-length"] == hit.headers["content-length"]
+    for url in ("/images/cmu.dzi", "/iiif/3/cmu/info.json", "/images/cmu/thumbnail?size=64",
+                "/images/cmu/associated/label", "/images/cmu/region?x=0&y=0&w=8&h=8",
+                "/images/cmu_files/9/0_0.jpeg", "/iiif/3/cmu/full/64,/0/default.jpg"):
+        head = client.head(url)
+        assert head.status_code == 200 and head.content == b"" and head.headers["etag"], url
     # a bad request that looks like a tile still gets the route's 400, never a cached answer
     assert client.get("/iiif/3/tiff/1024,0,1024,1024/0,/0/gray.png").status_code == 400
     metrics = client.get("/metrics").text

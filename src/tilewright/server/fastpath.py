@@ -30,13 +30,13 @@ _IIIF_LINK = f'<{iiif.PROTOCOL}/3/level2.json>;rel="profile"'.encode()
 
 
 class CachedTiles:
-    """ASGI middleware: a GET of a tile that is in the memory cache is answered here."""
+    """ASGI middleware: a GET (or HEAD) of a tile that is in the memory cache is answered here."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             svc: TileService | None = getattr(scope["app"].state, "tiles", None)
             if svc is not None:
                 answer = _lookup(svc, scope["path"], _header(scope, b"if-none-match"))
@@ -44,7 +44,7 @@ class CachedTiles:
                     route, status, headers, body = answer
                     scope["tilewright.route"] = route  # for the metrics middleware
                     await send({"type": "http.response.start", "status": status, "headers": headers})
-                    await send({"type": "http.response.body", "body": body})
+                    await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
                     return
         await self.app(scope, receive, send)
 
