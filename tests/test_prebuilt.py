@@ -142,6 +142,10 @@ def test_an_upload_is_published_to_the_store_and_served_from_it(served):
     assert client.get(f"/images/{image_id}_files/12/9_0.jpeg").status_code == 404
     png = client.get(f"/images/{image_id}_files/12/4_5.png")
     assert png.headers["x-tile-source"] == "dynamic" and png.headers["content-type"] == "image/png"
+    # deleting the image removes the store's copy too
+    deleted = client.delete(f"/images/{image_id}").json()
+    assert deleted["store"]["url"] == f"{store_url}/pyramids/demo/{image_id}"
+    assert deleted["store"]["removed"] == len(listed) + 1 and blobs.names(prefix) == set()
 
 
 def test_etag_and_304_of_store_tiles(served, monkeypatch):

@@ -146,8 +146,10 @@ def get_image(image_id: str, request: Request) -> dict:
 
 @router.delete("/images/{image_id}", dependencies=[Depends(require_token)])
 def delete_image(image_id: str, request: Request) -> dict:
-    """Delete the record, the uploaded file and the outputs; a conversion still running is cancelled."""
+    """Delete the record, the uploaded file and the outputs (also the output store's copy: its manifest
+    first, so it stops being served at once); a conversion still running is cancelled."""
     settings = settings_of(request)
+    result: dict = {"deleted": image_id}
     with session_scope(settings) as session:
         image = session.get(Image, image_id)
         if image is None:
@@ -159,8 +161,28 @@ def delete_image(image_id: str, request: Request) -> dict:
                 pass
         shutil.rmtree(settings.resolved_upload_dir() / image.id, ignore_errors=True)
         shutil.rmtree(settings.resolved_output_root() / image.collection / image.id, ignore_errors=True)
+        removed = _delete_from_store(settings, image.collection, image.id)
+        if removed is not None:
+            result["store"] = removed
         session.delete(image)
-    return {"deleted": image_id}
+    return result
+
+
+def _delete_from_store(settings, collection: str, image_id: str) -> dict | None:
+    """Remove the output store's copy of an image's outputs; None when no store is configured."""
+    from tilewright.jobs.tasks import output_store, store_prefix
+    from tilewright.storage import MANIFEST, StorageError, join_key
+
+    try:
+        found = output_store(settings)
+        if found is None:
+            return None
+        target, base = found
+        prefix = store_prefix(base, collection, image_id)
+        target.delete(join_key(prefix, MANIFEST))  # unpublished from here on
+        return {"url": target.url(prefix), "removed": target.delete_prefix(prefix) + 1}
+    except (StorageError, TilewrightError) as exc:  # the record goes anyway; say what stays behind
+        return {"error": f"the output store's copy could not be removed: {getattr(exc, 'reason', exc)}"}
 
 
 @router.get("/collections")
