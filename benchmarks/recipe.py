@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/recipe.py            # full run: 24 MP JPEG, 12k PNG, 20k JPEG, 30k TIFF, 40k JPEG
     .venv/bin/python benchmarks/recipe.py --quick    # small inputs, a minute or so
+    .venv/bin/python benchmarks/recipe.py --inputs /tmp/tw-bench --repeat 5 --only PNG   # median of 5, PNG only
 
 Both ways make the same outputs from the same inputs (three thumbnails, an optimised
 copy, a watermarked copy, metadata.json); the DZI that the default recipe adds for
@@ -11,6 +12,11 @@ child's address space is capped (`--pillow-memory-gib`, default 16) so that an
 input it cannot handle fails instead of taking the machine down. Inputs are
 generated in a temporary folder (never committed), except the 20,000 x 14,000 JPEG,
 which is `shared/testdata/jpeg-png/giant-image.jpg`.
+
+Both ways are timed the same way: the wall time of a fresh interpreter running the
+whole pipeline, start-up and exit included. With `--repeat N` the two ways take
+turns N times and the table shows the median time and the highest peak RSS (a way
+that fails once is not run again): on a shared machine one run can be far off.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -203,6 +210,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small inputs only (about a minute)")
     parser.add_argument("--no-40k", action="store_true", help="skip the 40,000 x 40,000 input")
     parser.add_argument("--pillow-memory-gib", type=float, default=16.0, help="address-space cap of the Pillow child")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each way per input, taking turns; the "
+                        "table shows the median time and the highest peak RSS")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="only the inputs whose label contains TEXT (repeatable), e.g. --only PNG")
     parser.add_argument("--keep", action="store_true", help="keep the generated inputs and outputs")
     parser.add_argument("--inputs", type=Path, help="folder for the generated inputs, reused if already there "
                         "(implies --keep)")
@@ -229,15 +240,25 @@ def main() -> None:
         print(f"generating inputs in {folder} ...", file=sys.stderr)
         started = time.perf_counter()
         inputs = make_inputs(folder, args.quick, not args.no_40k)
+        if args.only:
+            inputs = [(label, path) for label, path in inputs if any(text in label for text in args.only)]
         print(f"  done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         classic = "classic"
         rows = []
         for label, source in inputs:
             print(f"{label}:", file=sys.stderr)
-            tw = run_child("tilewright", source, folder / f"out-tw-{source.stem}", classic, None, env)
-            print(f"  tilewright {tw}", file=sys.stderr)
-            pil = run_child("pillow", source, folder / f"out-pil-{source.stem}", "", args.pillow_memory_gib, env)
-            print(f"  pillow     {pil}", file=sys.stderr)
+            tw_runs, pil_runs = [], []
+            tw_out, pil_out = folder / f"out-tw-{source.stem}", folder / f"out-pil-{source.stem}"
+            for _ in range(max(1, args.repeat)):  # each run into an empty folder; the last run's outputs are kept
+                if not tw_runs or tw_runs[-1]["ok"]:
+                    shutil.rmtree(tw_out, ignore_errors=True)
+                    tw_runs.append(run_child("tilewright", source, tw_out, classic, None, env))
+                    print(f"  tilewright {tw_runs[-1]}", file=sys.stderr)
+                if not pil_runs or pil_runs[-1]["ok"]:
+                    shutil.rmtree(pil_out, ignore_errors=True)
+                    pil_runs.append(run_child("pillow", source, pil_out, "", args.pillow_memory_gib, env))
+                    print(f"  pillow     {pil_runs[-1]}", file=sys.stderr)
+            tw, pil = summary(tw_runs), summary(pil_runs)
             dzi = None
             if "TIFF" in label:
                 dzi = run_child("tilewright", source, folder / f"out-dzi-{source.stem}", "default", None, env)
@@ -249,6 +270,15 @@ def main() -> None:
             print(f"kept {folder}", file=sys.stderr)
         else:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def summary(runs: list[dict]) -> dict:
+    """Several runs of one way as one: the median time, the highest peak RSS; failed if any run failed."""
+    failed = [r for r in runs if not r["ok"]]
+    if failed:
+        return failed[0]
+    return {"seconds": statistics.median(r["seconds"] for r in runs), "peak_mib": max(r["peak_mib"] for r in runs),
+            "ok": True, "error": "", "runs": len(runs)}
 
 
 def table(rows, cap_gib: float) -> str:

@@ -317,3 +317,58 @@ def test_registry_names_every_operation_in_the_issue():
                             "flip", "format", "quality", "strip", "auto_orient"}
     for name, op in ops.OPS.items():
         assert op.doc, f"{name} needs a docstring: docs/ops.md is made from them"
+
+
+# -- sources: decode once --------------------------------------------------------------------
+
+
+def test_source_decoded_once_reads_the_same_pixels_and_metadata(testdata, tmp_path):
+    """A copy decoded once gives what the file gives: pixels, EXIF orientation, every metadata field."""
+    from tilewright.ops import Source
+
+    image = gradient(640, 480, bands=4).copy()
+    image.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    image.pngsave(str(tmp_path / "in.png"))
+    with Source(tmp_path / "in.png") as source:
+        assert not source.shrinks_on_load and not source.decoded
+        full, thumb = source.full(), source.thumbnail(200, 200, orient=True)
+        fields = {name: full.get(name) for name in full.get_fields() if name != "filename"}  # libvips' own name
+        expected = (array(full), array(thumb))
+        copy = tmp_path / "copy.v"
+        source.decode_to(copy)
+        assert source.decoded and copy.is_file()
+        again = source.full(sequential=False)
+        assert {name: again.get(name) for name in again.get_fields() if name != "filename"} == fields
+        assert (thumb.width, thumb.height) == (150, 200)
+        assert np.array_equal(array(again), expected[0])
+        assert np.array_equal(array(source.thumbnail(200, 200, orient=True)), expected[1])
+        assert np.array_equal(array(source.full().rot90()), np.rot90(expected[0], -1))  # random access, any order
+        source.release_decoded()
+        assert not source.decoded
+        copy.unlink()
+        assert np.array_equal(array(source.full()), expected[0])  # the file again
+
+    with Source(testdata("broken/truncated.png")) as broken:
+        with pytest.raises(pyvips.Error):
+            broken.decode_to(tmp_path / "broken.v")
+        assert not (tmp_path / "broken.v").exists() and not broken.decoded
+    with Source(testdata("jpeg-png/2569067123_aca715a2ee_o.jpg")) as jpeg:
+        assert jpeg.shrinks_on_load
+
+
+def test_jpeg_chroma_subsampling():
+    """`auto` is libvips' rule (4:4:4 from quality 90 up); `420`/`444` force it; other formats refuse it."""
+    image = gradient(320, 240)
+
+    def subsampling(*chain) -> str:
+        data = encode(run(image, *chain)[0]).data
+        return pyvips.Image.new_from_buffer(data, "").get("jpeg-chroma-subsample")
+
+    assert subsampling("quality=85") == "4:2:0"
+    assert subsampling("quality=90") == "4:4:4"
+    assert subsampling({"op": "format", "format": "jpeg", "quality": 90, "chroma": "420"}, "blur=1") == "4:2:0"
+    assert subsampling("format=format:jpeg,chroma:444", "quality=50") == "4:4:4"
+    with pytest.raises(OperationError, match="chroma: chroma subsampling is a JPEG setting"):
+        run(image, {"op": "format", "format": "png", "chroma": "420"})
+    with pytest.raises(OperationError, match="chroma"):
+        parse_chain([{"op": "format", "format": "jpeg", "chroma": "411"}])

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import filecmp
 import json
 import re
+import threading
 from datetime import datetime, timezone
 
 import pytest
 import pyvips
 from typer.testing import CliRunner
 
+from tilewright import recipes
 from tilewright.cli import app
 from tilewright.config import Settings
 from tilewright.errors import CancelledError, InputError, LimitExceededError, OutputExistsError
+from tilewright.ops import Source
 from tilewright.recipes import RecipeError, list_recipes, load_recipe, parse_recipe, run_recipe
 
 PHOTO = "jpeg-png/2569067123_aca715a2ee_o.jpg"  # 2725 x 2225 RGB JPEG, 829,183 bytes
@@ -38,6 +42,8 @@ def test_default_recipe_on_a_photo(testdata, tmp_path):
                 "optimized": (1920, 1568), "watermarked": (2725, 2225)}
     for name, size in expected.items():
         assert size_of(outdir / f"{name}.jpg") == size
+    # colour at half resolution everywhere, as the Pillow pipeline wrote it (quality 90 included)
+    assert {pyvips.Image.new_from_file(str(p)).get("jpeg-chroma-subsample") for p in outdir.glob("*.jpg")} == {"4:2:0"}
     assert json.loads((outdir / "metadata.json").read_text()) == metadata
 
     processed = datetime.fromisoformat(metadata.pop("processed_at").replace("Z", "+00:00"))
@@ -187,6 +193,8 @@ def test_user_recipes_split_and_formats(testdata, tmp_path):
     ({"outputs": [{"name": "a"}, {"name": "a"}]}, "used twice"),
     ({"outputs": [{"name": "a", "colour": "red"}]}, "colour"),
     ({"outputs": [{"name": "p", "kind": "dzi", "ops": ["blur=1"]}]}, "takes no ops"),
+    ({"outputs": [{"name": "a", "format": "png", "chroma": "420"}]}, "chroma is a JPEG setting"),
+    ({"outputs": [{"name": "a", "format": "jpeg", "chroma": "411"}]}, "outputs.0.chroma"),
 ])
 def test_bad_recipes_are_refused(data, words):
     with pytest.raises(RecipeError, match=re.escape(words)):
@@ -218,3 +226,179 @@ def test_cli_process(testdata, tmp_path):
     bad = runner.invoke(app, ["process", str(testdata("jpeg-png/boxes.png")), "-o", str(tmp_path / "d"),
                               "--op", "blur=sigma:1,size:4"])
     assert bad.exit_code == 2 and "operation 0 (blur): size" in bad.stderr
+
+
+# -- how the outputs are made: lanes side by side, decode-once (issue 4, performance) ---------------
+
+
+def _photo_png(path, width=1200, height=800, orientation=6):
+    """An RGBA PNG with smooth detail, half transparent at the left, and an EXIF orientation."""
+    xy = pyvips.Image.xyz(width, height)
+    rgb = (xy[0] * 255 / width).cast("uchar").bandjoin([(xy[1] * 255 / height).cast("uchar"),
+                                                        ((xy[0] * xy[1]) % 251).cast("uchar")])
+    image = rgb.bandjoin(((xy[0] >= width // 4) * 255).cast("uchar")).copy(interpretation="srgb")
+    if orientation:
+        image = image.copy()
+        image.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+    image.pngsave(str(path))
+    return path
+
+
+_MIXED = {"outputs": [  # the default recipe's outputs, and chains that read the source out of order
+    {"name": "thumbnail_small", "ops": ["thumbnail=150x150", "flatten=white"]},
+    {"name": "thumbnail_large", "ops": ["thumbnail=600x600", "flatten=white"]},
+    {"name": "optimized", "ops": ["thumbnail=1920x1920", "flatten=white"]},
+    {"name": "upright", "ops": ["auto_orient", "thumbnail=500", "flatten=white"]},
+    {"name": "watermarked", "ops": ["thumbnail=65500x65500", "flatten=white", {"op": "watermark", "text": "(c)"}],
+     "quality": 90},
+    {"name": "turned", "ops": ["rotate=90", "resize=0.5"], "format": "png"},
+    {"name": "part", "ops": ["split", "blur=1"], "format": "webp"},
+]}
+
+
+def _files(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _same_outputs(a, b) -> None:
+    assert _files(a) == _files(b)
+    for name in _files(a):
+        if name == "metadata.json":
+            first, second = json.loads((a / name).read_text()), json.loads((b / name).read_text())
+            first.pop("processed_at"), second.pop("processed_at")
+            assert first == second
+        else:
+            assert filecmp.cmp(a / name, b / name, shallow=False), name
+
+
+def test_decode_once_gives_identical_outputs_and_removes_its_copy(tmp_path, monkeypatch):
+    """A PNG (no shrink-on-load) decoded once into a temporary file gives byte-identical outputs."""
+    source = _photo_png(tmp_path / "in.png")
+    recipe = parse_recipe(_MIXED, "mixed")
+    copies = []
+    original = Source.decode_to
+
+    def spy(self, path, watch=None):
+        original(self, path, watch)
+        copies.append(path)
+        assert path.is_file() and path.parent.name.startswith(".tw-staging-out-once")
+        assert self.decoded
+
+    monkeypatch.setattr(Source, "decode_to", spy)
+    monkeypatch.setattr(recipes, "DECODE_ONCE_PIXELS", 10**12)
+    run_recipe(source, tmp_path / "out-direct", recipe)
+    assert copies == []
+    monkeypatch.setattr(recipes, "DECODE_ONCE_PIXELS", 0)
+    run_recipe(source, tmp_path / "out-once", recipe)
+    assert len(copies) == 1 and not copies[0].exists()
+
+    _same_outputs(tmp_path / "out-direct", tmp_path / "out-once")
+    assert size_of(tmp_path / "out-once" / "upright.jpg") == (333, 500)  # orientation 6 honoured from the copy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "out-direct", "out-once"]  # nothing left
+
+
+def test_decode_once_only_when_it_pays(tmp_path, monkeypatch):
+    """Decoded once: a large source without shrink-on-load read by more lanes than run at once, or out of order."""
+    png = Source(_photo_png(tmp_path / "in.png", 2400, 1600, orientation=0))
+    pyvips.Image.new_from_file(str(png.path)).flatten().jpegsave(str(tmp_path / "in.jpg"))
+    jpeg = Source(tmp_path / "in.jpg")
+    default = [o for o in load_recipe("default").outputs if o.kind == "image"]
+    turned = parse_recipe({"outputs": [{"name": "t", "ops": ["rotate=90"]}]}).outputs
+    monkeypatch.setattr(recipes, "DECODE_ONCE_PIXELS", 0)
+    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 2)
+    assert not png.shrinks_on_load and jpeg.shrinks_on_load
+    assert not recipes._decode_once(png, recipes._plan_lanes(png, default))  # two lanes, two at once
+    assert recipes._decode_once(png, recipes._plan_lanes(png, turned))  # out of order
+    assert not recipes._decode_once(jpeg, recipes._plan_lanes(jpeg, turned))  # JPEG: shrink-on-load
+    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 1)
+    assert recipes._decode_once(png, recipes._plan_lanes(png, default))
+    monkeypatch.setattr(recipes, "DECODE_ONCE_MAX_BYTES", 2400 * 1600 * 4 - 1)  # RGBA: one byte too many
+    assert not recipes._decode_once(png, recipes._plan_lanes(png, turned))  # the mapped copy would be too large
+    monkeypatch.setattr(recipes, "DECODE_ONCE_MAX_BYTES", 2400 * 1600 * 4)
+    assert recipes._decode_once(png, recipes._plan_lanes(png, turned))
+    monkeypatch.setattr(recipes, "DECODE_ONCE_PIXELS", 10**12)
+    assert not recipes._decode_once(png, recipes._plan_lanes(png, turned))  # small: not worth a copy
+    png.close(), jpeg.close()
+
+
+def test_default_recipe_lanes(testdata):
+    """The thumbnails share one shrink-on-load decode; the full-size copy streams in a lane of its own."""
+    with Source(testdata(PHOTO)) as source:
+        lanes = recipes._plan_lanes(source, [o for o in load_recipe("default").outputs if o.kind == "image"])
+    assert [[o.name for o in lane.outputs] for lane in lanes] == [
+        ["watermarked"], ["optimized", "thumbnail_large", "thumbnail_medium", "thumbnail_small"]]
+    assert [lane.shared for lane in lanes] == [False, True]
+
+
+@pytest.mark.parametrize("failing", ["decode", "output"])
+def test_decode_once_copy_is_removed_on_failure(testdata, tmp_path, monkeypatch, failing):
+    monkeypatch.setattr(recipes, "DECODE_ONCE_PIXELS", 0)
+    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 1)
+    copies = []
+    original = Source.decode_to
+
+    def spy(self, path, watch=None):
+        copies.append(path)
+        original(self, path, watch)
+
+    monkeypatch.setattr(Source, "decode_to", spy)
+    work = tmp_path / "work"
+    work.mkdir()
+    if failing == "decode":  # the header reads, the pixels do not
+        source, recipe, error = testdata("broken/truncated.png"), "default", "cannot decode the image: vipspng"
+    else:
+        source = _photo_png(tmp_path / "in.png")
+        recipe = parse_recipe({"outputs": [{"name": "t", "ops": ["rotate=90"]},
+                                           {"name": "w", "ops": [{"op": "watermark", "logo": "/nope.png"}]}]})
+        error = "no such file"
+    with pytest.raises(InputError, match=error):
+        run_recipe(source, work / "out", recipe)
+    assert len(copies) == 1 and not copies[0].exists()
+    assert list(work.iterdir()) == []
+
+
+def test_cancel_while_decoding_once_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipes, "DECODE_ONCE_PIXELS", 0)
+    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 1)
+    source = _photo_png(tmp_path / "in.png", 3000, 2000)
+    stop = threading.Event()
+
+    def progress(fraction, stage):
+        if stage == "decode":
+            stop.set()
+
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(CancelledError):
+        run_recipe(source, work / "out", "default", progress=progress, cancelled=stop.is_set)
+    assert list(work.iterdir()) == []
+
+
+def test_lanes_side_by_side_match_one_at_a_time(testdata, tmp_path, monkeypatch):
+    threads = set()
+
+    def progress(fraction, stage):
+        threads.add(threading.current_thread().name.split("_")[0])
+
+    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 1)
+    run_recipe(testdata(PHOTO), tmp_path / "one", progress=progress)
+    assert threads == {"MainThread"}
+    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 2)
+    seen = []
+    run_recipe(testdata(PHOTO), tmp_path / "two", progress=lambda f, s: (progress(f, s), seen.append(f)))
+    assert "tw-recipe" in threads
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    _same_outputs(tmp_path / "one", tmp_path / "two")
+
+
+def test_a_failing_lane_stops_the_others_and_publishes_nothing(testdata, tmp_path, monkeypatch):
+    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 2)
+    recipe = parse_recipe({"outputs": [
+        {"name": "big", "ops": ["resize=2", "blur=3"]},
+        {"name": "bad", "ops": ["thumbnail=100", {"op": "watermark", "logo": str(tmp_path / "missing.png")}]},
+    ]})
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(InputError, match="operation 1 \\(watermark\\): logo: no such file"):
+        run_recipe(testdata(PHOTO), work / "out", recipe)
+    assert list(work.iterdir()) == []

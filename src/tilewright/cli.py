@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -202,6 +201,8 @@ def import_(
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
 ) -> None:
     """Convert every supported file under DIRECTORY, in parallel, skipping those already done."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed  # here: `process` and `info` never need it
+
     from tilewright.convert import make_options
     from tilewright.importer import plan_import, run_one
 
@@ -392,6 +393,9 @@ def _progress_bar(label: str, *, enabled: bool, total: int = 100) -> Iterator:
 def run() -> None:
     """Console entry point."""
     os.environ.setdefault("VIPS_WARNING", "0")
+    import gc
+
+    gc.freeze()  # what is imported by now lives until exit: the collector (and the one at exit) skip it
     app()
 
 

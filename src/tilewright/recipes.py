@@ -15,6 +15,7 @@ OUTDIR. The built-in recipes live in `tilewright/builtin_recipes/`; user recipes
     ops = ["thumbnail=150x150", "flatten=white", { op = "blur", sigma = 1 }]
     format = "jpeg"                    # jpeg | png | webp | avif | tiff
     quality = 85
+    chroma = "420"                     # JPEG colour subsampling: auto (libvips: 4:4:4 from quality 90) | 420 | 444
     when = "always"                    # always | slide | image (a flat, single-level file)
 
     [[outputs]]
@@ -29,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 import tomllib
 import uuid
@@ -41,7 +43,7 @@ import pyvips
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import InputError, OutputExistsError, TilewrightError
+from tilewright.errors import CancelledError, InputError, OutputExistsError, TilewrightError
 from tilewright.ops import Source, Step, apply_chain, parse_chain
 from tilewright.ops.base import OperationError, ParamError
 from tilewright.ops.encode import output_format, save
@@ -68,6 +70,7 @@ class _OutputModel(BaseModel):
     ops: list[str | dict[str, Any]] = Field(default_factory=list)
     format: Literal["jpeg", "jpg", "png", "webp", "avif", "tiff", "tif"] | None = None
     quality: int | None = Field(None, ge=1, le=100)
+    chroma: Literal["auto", "420", "444"] | None = None
     kind: Literal["image", "dzi"] = "image"
     when: Literal["always", "slide", "image"] = "always"
 
@@ -120,15 +123,18 @@ def parse_recipe(data: dict[str, Any], name: str | None = None, *, settings: Set
             raise RecipeError(f"recipe {recipe_name}: output name {spec.name!r} is used twice", path=_path(source))
         seen.add(spec.name)
         if spec.kind == "dzi":
-            if spec.ops or spec.format or spec.quality:
-                raise RecipeError(f"recipe {recipe_name}: output {spec.name!r}: a dzi output takes no ops, format "
-                                  "or quality (tiles use TILEWRIGHT_TILE_FORMAT and TILEWRIGHT_QUALITY)",
+            if spec.ops or spec.format or spec.quality or spec.chroma:
+                raise RecipeError(f"recipe {recipe_name}: output {spec.name!r}: a dzi output takes no ops, format, "
+                                  "quality or chroma (tiles use TILEWRIGHT_TILE_FORMAT and TILEWRIGHT_QUALITY)",
                                   path=_path(source))
             outputs.append(Output(spec.name, [], "dzi", spec.when))
             continue
+        if spec.chroma and spec.format not in ("jpeg", "jpg"):
+            raise RecipeError(f"recipe {recipe_name}: output {spec.name!r}: chroma is a JPEG setting: it needs "
+                              'format = "jpeg"', path=_path(source))
         chain: list[Any] = list(spec.ops)
         if spec.format:
-            chain.append({"op": "format", "format": spec.format})
+            chain.append({"op": "format", "format": spec.format, **({"chroma": spec.chroma} if spec.chroma else {})})
         if spec.quality:
             chain.append({"op": "quality", "quality": spec.quality})
         try:
@@ -224,7 +230,9 @@ class _Run:
     entries: list[dict[str, Any]] = field(default_factory=list)
     staged: list[Path] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
-    kept: dict[bool, pyvips.Image] = field(default_factory=dict)
+    lanes: list[_Lane] = field(default_factory=list)
+    decoded: Path | None = None  # the decode-once copy of the source, inside the staging folder
+    tracker: _Tracker | None = None
 
 
 def run_recipe(source_path: str | Path, outdir: str | Path, recipe: Recipe | str | None = None,
@@ -232,11 +240,20 @@ def run_recipe(source_path: str | Path, outdir: str | Path, recipe: Recipe | str
                cancelled: Callable[[], bool] = _never, overwrite: bool = False) -> dict[str, Any]:
     """Make every output of `recipe` for `source_path` into `outdir`; return the metadata dict.
 
-    `progress(fraction, stage)` is called as work advances; `cancelled()` is polled
-    between steps and during long writes. Nothing appears in `outdir` unless all
-    outputs were made. Raises `TilewrightError`s: `InputError` for a bad source or
-    recipe, `OutputExistsError` if an output exists and not `overwrite`,
-    `CancelledError` when cancelled or over `time_limit_seconds`.
+    `progress(fraction, stage)` is called as work advances (from several threads, one
+    at a time); `cancelled()` is polled between steps and during long writes. Nothing
+    appears in `outdir` unless all outputs were made. Raises `TilewrightError`s:
+    `InputError` for a bad source or recipe, `OutputExistsError` if an output exists
+    and not `overwrite`, `CancelledError` when cancelled or over `time_limit_seconds`.
+
+    Image outputs are made in *lanes* run side by side (`PARALLEL_OUTPUTS` threads;
+    libvips releases the GIL): the thumbnails in one lane, the largest decoded once with
+    shrink-on-load and the smaller ones made from it in memory; every other output (a
+    full-size copy, a chain without a leading thumbnail) in a lane of its own, streamed.
+    A source with no shrink-on-load that more lanes would decode than run at once (or
+    that a chain reads out of order) is first decoded once into a temporary file in the
+    staging folder (`_decode_once`; up to `DECODE_ONCE_MAX_BYTES` uncompressed), deleted
+    as soon as the image outputs are made.
     """
     settings = settings or get_settings()
     if not isinstance(recipe, Recipe):
@@ -249,15 +266,19 @@ def run_recipe(source_path: str | Path, outdir: str | Path, recipe: Recipe | str
         _open(run)  # first: which outputs apply depends on whether the source is a slide
         assert run.source is not None
         todo = [o for o in recipe.outputs if o.applies_to(run.source.is_slide)]
-        # largest thumbnails first: the smaller ones are then made from the last one kept in memory
-        todo.sort(key=lambda o: -_lead_area(o))
+        run.lanes = _plan_lanes(run.source, [o for o in todo if o.kind == "image"])
         steps = [RunStep("check output", _check_output, 0.0)]
-        steps += [RunStep(output.name, _maker(output), _weight(output)) for output in todo]
+        if _decode_once(run.source, run.lanes):
+            steps.append(RunStep("decode", _decode, 3.0))
+        if run.lanes:
+            steps.append(RunStep(run.lanes[0].outputs[0].name, _make_images, sum(lane.weight for lane in run.lanes)))
+        steps += [RunStep(output.name, _maker(output), _weight(output)) for output in todo if output.kind != "image"]
         if recipe.metadata:
             steps.append(RunStep("metadata", _write_metadata, 0.01))
         steps.append(RunStep("publish", _publish, 0.01))
         runner.run(steps, run)
     finally:
+        _drop_decoded(run)
         if run.staging is not None and run.staging.exists():
             remove_staging(run.staging)
         if run.source is not None:
@@ -267,6 +288,32 @@ def run_recipe(source_path: str | Path, outdir: str | Path, recipe: Recipe | str
 
 #: a thumbnail up to this many pixels is kept in memory and the recipe's smaller thumbnails are made from it
 CACHE_PIXELS = 25_000_000
+
+#: image outputs made at once, one thread each: while one lane decodes, another encodes. More than the
+#: cores gains nothing (each lane is itself multi-threaded by libvips) and adds each lane's memory.
+PARALLEL_OUTPUTS = max(1, min(4, os.cpu_count() or 1))
+
+#: a source without shrink-on-load this large or larger may be decoded once (`_decode_once`);
+#: a smaller one decodes in well under a second, several times over costs less than writing a copy
+DECODE_ONCE_PIXELS = 16_000_000
+
+#: ... and only while its uncompressed copy is at most this large: libvips maps a `.v` file whole, so
+#: the copy's pages count in the process's resident memory (clean page cache, but RSS all the same).
+#: Anything larger is streamed from the file by each lane: more decoding, flat memory.
+DECODE_ONCE_MAX_BYTES = 512 * 2**20
+
+#: name of the decode-once copy inside the staging folder (removed before publishing)
+DECODED_PREFIX = ".tw-decoded-"
+
+
+@dataclass
+class _Lane:
+    """Outputs made one after the other in one thread; `shared`: thumbnails made from the first one."""
+
+    outputs: list[Output]
+    weight: float
+    shared: bool = False  # the first output's leading thumbnail is kept in memory for the others
+    random: bool = False  # reads the source out of order (rotate, flip, split, ...)
 
 
 def _lead_thumbnail(steps: list[Step]) -> tuple[int, bool]:
@@ -278,14 +325,69 @@ def _lead_thumbnail(steps: list[Step]) -> tuple[int, bool]:
     return -1, orient
 
 
-def _lead_area(output: Output) -> float:
-    index, _ = _lead_thumbnail(output.steps)
-    if output.kind != "image":
-        return -1.0
+def _thumbnail_target(source: Source, output: Output) -> tuple[tuple[int, int], tuple[int, int], bool] | None:
+    """(size of the leading thumbnail, size of the upright source, orient), or None without one."""
+    from tilewright.ops.geometry import fit_size
+
+    index, orient = _lead_thumbnail(output.steps)
     if index < 0:
-        return float("inf")
+        return None
     params = output.steps[index].params
-    return float(params["width"]) * float(params.get("height") or params["width"])
+    width, height = params["width"], params.get("height") or params["width"]
+    full = source.oriented_size(orient)
+    return fit_size(*full, width, height), full, orient
+
+
+def _plan_lanes(source: Source, outputs: list[Output]) -> list[_Lane]:
+    """Group the image outputs into lanes, the heaviest first.
+
+    A leading thumbnail smaller than the source (up to `CACHE_PIXELS`) joins the lane of
+    its orientation, largest first: the first is read from the source (shrink-on-load)
+    and kept in memory, the others are made from it. A full-size thumbnail is kept only
+    when the rest of its chain needs random access; otherwise it streams, in its own lane.
+    """
+    from tilewright.ops import needs_random_access
+
+    shared: dict[bool, list[tuple[int, Output]]] = {}
+    lanes: list[_Lane] = []
+    for output in outputs:
+        found = _thumbnail_target(source, output)
+        index, _ = _lead_thumbnail(output.steps)
+        if found is not None:
+            target, full, orient = found
+            random = needs_random_access(output.steps[index + 1:])
+            if target[0] * target[1] <= CACHE_PIXELS and (target != full or random):
+                shared.setdefault(orient, []).append((target[0] * target[1], output))
+                continue
+            lanes.append(_Lane([output], _weight(output), random=random))
+            continue
+        lanes.append(_Lane([output], _weight(output), random=needs_random_access(output.steps)))
+    for members in shared.values():
+        members.sort(key=lambda member: -member[0])
+        ordered = [output for _, output in members]
+        lanes.append(_Lane(ordered, sum(_weight(o) for o in ordered), shared=True))
+    lanes.sort(key=lambda lane: -lane.weight)
+    return lanes
+
+
+def _decode_once(source: Source, lanes: list[_Lane]) -> bool:
+    """Whether to decode the source once first: a large flat image without shrink-on-load, which
+    more lanes would decode than run at once, or which a chain reads out of order (libvips would
+    then decode it whole for that chain, into memory or a temporary file of its own)."""
+    if not lanes or source.shrinks_on_load or source.width * source.height < DECODE_ONCE_PIXELS:
+        return False
+    if not len(lanes) > PARALLEL_OUTPUTS and not any(lane.random for lane in lanes):
+        return False
+    header = source.header()
+    return header is not None and _decoded_bytes(header) <= DECODE_ONCE_MAX_BYTES
+
+
+_SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4, "double": 8,
+                 "complex": 8, "dpcomplex": 16}
+
+
+def _decoded_bytes(image: pyvips.Image) -> int:
+    return image.width * image.height * image.bands * _SAMPLE_BYTES.get(image.format, 8)
 
 
 def _weight(output: Output) -> float:
@@ -318,24 +420,148 @@ def _check_output(run: _Run) -> None:
     run.staging = make_staging(outdir.parent, outdir.name)
 
 
+def _decode(run: _Run) -> None:
+    """Decode the source once into an uncompressed file in the staging folder (a killed run's staging,
+    copy included, is removed by the next run of the same output)."""
+    assert run.source is not None and run.staging is not None
+    run.decoded = run.staging / f"{DECODED_PREFIX}{uuid.uuid4().hex[:8]}.v"
+    killed = {"watched": None}
+
+    def watch(image: pyvips.Image) -> None:
+        killed["watched"] = run.runner.watch(image)
+
+    try:
+        run.source.decode_to(run.decoded, watch=watch)
+    except pyvips.Error as exc:
+        if killed["watched"] is not None and killed["watched"]():
+            run.runner.check()
+        raise _explain(run, Path(run.source_path.name), exc, "decode the image") from exc
+
+
+def _drop_decoded(run: _Run) -> None:
+    if run.decoded is None:
+        return
+    if run.source is not None:
+        run.source.release_decoded()
+    run.decoded.unlink(missing_ok=True)
+    run.decoded = None
+
+
 def _maker(output: Output) -> Callable[[_Run], None]:
-    if output.kind == "dzi":
-        return lambda run: _make_dzi(run, output)
-    return lambda run: _make_image(run, output)
+    """The step making a non-image output (a Deep Zoom pyramid); image outputs are made by `_make_images`."""
+    return lambda run: _make_dzi(run, output)
 
 
-def _make_image(run: _Run, output: Output) -> None:
+class _Aborted(Exception):
+    """Another lane failed: this one stops too."""
+
+
+class _Tracker:
+    """Progress of the lanes run side by side, and the flag that stops them all when one fails."""
+
+    def __init__(self, run: _Run, outputs: list[Output]) -> None:
+        runner = run.runner
+        self.runner = runner
+        self.base, self.span = runner._done, runner._span
+        self.cap = min(1.0, runner._done + runner._span)  # what the runner reports next: never go past it
+        self.weights = {output.name: _weight(output) for output in outputs}
+        self.total = sum(self.weights.values()) or 1.0
+        self.done = dict.fromkeys(self.weights, 0.0)
+        self.reported = self.base
+        self.lock = threading.Lock()
+        self.abort = threading.Event()
+        self.error: BaseException | None = None
+
+    def check(self) -> None:
+        if self.abort.is_set():
+            raise _Aborted()
+        self.runner.check()
+
+    def report(self, name: str, fraction: float) -> None:
+        with self.lock:
+            self.done[name] = max(self.done.get(name, 0.0), min(1.0, fraction))
+            share = sum(self.weights.get(n, 0.0) * f for n, f in self.done.items()) / self.total
+            value = max(self.reported, min(self.cap, self.base + self.span * share))
+            self.reported = value
+            self.runner.stage = name
+            self.runner.progress(value, name)
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.error is None and not isinstance(exc, _Aborted):
+                self.error = exc
+        self.abort.set()
+
+    def watch(self, name: str, image: pyvips.Image) -> Callable[[], bool]:
+        """Follow a libvips write's progress; kill it on cancel, timeout, or another lane's failure."""
+        state = {"killed": False}
+
+        def on_eval(img: pyvips.Image, progress: Any) -> None:
+            try:
+                self.check()
+            except (CancelledError, _Aborted):
+                state["killed"] = True
+                img.set_kill(True)
+                return
+            self.report(name, min(progress.percent, 100) / 100.0)
+
+        image.set_progress(True)
+        image.signal_connect("eval", on_eval)
+        return lambda: state["killed"]
+
+
+def _make_images(run: _Run) -> None:
+    """Every image output, lane by lane, `PARALLEL_OUTPUTS` lanes at once; the first failure stops the rest."""
+    lanes = run.lanes
+    tracker = run.tracker = _Tracker(run, [o for lane in lanes for o in lane.outputs])
+
+    def lane_work(lane: _Lane) -> None:
+        kept: dict[bool, pyvips.Image] = {}
+        try:
+            for output in lane.outputs:
+                tracker.check()
+                tracker.report(output.name, 0.0)
+                _make_image(run, output, kept, keep=lane.shared)
+                tracker.report(output.name, 1.0)
+        except BaseException as exc:
+            tracker.fail(exc)
+            raise
+
+    try:
+        workers = min(PARALLEL_OUTPUTS, len(lanes))
+        if workers <= 1:
+            for lane in lanes:
+                lane_work(lane)
+            return
+        from concurrent.futures import ThreadPoolExecutor, wait
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tw-recipe") as pool:
+            futures = [pool.submit(lane_work, lane) for lane in lanes]
+            try:
+                wait(futures)
+            except BaseException:  # Ctrl-C while waiting: stop the lanes, then let it through
+                tracker.abort.set()
+                raise
+        if tracker.error is not None:
+            raise tracker.error
+    finally:
+        run.tracker = None
+        _drop_decoded(run)  # before publishing: the copy never reaches the output folder
+
+
+def _make_image(run: _Run, output: Output, kept: dict[bool, pyvips.Image], keep: bool = True) -> None:
     assert run.source is not None and run.staging is not None
     index, orient = _lead_thumbnail(output.steps)
     if index >= 0:
-        image, rest = _thumbnail(run, output.steps[index].params, orient), output.steps[index + 1:]
+        image = _thumbnail(run, output.steps[index].params, orient, kept, keep)
+        rest = output.steps[index + 1:]
     else:
         image, rest = run.source.load(output.steps)
     images = apply_chain(image, rest, run.settings)
     many = len(images) > 1
     for number, result in enumerate(images):
         stem = run.staging / (f"{output.name}_{number}" if many else output.name)
-        path = _save(run, result, stem)
+        path = _save(run, result, stem, output.name)
         run.staged.append(path)
         written = path.stat().st_size
         run.entries.append({
@@ -345,34 +571,42 @@ def _make_image(run: _Run, output: Output) -> None:
         })
 
 
-def _thumbnail(run: _Run, params: dict[str, Any], orient: bool) -> pyvips.Image:
-    """The leading thumbnail of a chain: from a larger one already in memory, else from the source."""
+def _thumbnail(run: _Run, params: dict[str, Any], orient: bool, kept: dict[bool, pyvips.Image],
+               keep: bool) -> pyvips.Image:
+    """The leading thumbnail of a chain: from a larger one already in memory, else from the source.
+
+    With `keep`, the one read from the source is kept in memory (`kept`) for the next, smaller ones.
+    """
     from tilewright.ops.geometry import fit_size
 
     assert run.source is not None
     width, height = params["width"], params.get("height") or params["width"]
     target = fit_size(*run.source.oriented_size(orient), width, height)
-    kept = run.kept.get(orient)
-    if kept is not None and kept.width >= target[0] and kept.height >= target[1]:
-        if (kept.width, kept.height) == target:
-            return kept
-        return kept.thumbnail_image(target[0], height=target[1], size="force")
+    cached = kept.get(orient)
+    if cached is not None and cached.width >= target[0] and cached.height >= target[1]:
+        if (cached.width, cached.height) == target:
+            return cached
+        return cached.thumbnail_image(target[0], height=target[1], size="force")
     image = run.source.thumbnail(width, height, orient=orient)
-    if target[0] * target[1] <= CACHE_PIXELS:
+    if keep and target[0] * target[1] <= CACHE_PIXELS:
         try:
             image = image.copy_memory()
         except pyvips.Error as exc:
             raise _explain(run, Path(run.source_path.name), exc) from exc
-        run.kept[orient] = image
+        kept[orient] = image
     return image
 
 
-def _save(run: _Run, image: pyvips.Image, stem: Path) -> Path:
+def _save(run: _Run, image: pyvips.Image, stem: Path, name: str | None = None) -> Path:
     """Encode with progress and cancellation; turn libvips failures into user-facing errors."""
     killed = {"watched": None}
+    tracker = run.tracker
 
     def watch(prepared: pyvips.Image) -> None:
-        killed["watched"] = run.runner.watch(prepared)
+        if tracker is not None:
+            killed["watched"] = tracker.watch(name or stem.name, prepared)
+        else:
+            killed["watched"] = run.runner.watch(prepared)
 
     try:
         path = save(image, stem, watch=watch)
@@ -380,6 +614,8 @@ def _save(run: _Run, image: pyvips.Image, stem: Path) -> Path:
         raise InputError(f"cannot make {stem.name}: {exc}", path=run.source_path) from None
     except pyvips.Error as exc:
         if killed["watched"] is not None and killed["watched"]():
+            if tracker is not None:
+                tracker.check()  # another lane failed (_Aborted), or the CancelledError that says why
             run.runner.check()  # raises the CancelledError that says why
         raise _explain(run, stem, exc) from exc
     _check_read(run)
@@ -393,7 +629,7 @@ def _check_read(run: _Run) -> None:
         raise InputError(f"cannot read pixels: {' '.join(str(cause).split())[:300]}", path=run.source_path)
 
 
-def _explain(run: _Run, stem: Path, exc: pyvips.Error) -> TilewrightError:
+def _explain(run: _Run, stem: Path, exc: pyvips.Error, action: str | None = None) -> TilewrightError:
     _check_read(run)
     reason = " ".join(line.strip() for line in str(exc).splitlines()
                       if line.strip() and not line.startswith("unable to call"))[:300]
@@ -401,7 +637,7 @@ def _explain(run: _Run, stem: Path, exc: pyvips.Error) -> TilewrightError:
         from tilewright.convert import OutputWriteError
 
         return OutputWriteError(f"cannot write output: {reason}", path=run.outdir)
-    return InputError(f"cannot make {stem.name}: {reason or 'libvips error'}", path=run.source_path)
+    return InputError(f"cannot {action or 'make ' + stem.name}: {reason or 'libvips error'}", path=run.source_path)
 
 
 def _make_dzi(run: _Run, output: Output) -> None:
@@ -499,6 +735,8 @@ def _size_of(path: Path) -> int:
 def _publish(run: _Run) -> None:
     """Move the staged outputs into OUTDIR, metadata last: a reader that sees metadata.json sees everything."""
     assert run.staging is not None
+    for leftover in run.staging.glob(f"{DECODED_PREFIX}*"):  # never published (normally gone already)
+        leftover.unlink(missing_ok=True)
     outdir = run.outdir
     if not outdir.exists():
         os.replace(run.staging, outdir)

@@ -19,12 +19,15 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pyvips
 
+if TYPE_CHECKING:
+    import numpy as np
+
 # read_tile(x, y, w, h) -> uint8 array (h, w, bands), in the level's own pixel coordinates.
-TileReader = Callable[[int, int, int, int], np.ndarray]
+TileReader = Callable[[int, int, int, int], "np.ndarray"]
 
 _TIFF_LONG, _TIFF_SHORT, _TIFF_LONG8 = 4, 3, 16
 _PHOTOMETRIC = {1: 1, 3: 2}  # bands -> BlackIsZero / RGB
@@ -88,6 +91,8 @@ class VirtualTiff:
         ]) + struct.pack("<Q", 0)
         header = b"II" + struct.pack("<HHHQ", 43, 8, 0, ifd_offset) + ifd
         if n > 1:
+            import numpy as np  # here: a process that never bridges a level never imports numpy
+
             starts = self.data_start + np.arange(n, dtype="<u8") * np.uint64(self.tile_bytes)
             header += starts.astype("<u8").tobytes() + np.full(n, self.tile_bytes, "<u8").tobytes()
         return header.ljust(self.data_start, b"\0")
@@ -110,6 +115,8 @@ class VirtualTiff:
         col, row = index % self.tiles_across, index // self.tiles_across
         x, y = col * self.tile, row * self.tile
         w, h = min(self.tile, self.width - x), min(self.tile, self.height - y)
+        import numpy as np
+
         pixels = np.asarray(self._read_tile(self._x_offset + x, y, w, h), dtype=np.uint8)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyvips
 
 log = logging.getLogger(__name__)
@@ -114,6 +113,8 @@ class JpegTiles:
     def _verify(self, level: int, found: _Level, col: int, row: int, data: bytes,
                 level_image: Callable[[int], pyvips.Image]) -> bool:
         """Decode `data` as a browser would, with and without an Adobe RGB marker, against libtiff's reading."""
+        import numpy as np
+
         with self._lock:
             if found.verified is not None:
                 return found.verified

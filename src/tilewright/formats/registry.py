@@ -27,6 +27,24 @@ _BUILTIN = {
 }
 
 
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+_OPENSLIDE_INDEX_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide")  # index files OpenSlide knows by name
+
+
+def _might_be(name: str, path: Path, head: bytes) -> bool:
+    """A built-in reader's checker could accept this file: decided from the first bytes, without importing it.
+
+    Only a cheap first cut (the checker itself decides), so that a JPEG never loads OpenSlide or wsidicom.
+    """
+    if name == "dicom":
+        return path.is_dir() or head[128:132] == b"DICM"
+    if name == "openslide":  # TIFF-based formats, DICOM, and index files
+        return head[:4] in _TIFF_MAGIC or head[128:132] == b"DICM" or path.suffix.lower() in _OPENSLIDE_INDEX_SUFFIXES
+    if name == "ometiff":
+        return head[:4] in _TIFF_MAGIC
+    return True
+
+
 def _load(spec: str) -> type[SlideReader]:
     module, _, attr = spec.partition(":")
     return getattr(import_module(module), attr)
@@ -70,7 +88,9 @@ def detect(path: str | Path, settings: Settings | None = None) -> type[SlideRead
         except OSError as exc:
             raise InputError(f"cannot read: {exc.strerror}", path=path) from exc
     for name, spec in _ordered_names(settings):
-        reader = _load(spec)  # imported only when its turn comes: most files never import wsidicom
+        if name in _BUILTIN and not _might_be(name, path, head):
+            continue
+        reader = _load(spec)  # imported only when its turn comes: a JPEG never imports OpenSlide
         try:
             if reader.check(path, head):
                 return reader

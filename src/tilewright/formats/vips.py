@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 
 import pyvips
-import tifffile
 
 from tilewright.config import Settings
 from tilewright.errors import InputError, UnsupportedFormatError, vips_reason
@@ -67,6 +66,8 @@ class VipsReader(SlideReader):
 
     def _scan_tiff(self, sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """Find the pyramid with tifffile: pages or SubIFDs of the first series."""
+        import tifffile  # here: a JPEG or PNG never needs it (with numpy, a seventh of a second to import)
+
         try:
             with tifffile.TiffFile(self.path) as tif:
                 series = tif.series[0]

@@ -22,7 +22,8 @@ from tilewright.errors import InputError
 FORMAT_FIELD = "tw-format"
 QUALITY_FIELD = "tw-quality"
 STRIP_FIELD = "tw-strip"
-ENCODING_FIELDS = (FORMAT_FIELD, QUALITY_FIELD, STRIP_FIELD)
+CHROMA_FIELD = "tw-chroma"
+ENCODING_FIELDS = (FORMAT_FIELD, QUALITY_FIELD, STRIP_FIELD, CHROMA_FIELD)
 
 
 class OperationError(InputError):

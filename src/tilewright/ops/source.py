@@ -4,11 +4,18 @@ A chain that starts with `thumbnail` never decodes the full image: plain files u
 libvips' shrink-on-load (`pyvips.Image.thumbnail`), slides read the smallest pyramid
 level that is still large enough. Anything else streams the full image, top to
 bottom when the chain allows it (`access="sequential"`), so memory stays flat.
+
+A format with no shrink-on-load (PNG, GIF, flat TIFF, ...) is decoded whole by every
+output made from it. `Source.decode_to(path)` decodes it once into an uncompressed
+libvips file (`.v`, mapped, random access); every later `full`/`thumbnail` reads that
+instead, with exactly the same pixels and metadata. The recipe runner does this when
+a recipe needs more full decodes than it runs at once (see `recipes.py`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import pyvips
 
@@ -35,6 +42,11 @@ def normalise(image: pyvips.Image) -> pyvips.Image:
         return to_web(image, [255, 255, 255])
 
 
+#: libvips loaders (`VipsReader.format`) that decode a smaller image directly: JPEG at 1/2..1/8,
+#: WebP, HEIF/AVIF, SVG and PDF at any scale. Every other flat format is decoded whole, even for a thumbnail.
+SHRINK_ON_LOAD = frozenset({"jpeg", "webp", "heif", "svg", "pdf", "pdfium"})
+
+
 class Source:
     """One opened input: its reader (limits already checked) and how to load it for a chain."""
 
@@ -42,6 +54,49 @@ class Source:
         self.path = Path(path)
         self.settings = settings or get_settings()
         self.reader: SlideReader = open_slide(self.path, self.settings)
+        self._decoded: pyvips.Image | None = None  # the decode-once copy, see `decode_to`
+
+    @property
+    def shrinks_on_load(self) -> bool:
+        """Whether a thumbnail reads fewer pixels than the full image: pyramids and JPEG-like formats."""
+        return self.is_slide or self.reader.format in SHRINK_ON_LOAD
+
+    @property
+    def decoded(self) -> bool:
+        return self._decoded is not None
+
+    def decode_to(self, path: str | Path, watch: Callable[[pyvips.Image], Any] | None = None) -> None:
+        """Decode a flat image once into the uncompressed libvips file `path`; read it from there on.
+
+        The copy keeps the loader's pixels and metadata unchanged (normalising happens on
+        each read, as for the file), so outputs are identical either way. `watch(image)` is
+        called with the image being written (progress, cancellation). The caller deletes
+        `path` after `release_decoded()`. pyvips errors (a damaged file, a full disk) propagate,
+        and leave no partial file behind.
+        """
+        if self.is_slide:
+            raise ValueError("slides are read from their pyramid, never decoded whole")
+        path = Path(path)
+        image = pyvips.Image.new_from_file(str(self.path), access="sequential", fail_on="error")
+        fields = set(image.get_fields())
+        if watch is not None:
+            watch(image)
+        try:
+            image.write_to_file(str(path))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        copy = pyvips.Image.new_from_file(str(path)).copy()
+        for name in copy.get_fields():  # writing a .v adds (or refreshes) an EXIF block: undo that
+            if name not in fields:
+                copy.remove(name)
+        if "exif-data" in fields:
+            copy.set_type(pyvips.GValue.blob_type, "exif-data", image.get("exif-data"))
+        self._decoded = copy
+
+    def release_decoded(self) -> None:
+        """Forget the decode-once copy (its file can then be deleted); reads go to the file again."""
+        self._decoded = None
 
     @property
     def is_slide(self) -> bool:
@@ -106,8 +161,11 @@ class Source:
                 image = image.thumbnail_image(target_w, height=target_h, size="force")
             return image
         try:
-            image = pyvips.Image.thumbnail(str(self.path), target_w, height=target_h, size="force",
-                                           no_rotate=not orient, fail_on="error")
+            if self._decoded is not None:
+                image = self._decoded.thumbnail_image(target_w, height=target_h, size="force", no_rotate=not orient)
+            else:
+                image = pyvips.Image.thumbnail(str(self.path), target_w, height=target_h, size="force",
+                                               no_rotate=not orient, fail_on="error")
         except pyvips.Error as exc:
             raise InputError(_reason(exc), path=self.path) from exc
         return normalise(image)
@@ -116,6 +174,8 @@ class Source:
         """The whole image, lazily; streamed top to bottom once when `sequential`."""
         if self.is_slide:
             return self.reader.level_image(0, sequential=sequential)
+        if self._decoded is not None:  # mapped: any access pattern, from any number of threads
+            return normalise(self._decoded)
         try:
             image = pyvips.Image.new_from_file(str(self.path), access="sequential" if sequential else "random",
                                                fail_on="error")
@@ -124,6 +184,7 @@ class Source:
         return normalise(image)
 
     def close(self) -> None:
+        self._decoded = None
         self.reader.close()
 
     def __enter__(self) -> Source:
@@ -156,4 +217,4 @@ def process_file(path: str | Path, steps: list[Step], settings: Settings | None 
             raise InputError(f"cannot decode the image: {_reason(exc)}", path=path) from exc
 
 
-__all__ = ["Source", "normalise", "parse_colour", "process_file"]
+__all__ = ["SHRINK_ON_LOAD", "Source", "normalise", "parse_colour", "process_file"]
