@@ -219,20 +219,24 @@ class SlideHandles:
         finally:
             self._release(handle)
 
+    def _borrow_open(self, key: tuple) -> Handle | None:
+        """The open handle of `key`, counted as in use; None if it is not open. Call with `_lock` held."""
+        handle = self._open.get(key)
+        if handle is not None:
+            self._open.move_to_end(key)
+            handle.users += 1
+        return handle
+
     def _acquire(self, path: Path, key: tuple) -> Handle:
         with self._lock:
-            handle = self._open.get(key)
+            handle = self._borrow_open(key)
             if handle is not None:
-                self._open.move_to_end(key)
-                handle.users += 1
                 return handle
             opening = self._opening.setdefault(key, threading.Lock())
         with opening:  # one thread opens a given file; the others wait for it
             with self._lock:
-                handle = self._open.get(key)
+                handle = self._borrow_open(key)
                 if handle is not None:
-                    self._open.move_to_end(key)
-                    handle.users += 1
                     return handle
             reader = self.opener(path)
             self.opened += 1
