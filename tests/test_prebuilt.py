@@ -251,3 +251,30 @@ def test_tiles_the_manifest_lacks_are_rendered(served):
     assert pixels(gone.content).shape == pixels(missing.content).shape
     assert client.get(f"/images/{image_id}_files/12/3_5.jpeg").headers["x-tile-source"] == "prebuilt"
     assert client.get(f"/images/{image_id}.dzi").headers["x-tile-source"] == "prebuilt"
+
+
+def test_a_recipe_upload_is_published_to_the_store_too(served):
+    """An upload that runs a recipe: every output (thumbnails, metadata.json, the slide's pyramid) lands in the
+    store under COLLECTION/ID/, manifest last, and the pyramid is served from there."""
+    client, settings, blobs, store_url = served
+    with open(TESTDATA / SLIDE, "rb") as handle:
+        response = client.post("/images?collection=recipes&recipe=default", files={"file": ("slide.svs", handle)})
+    assert response.status_code == 201, response.text
+    image_id = response.json()["image"]["id"]
+    job = finished(client, response.json()["job"]["id"], timeout=180)
+    assert job["state"] == "succeeded", job["error"]
+    prefix = f"pyramids/recipes/{image_id}/"
+    stored = job["outputs"]["store"]
+    assert stored["output"] == f"{store_url}/pyramids/recipes/{image_id}" and stored["dzi"].endswith("/slide.dzi")
+    names = blobs.names(prefix)
+    assert {"thumbnail_small.jpg", "optimized.jpg", "watermarked.jpg", "metadata.json", "slide.dzi",
+            "manifest.json"} <= names
+    manifest = json.loads(blobs.get(prefix + "manifest.json"))
+    assert manifest["kind"] == "recipe" and manifest["recipe"] == "default"
+    assert {f["path"] for f in manifest["files"]} | {"manifest.json"} == names
+    assert blobs.get(prefix + "metadata.json") == (settings.resolved_output_root() / "recipes" / image_id
+                                                   / "metadata.json").read_bytes()
+    drop_local_copy(settings, "recipes", image_id)
+    client.app.state.tiles.prebuilt.forget(image_id)
+    tile = client.get(f"/images/{image_id}_files/12/1_1.jpeg")
+    assert tile.headers["x-tile-source"] == "prebuilt" and tile.content == blobs.get(prefix + "slide_files/12/1_1.jpeg")

@@ -170,11 +170,34 @@ def store_prefix(base: str, collection: str, image_id: str) -> str:
     return join_key(base, collection, image_id)
 
 
+def publish_to_store(ctx: TaskContext, location: tuple, folder: Path, params: dict[str, Any], target_id: str,
+                     extra: dict[str, Any], start: float = 0.8) -> dict[str, Any]:
+    """Publish `folder` at OUTPUT_STORE/COLLECTION/ID/ (manifest last), the bar going from `start` to 1;
+    -> the job result's `store` entry. A storage failure is transient: the job is retried."""
+    from tilewright.storage import MANIFEST, StorageError, join_key
+
+    store, prefix = location[0], store_prefix(location[1], params["collection"], target_id)
+    source = Path(params["input"])
+    try:
+        manifest = store.publish_pyramid(
+            folder, prefix, source={"name": source.name, "size": source.stat().st_size},
+            extra={"job_id": ctx.job_id, "image_id": target_id, "collection": params["collection"], **extra},
+            progress=lambda done, total: ctx.progress(start + (1 - start) * done / max(total, 1),
+                                                      f"uploading {done}/{total}"),
+            cancelled=ctx.cancelled)
+    except StorageError as exc:
+        raise TransientError(exc.reason) from exc
+    entry = {"output": store.url(prefix), "manifest": store.url(join_key(prefix, MANIFEST)),
+             "files": manifest["file_count"], "bytes": manifest["bytes"]}
+    if any(f["path"] == "slide.dzi" for f in manifest["files"]):
+        entry["dzi"] = store.url(join_key(prefix, "slide.dzi"))
+    return entry
+
+
 def run_convert(ctx: TaskContext) -> dict[str, Any]:
     """Convert into the work directory; publish to the object store when `output_store` is set (manifest
     last), then at OUTPUT_ROOT/COLLECTION/ID/ (the local copy stays: `/outputs/` and the tile server read it)."""
     from tilewright.convert import convert, make_options
-    from tilewright.storage import MANIFEST, StorageError, join_key
 
     params, settings = ctx.params, ctx.settings
     target_id = params.get("image_id") or ctx.job_id
@@ -191,23 +214,10 @@ def run_convert(ctx: TaskContext) -> dict[str, Any]:
                      progress=lambda fraction, stage: ctx.progress(share * fraction, stage), cancelled=ctx.cancelled)
     outputs = result.to_dict()
     if location is not None:
-        store, prefix = location[0], store_prefix(location[1], params["collection"], target_id)
-        source = Path(params["input"])
-        try:
-            manifest = store.publish_pyramid(
-                staged, prefix, source={"name": source.name, "size": source.stat().st_size},
-                extra={"job_id": ctx.job_id, "image_id": target_id, "collection": params["collection"],
-                       "kind": params["kind"], "width": result.width, "height": result.height,
-                       "levels": result.levels, "tiles": result.tiles},
-                progress=lambda done, total: ctx.progress(0.8 + 0.2 * done / max(total, 1),
-                                                          f"uploading {done}/{total}"),
-                cancelled=ctx.cancelled)
-        except StorageError as exc:
-            raise TransientError(exc.reason) from exc
-        outputs["store"] = {"output": store.url(prefix), "manifest": store.url(join_key(prefix, MANIFEST)),
-                            "files": manifest["file_count"], "bytes": manifest["bytes"]}
-        if params["kind"] == "dzi":
-            outputs["store"]["dzi"] = store.url(join_key(prefix, "slide.dzi"))
+        outputs["store"] = publish_to_store(
+            ctx, location, staged, params, target_id,
+            extra={"kind": params["kind"], "width": result.width, "height": result.height, "levels": result.levels,
+                   "tiles": result.tiles})
     publish_dir(staged, final)
     paths = [str(final / Path(p).relative_to(staged)) for p in result.paths]
     outputs.update(output=str(final / Path(result.output).relative_to(staged)), paths=paths,
@@ -367,22 +377,31 @@ def prepare_recipe(params: dict[str, Any], settings: Settings) -> tuple[dict[str
 
 
 def run_recipe_job(ctx: TaskContext) -> dict[str, Any]:
-    """Run a recipe into OUTPUT_ROOT/COLLECTION/ID/; its one DZI output is named `slide` (served as slide.dzi)."""
+    """Run a recipe into OUTPUT_ROOT/COLLECTION/ID/ (its one DZI output is named `slide`, served as slide.dzi),
+    then, when `output_store` is set, publish that folder there too (as `convert` does)."""
     from dataclasses import replace
 
     from tilewright.recipes import load_recipe, run_recipe
 
     params, settings = ctx.params, ctx.settings
+    location = output_store(settings)  # a bad output_store fails before any work
+    share = 1.0 if location is None else 0.9
     recipe = load_recipe(params["recipe"], settings)
     dzis = [o for o in recipe.outputs if o.kind == "dzi"]
     if len(dzis) == 1 and not any(o.name.startswith("slide") for o in recipe.outputs if o.kind != "dzi"):
         recipe = replace(recipe, outputs=[replace(o, name="slide") if o.kind == "dzi" else o for o in recipe.outputs])
-    final = settings.resolved_output_root() / params["collection"] / (params.get("image_id") or ctx.job_id)
-    metadata = run_recipe(params["input"], final, recipe, settings, progress=ctx.progress,
+    target_id = params.get("image_id") or ctx.job_id
+    final = settings.resolved_output_root() / params["collection"] / target_id
+    metadata = run_recipe(params["input"], final, recipe, settings,
+                          progress=lambda fraction, stage: ctx.progress(share * fraction, stage),
                           cancelled=ctx.cancelled, overwrite=True)
     paths = sorted(str(p) for p in final.iterdir() if p.is_file()) if final.is_dir() else []
-    return {"output": str(final), "recipe": recipe.name, "paths": paths, "metadata": metadata,
-            "urls": ["/outputs/" + p for p in _relative_outputs(paths, settings)]}
+    result = {"output": str(final), "recipe": recipe.name, "paths": paths, "metadata": metadata,
+              "urls": ["/outputs/" + p for p in _relative_outputs(paths, settings)]}
+    if location is not None:
+        result["store"] = publish_to_store(ctx, location, final, params, target_id,
+                                           extra={"kind": "recipe", "recipe": recipe.name}, start=share)
+    return result
 
 
 # -- ping (diagnostics) ----------------------------------------------------------------------
