@@ -131,10 +131,6 @@ class TileService:
         """True when the image is known (for a few seconds) to have no published pyramid: its tiles are dynamic."""
         return self.records.get(f"published:{image_id}") is False
 
-    def dzi_geometry(self, pyramid: Pyramid) -> tuple[int, int, str]:
-        """(tile size, overlap, format) of a published pyramid's .dzi (parsed when it was found)."""
-        return pyramid.tile_size, pyramid.overlap, pyramid.format
-
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.handles.clear()
@@ -366,7 +362,7 @@ def _dz_tile(svc: TileService, request: Request, image_id: str, level: int, col:
             data = tile.read()  # None: gone or changed since the lookup: render it
             if data is not None:
                 return Response(data, media_type=_MEDIA[fmt_out], headers=headers)
-        pts, pov, _pfmt = svc.dzi_geometry(published)
+        pts, pov = published.tile_size, published.overlap
         # a tile the pyramid lacks is rendered to fit the .dzi being served
         ts, overlap = (pts, pov) if pts > 0 and pov >= 0 else (settings.dzi_tile_size, settings.dzi_overlap)
     else:
