@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services import free_port, wait_until
+from services import free_port, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_PREFIX = REPO / "build" / "node"
@@ -43,16 +43,6 @@ def ensure_azurite() -> Path:
                 pytest.fail(f"npm install azurite@3 failed: {result.stderr[-2000:]}")
     return AZURITE
 
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Terminate a service process, killing it if it does not exit within 10 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Azurite:
@@ -86,7 +76,7 @@ class Azurite:
         return {"TILEWRIGHT_AZURE_CONNECTION_STRING": self.connection_string}
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         self.log.close()
 
 
@@ -121,7 +111,7 @@ class MotoS3:
                             aws_secret_access_key="testing", region_name="us-east-1")
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         self.log.close()
 
 

@@ -30,6 +30,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate a service process, killing it if it does not exit within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
     """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -145,12 +156,7 @@ def redis_server(tmp_path_factory):
         wait_until(lambda: redis.Redis.from_url(url, socket_timeout=1).ping(), 20, "redis-server to answer")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
