@@ -8,7 +8,6 @@ account's blob endpoint (so an event cannot make the server fetch from anywhere 
 from __future__ import annotations
 
 import mimetypes
-import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -82,8 +81,6 @@ class AzureStorage(Storage):
     def __init__(self, settings: Settings) -> None:
         self.account, self.endpoint = account_and_endpoint(settings)
         super().__init__(_filesystem(settings), settings, "")
-        self._containers: set[str] = set()
-        self._lock = threading.Lock()
 
     def describe(self) -> str:
         return f"az:// (account {self.account} at {self.endpoint})"
@@ -101,22 +98,6 @@ class AzureStorage(Storage):
         if "/" not in key:
             raise InputError(f"blob URL {url!r} names no blob inside a container")
         return key
-
-    def ensure_container(self, key: str) -> None:
-        container = clean_key(key).split("/", 1)[0]
-        with self._lock:
-            if container in self._containers:
-                return
-        try:
-            if not self.fs.exists(container):
-                self.fs.mkdir(container)
-        except FileExistsError:
-            pass
-        except Exception as exc:  # noqa: BLE001 - e.g. a SAS without the right to create: uploads will say so
-            if not self.is_transient(exc):
-                pass
-        with self._lock:
-            self._containers.add(container)
 
     def _put_file(self, local: Path, key: str) -> None:
         content_type = mimetypes.guess_type(local.name)[0] or "application/octet-stream"

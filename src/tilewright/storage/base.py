@@ -116,6 +116,8 @@ class Storage:
         self.connections = settings.storage_connections
         self.retries = settings.storage_retries
         self.chunk = settings.storage_chunk_bytes
+        self._containers: set[str] = set()  # known to exist (or not ours to create): asked once each
+        self._containers_lock = threading.Lock()
 
     # -- naming --------------------------------------------------------------------------------
     def full(self, key: str) -> str:
@@ -240,7 +242,21 @@ class Storage:
         return len(keys)
 
     def ensure_container(self, key: str) -> None:
-        """Make sure the container/bucket (or folder) a key lives in exists."""
+        """Make sure the container/bucket (or folder) a key lives in exists; asked once per container."""
+        container = clean_key(key).split("/", 1)[0]
+        with self._containers_lock:
+            if container in self._containers:
+                return
+        try:
+            if not self.fs.exists(container):
+                self._create_container(container)
+        except Exception:  # noqa: BLE001 - e.g. no right to create it: the upload itself will say what is wrong
+            pass
+        with self._containers_lock:
+            self._containers.add(container)
+
+    def _create_container(self, name: str) -> None:
+        self.fs.mkdir(name)
 
     # -- streamed transfers --------------------------------------------------------------------
     def download(self, key: str, dest: Path, *, limit: int | None = None,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 
 from tilewright.config import Settings
-from tilewright.storage.base import Storage, clean_key
+from tilewright.storage.base import Storage
 
 S3_MIN_PART = 5 * 2**20
 
@@ -31,28 +30,16 @@ class S3Storage(Storage):
     def __init__(self, settings: Settings) -> None:
         super().__init__(_filesystem(settings), settings, "")
         self.endpoint = settings.s3_endpoint_url or "AWS"
-        self._buckets: set[str] = set()
-        self._lock = threading.Lock()
 
     def describe(self) -> str:
         return f"s3:// (endpoint {self.endpoint})"
 
-    def ensure_container(self, key: str) -> None:
-        bucket = clean_key(key).split("/", 1)[0]
-        with self._lock:
-            if bucket in self._buckets:
-                return
-        try:
-            if not self.fs.exists(bucket):
-                region = self.settings.s3_region
-                extra = {"CreateBucketConfiguration": {"LocationConstraint": region}} \
-                    if region and region != "us-east-1" else {}  # us-east-1 refuses its own name here
-                self.fs.call_s3("create_bucket", Bucket=bucket, **extra)
-                self.fs.invalidate_cache()
-        except Exception:  # noqa: BLE001 - no right to create buckets: the upload itself will say what is wrong
-            pass
-        with self._lock:
-            self._buckets.add(bucket)
+    def _create_container(self, name: str) -> None:
+        region = self.settings.s3_region
+        extra = {"CreateBucketConfiguration": {"LocationConstraint": region}} \
+            if region and region != "us-east-1" else {}  # us-east-1 refuses its own name here
+        self.fs.call_s3("create_bucket", Bucket=name, **extra)
+        self.fs.invalidate_cache()
 
     def _open_write(self, key: str):
         return self.fs.open(self.full(key), "wb", block_size=max(self.chunk, S3_MIN_PART))
