@@ -30,6 +30,9 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 BLOB_PATH = os.environ.get("TILEWRIGHT_FUNCTION_BLOB_PATH", "slides/{name}")
 
 
+_migrated: set[str] = set()  # database URLs this process has brought to the newest schema
+
+
 def handle_blob(url: str, etag: str = "", settings: Settings | None = None) -> dict[str, Any]:
     """Submit the blob's job (idempotent) and, when running inline, run it now; returns the outcome."""
     from tilewright.db import init_db
@@ -38,7 +41,9 @@ def handle_blob(url: str, etag: str = "", settings: Settings | None = None) -> d
     from tilewright.jobs.runner import execute
 
     settings = settings or get_settings()
-    init_db(settings)
+    if settings.resolved_database_url() not in _migrated:  # once per process, not once per blob
+        init_db(settings)
+        _migrated.add(settings.resolved_database_url())
     outcome = submit_blob(settings, None, url, etag=etag, origin="azure-functions")
     if outcome["status"] == "submitted" and settings.functions_run_inline:
         result = execute(outcome["job"], settings)

@@ -49,7 +49,8 @@ def accept(key: str, settings: Settings, *, local: bool = False) -> tuple[bool, 
     """(True, '') if the blob at `key` (`container/path`) should be converted; else (False, why not)."""
     key = clean_key(key)
     parts = key.split("/")
-    if parts[-1] == MANIFEST or any(p in output_segments(settings) for p in parts[:-1]):
+    outputs = output_segments(settings)
+    if parts[-1] == MANIFEST or any(p in outputs for p in parts[:-1]):
         return False, "inside an output folder"
     if any(p.startswith(".") for p in parts):
         return False, "hidden or staging file"
@@ -62,8 +63,7 @@ def accept(key: str, settings: Settings, *, local: bool = False) -> tuple[bool, 
         return False, f"name does not end with one of {', '.join(suffixes)}"
     for source in sources:
         if local:  # a local store has no containers: the filter's prefix applies to the whole key
-            inside = not source["prefix"] or key == source["prefix"] or key.startswith(source["prefix"] + "/") \
-                or key.startswith(source["prefix"])
+            inside = key.startswith(source["prefix"])
         else:
             inside = (not source["container"] or source["container"] == container) and \
                      (not source["prefix"] or path.startswith(source["prefix"]))
