@@ -150,7 +150,7 @@ def test_prebuilt_pyramid_is_served_from_disk(served, served_configured_grid, te
     folder.mkdir(parents=True)
     convert(testdata(SLIDES["cmu"]), folder / "slide", "dzi", options=make_options("dzi", settings),
             settings=settings)
-    _app.state.tiles.records.pop("published:built")  # (the server notices a publication within 2 s)
+    _app.state.tiles.prebuilt.forget("built")  # (the server notices a publication within 2 s)
     r = client.get("/images/built.dzi")
     assert r.headers["x-tile-source"] == "prebuilt" and r.text.replace("'", '"').count("254") >= 1
     assert 'Width="2220"' in r.text and 'Height="2967"' in dynamic_dzi

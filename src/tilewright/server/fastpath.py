@@ -66,7 +66,7 @@ def _lookup(svc: TileService, path: str, if_none_match: str | None):
 
         def what_of(record: Record) -> str | None:
             geometry = known_dz_geometry(svc, record)
-            if geometry is None or not svc.known_unpublished(record.id):
+            if geometry is None or not svc.prebuilt.known_unpublished(record.id):
                 return None  # published (its files are served from storage), or not known yet
             return dz_what(geometry, int(level), int(col), int(row), fmt_out, settings.quality)
 

@@ -47,6 +47,10 @@ def geometry(text: str) -> tuple[int, int, str]:
             fmt.group(1) if fmt else "")
 
 
+def _lookup_key(record_id: str) -> str:
+    return f"published:{record_id}"
+
+
 @dataclass(frozen=True)
 class Tile:
     """One file of a published pyramid, found but not read yet: `version` makes its ETag (no I/O needed)."""
@@ -136,7 +140,7 @@ class PrebuiltPyramids:
     # -- finding --------------------------------------------------------------------------------
     def find(self, record) -> Pyramid | None:
         """The published pyramid of an image record (id, collection), or None: its tiles are dynamic."""
-        key = f"published:{record.id}"
+        key = _lookup_key(record.id)
         cached = self.lookups.get(key)
         if cached is not None:
             return cached or None
@@ -148,7 +152,11 @@ class PrebuiltPyramids:
         return cached or None
 
     def forget(self, record_id: str) -> None:
-        self.lookups.pop(f"published:{record_id}")
+        self.lookups.pop(_lookup_key(record_id))
+
+    def known_unpublished(self, record_id: str) -> bool:
+        """True when the image is known (for a few seconds) to have no published pyramid: no I/O."""
+        return self.lookups.get(_lookup_key(record_id)) is False
 
     def _local(self, record) -> LocalPyramid | None:
         path = self.settings.resolved_output_root() / record.collection / record.id / DZI

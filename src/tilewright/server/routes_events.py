@@ -66,7 +66,7 @@ def _submit_all(request: Request, parsed: Parsed) -> JSONResponse:
                                   origin=blob.origin)
         except TilewrightError as exc:
             status = exc.http_status if 400 <= exc.http_status < 500 else 503
-            worst = max(worst, status) if worst != 200 else status
+            worst = max(worst, status)
             outcome = {"status": "rejected", "url": blob.url, "error": " ".join(str(exc).split()),
                        "type": type(exc).__name__}
             log.warning("event %s rejected: %s", blob.event_id, outcome["error"])

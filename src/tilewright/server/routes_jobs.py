@@ -52,8 +52,7 @@ def get_job(job_id: str, request: Request) -> dict:
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Depends(require_token)])
 def cancel_job(job_id: str, request: Request) -> dict:
-    store.get(settings_of(request), job_id)  # 404 first
-    return store.cancel(settings_of(request), job_id)
+    return store.cancel(settings_of(request), job_id)  # an unknown id changes nothing and is a 404
 
 
 @router.post("/jobs/{job_id}/retry", dependencies=[Depends(require_token)])

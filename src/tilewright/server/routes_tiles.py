@@ -127,10 +127,6 @@ class TileService:
         self.cache.hits += 1
         return etag, data
 
-    def known_unpublished(self, image_id: str) -> bool:
-        """True when the image is known (for a few seconds) to have no published pyramid: its tiles are dynamic."""
-        return self.records.get(f"published:{image_id}") is False
-
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.handles.clear()
@@ -224,19 +220,18 @@ def _render(svc: TileService, record: Record, make) -> bytes:
     from tilewright.errors import TilewrightError
 
     with svc.handles.open(record.path, record.handle_key) as handle:
+        failure: BaseException | None = None
         try:
             data = make(handle)
         except (ApiError, TilewrightError):
             raise
         except (pyvips.Error, ValueError, IndexError, OSError) as exc:
-            error = handle.reader.read_error()
-            svc.handles.discard(handle)
-            detail = " ".join(str(error or exc).split())[:300]
-            raise ApiError(422, f"cannot read this part of image {record.id!r}: {detail}") from None
-        error = handle.reader.read_error()
+            failure = exc
+        error = handle.reader.read_error() or failure  # a bridged read error says more than libvips's
         if error is not None:
             svc.handles.discard(handle)
-            raise ApiError(422, f"cannot read this part of image {record.id!r}: {' '.join(str(error).split())[:300]}")
+            detail = " ".join(str(error).split())[:300]
+            raise ApiError(422, f"cannot read this part of image {record.id!r}: {detail}") from None
         return data
 
 
@@ -263,9 +258,14 @@ def _format(fmt: str) -> str:
 
 
 # -- the tile grid of a slide ------------------------------------------------------------------
+def _known_grid(svc: TileService, record: Record) -> tuple[int, int, int] | None:
+    """`_grid` if it is known without I/O."""
+    return svc.sizes.get(_key(record, "grid"))
+
+
 def known_size(svc: TileService, record: Record) -> tuple[int, int] | None:
     """The slide's size if it is known without I/O (the fast path's question)."""
-    found = svc.sizes.get(_key(record, "grid"))
+    found = _known_grid(svc, record)
     return None if found is None else found[:2]
 
 
@@ -276,8 +276,7 @@ def _grid(svc: TileService, record: Record) -> tuple[int, int, int]:
     so that a viewer's tiles are the stored tiles (passed through, or decoded once each);
     otherwise 0: the configured sizes apply.
     """
-    key = _key(record, "grid")
-    cached = svc.sizes.get(key)
+    cached = _known_grid(svc, record)
     if cached is None:
         def measure(handle) -> tuple[int, int, int]:
             reader = handle.reader
@@ -286,23 +285,19 @@ def _grid(svc: TileService, record: Record) -> tuple[int, int, int]:
             return reader.width, reader.height, tw if follow else 0
 
         cached = _render(svc, record, measure)
-        svc.sizes.put(key, cached)
+        svc.sizes.put(_key(record, "grid"), cached)
     return cached
 
 
-def _slide_size(svc: TileService, record: Record) -> tuple[int, int]:
-    return _grid(svc, record)[:2]
-
-
-def _dz_geometry(settings: Settings, grid: tuple[int, int, int]) -> tuple[int, int]:
-    """(tile size, overlap) of the dynamic Deep Zoom pyramid: the source's grid, or the configured one."""
-    return (grid[2], 0) if grid[2] else (settings.dzi_tile_size, settings.dzi_overlap)
+def _dz_geometry(settings: Settings, tile: int, overlap: int = 0) -> tuple[int, int]:
+    """(tile size, overlap) of a Deep Zoom grid: `tile` and `overlap` when known (> 0), else the configured ones."""
+    return (tile, overlap) if tile > 0 and overlap >= 0 else (settings.dzi_tile_size, settings.dzi_overlap)
 
 
 def known_dz_geometry(svc: TileService, record: Record) -> tuple[int, int] | None:
     """The dynamic Deep Zoom geometry if it is known without I/O (the fast path's question)."""
-    found = svc.sizes.get(_key(record, "grid"))
-    return None if found is None else _dz_geometry(svc.settings, found)
+    found = _known_grid(svc, record)
+    return None if found is None else _dz_geometry(svc.settings, found[2])
 
 
 # -- Deep Zoom ---------------------------------------------------------------------------------
@@ -321,10 +316,6 @@ def dzi_xml(width: int, height: int, tile: int, overlap: int, fmt: str) -> str:
             f'TileSize="{tile}"><Size Width="{width}" Height="{height}"/></Image>\n')
 
 
-def _dzi_format(settings: Settings) -> str:
-    return {"jpeg": "jpeg", "png": "png", "webp": "webp"}[settings.tile_format]
-
-
 def _dzi(svc: TileService, request: Request, image_id: str) -> Response:
     record = svc.record(image_id)
     published = svc.published_dzi(record)
@@ -335,8 +326,8 @@ def _dzi(svc: TileService, request: Request, image_id: str) -> Response:
     else:
         settings = svc.settings
         grid = _grid(svc, record)
-        ts, overlap = _dz_geometry(settings, grid)
-        data = dzi_xml(grid[0], grid[1], ts, overlap, _dzi_format(settings)).encode()
+        ts, overlap = _dz_geometry(settings, grid[2])
+        data = dzi_xml(grid[0], grid[1], ts, overlap, settings.tile_format).encode()
         key = _key(record, f"dzi:{ts}:{overlap}:{settings.tile_format}")
         source = "dynamic"
     etag = _etag(key)
@@ -362,11 +353,10 @@ def _dz_tile(svc: TileService, request: Request, image_id: str, level: int, col:
             data = tile.read()  # None: gone or changed since the lookup: render it
             if data is not None:
                 return Response(data, media_type=_MEDIA[fmt_out], headers=headers)
-        pts, pov = published.tile_size, published.overlap
         # a tile the pyramid lacks is rendered to fit the .dzi being served
-        ts, overlap = (pts, pov) if pts > 0 and pov >= 0 else (settings.dzi_tile_size, settings.dzi_overlap)
+        ts, overlap = _dz_geometry(settings, published.tile_size, published.overlap)
     else:
-        ts, overlap = _dz_geometry(settings, _grid(svc, record))
+        ts, overlap = _dz_geometry(settings, _grid(svc, record)[2])
 
     def make(handle) -> bytes:
         reader = handle.reader
@@ -449,7 +439,7 @@ def _apply_iiif(image: pyvips.Image, req: iiif.Request, background: list[int]) -
 def _iiif_image(svc: TileService, request: Request, image_id: str, region: str, size: str, rotation: str,
                 quality_format: str) -> Response:
     record = svc.record(image_id)
-    width, height = _slide_size(svc, record)
+    width, height = _grid(svc, record)[:2]
     try:
         req = iiif.parse(region, size, rotation, quality_format, width, height, **iiif_limits(svc.settings))
     except iiif.IiifError as exc:
