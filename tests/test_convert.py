@@ -81,3 +81,20 @@ def test_a_failed_tile_read_fails_the_conversion(testdata, tmp_path, monkeypatch
 def test_tiff_tile_size_must_be_a_multiple_of_16():
     with pytest.raises(InputError, match="multiple of 16"):
         make_options("tiff", Settings(), tile_size=250)
+
+
+def test_one_options_object_serves_many_files_without_carrying_a_resolution_over(testdata, big_pyramid, tmp_path):
+    """`import` converts a folder with one options object: a slide's mpp must not end up in the next file."""
+    import tifffile
+
+    settings = Settings(data_dir=tmp_path)
+    options = make_options("tiff", settings)
+    convert(testdata("svs/cmu-1-small-region.svs"), tmp_path / "with-mpp", "tiff", options=options, settings=settings)
+    assert options.mpp is None  # the caller's object is left as it was
+    convert(big_pyramid, tmp_path / "without", "tiff", options=options, settings=settings)
+    with tifffile.TiffFile(tmp_path / "with-mpp.tiff") as tif:
+        assert tif.pages[0].tags["ResolutionUnit"].value == 3  # cm: the SVS's resolution was written
+        svs_resolution = tif.pages[0].tags["XResolution"].value
+    with tifffile.TiffFile(tmp_path / "without.tiff") as tif:
+        tags = tif.pages[0].tags
+        assert "XResolution" not in tags or tags["XResolution"].value != svs_resolution

@@ -7,10 +7,9 @@ with one-line reasons; staging is always removed.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from tilewright.outputs import WRITERS, Plan, PyramidWriter, WriteOptions
 from tilewright.outputs.base import remove_staging
 from tilewright.pipeline import ProgressFn, Runner, Step, _never, _no_progress
 
-log = logging.getLogger(__name__)
 
 
 class OutputWriteError(TilewrightError):
@@ -123,8 +121,8 @@ def convert(source: str | Path, output: str | Path, kind: str = "dzi", *, option
 
 def _open(ctx: _Context) -> None:
     ctx.reader = open_slide(ctx.source, ctx.settings)
-    if ctx.reader.mpp:
-        ctx.options.mpp = ctx.reader.mpp
+    if ctx.reader.mpp:  # this slide's own resolution, on a copy: callers reuse one options object for many files
+        ctx.options = replace(ctx.options, mpp=ctx.reader.mpp)
     ctx.writer = WRITERS[ctx.kind](ctx.output, ctx.options)
     ctx.writer.check_output()
 
