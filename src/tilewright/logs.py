@@ -44,6 +44,5 @@ def setup_logging(settings: Settings, *, verbose: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else settings.log_level.upper())
-    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     # libvips warns on every odd byte of a damaged file; the error we raise says it in one line
     logging.getLogger("pyvips").setLevel(logging.DEBUG if verbose else logging.ERROR)

@@ -9,7 +9,6 @@ everything format-specific lives in a subclass, and what is common to all of the
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -283,8 +282,3 @@ def pyramid_downsamples(base: tuple[int, int], sizes: list[tuple[int, int]]) -> 
     """Downsample of each level from its size, averaged over both axes (as OpenSlide does)."""
     bw, bh = base
     return [((bw / w) + (bh / h)) / 2 for w, h in sizes]
-
-
-def level_count_for(width: int, height: int) -> int:
-    """Number of Deep Zoom levels for an image: ceil(log2(max dimension)) + 1."""
-    return int(math.ceil(math.log2(max(width, height, 1)))) + 1

@@ -48,7 +48,6 @@ class VirtualTiff:
         self.tiles_down = -(-height // tile)
         self.tile_bytes = tile * tile * bands
         self.error: BaseException | None = None
-        self.reads = 0
         self._header = self._build_header()
         self.size = self.data_start + self.tiles_across * self.tiles_down * self.tile_bytes
         self._pos = 0
@@ -127,7 +126,6 @@ class VirtualTiff:
             padded[:h, :w] = pixels
             pixels = padded
         data = np.ascontiguousarray(pixels).tobytes()
-        self.reads += 1
         self._cache[index] = data
         if len(self._cache) > _CACHED_TILES:
             self._cache.popitem(last=False)
@@ -182,7 +180,3 @@ class BridgedLevel:
     @property
     def error(self) -> BaseException | None:
         return next((p.error for p in self.parts if p.error is not None), None)
-
-    @property
-    def reads(self) -> int:
-        return sum(p.reads for p in self.parts)

@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyvips
@@ -34,7 +34,6 @@ class WriteOptions:
     overwrite: bool = False
     iiif_id: str = "http://127.0.0.1:8000/iiif/static"
     mpp: tuple[float, float] | None = None
-    properties: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,7 +50,6 @@ class PyramidWriter(ABC):
     """One output kind (dzi, tiff, iiif). A new kind is one file plus a line in `outputs/__init__.py`."""
 
     kind: str = ""
-    default_tile_size: int = 256
 
     def __init__(self, output: Path, options: WriteOptions) -> None:
         self.output = self.normalise_output(Path(output))

@@ -11,7 +11,6 @@ from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels, tile_su
 
 class DziWriter(PyramidWriter):
     kind = "dzi"
-    default_tile_size = 254
 
     @staticmethod
     def normalise_output(output: Path) -> Path:

@@ -12,14 +12,13 @@ from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels, tile_su
 
 class IiifWriter(PyramidWriter):
     kind = "iiif"
-    default_tile_size = 512
 
     def final_paths(self) -> list[Path]:
         return [self.output]
 
     def plan(self, width: int, height: int) -> Plan:
         ts = self.options.tile_size
-        levels = [lv for lv in pyramid_levels(width, height, stop=ts)]
+        levels = pyramid_levels(width, height, stop=ts)
         tiles = sum(-(-w // ts) * -(-h // ts) for w, h in levels) + 1  # + the 'full/max' image
         return Plan(self.kind, [self.output / "info.json"], levels, tiles)
 
@@ -27,7 +26,7 @@ class IiifWriter(PyramidWriter):
         o = self.options
         base = staging / self.output.name
         image.dzsave(str(base), layout="iiif3", tile_size=o.tile_size, overlap=0,
-                     suffix=tile_suffix("jpeg" if o.tile_format == "jpeg" else o.tile_format, o.quality, iiif=True),
+                     suffix=tile_suffix(o.tile_format, o.quality, iiif=True),
                      id=o.iiif_id.rstrip("/"), keep="none")
         info_path = base / "info.json"
         info = json.loads(info_path.read_text())

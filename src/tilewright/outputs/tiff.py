@@ -19,7 +19,6 @@ _BIGTIFF_BYTES = 3 * 2**30
 
 class TiffWriter(PyramidWriter):
     kind = "tiff"
-    default_tile_size = 256
 
     @staticmethod
     def normalise_output(output: Path) -> Path:
