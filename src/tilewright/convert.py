@@ -16,7 +16,7 @@ from typing import Any
 import pyvips
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import CancelledError, InputError, TilewrightError, one_line, vips_reason
+from tilewright.errors import CancelledError, InputError, TilewrightError, vips_reason
 from tilewright.formats import SlideReader, open_slide
 from tilewright.outputs import WRITERS, Plan, PyramidWriter, WriteOptions
 from tilewright.outputs.base import remove_staging
@@ -146,9 +146,9 @@ def _write(ctx: _Context, runner: Runner) -> None:
             runner.check()  # raises the CancelledError that explains why
             raise CancelledError("cancelled") from exc
         raise _explain(ctx, exc) from exc
-    cause = ctx.reader.read_error()
-    if cause is not None:  # a bridged read failed but libvips carried on with what it had
-        raise InputError(f"cannot read pixels: {one_line(cause)}", path=ctx.source) from cause
+    failure = ctx.reader.read_failure()
+    if failure is not None:
+        raise failure
 
 
 def _publish(ctx: _Context) -> None:
@@ -175,9 +175,9 @@ def _measure(path: Path) -> tuple[int, int]:
 def _explain(ctx: _Context, exc: pyvips.Error) -> TilewrightError:
     """Turn a libvips failure into a user-facing error: the input's fault, or the output's."""
     assert ctx.reader
-    cause = ctx.reader.read_error()
-    if cause is not None:
-        return InputError(f"cannot read pixels: {one_line(cause)}", path=ctx.source)
+    failure = ctx.reader.read_failure()
+    if failure is not None:
+        return failure
     text = vips_reason(exc, lines=2)
     lowered = text.lower()
     if any(s in lowered for s in ("no space left", "permission denied", "unable to write", "read-only file system",

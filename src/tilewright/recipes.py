@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
+import sys
 import threading
 import time
 import tomllib
@@ -43,7 +43,7 @@ import pyvips
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import CancelledError, InputError, OutputExistsError, TilewrightError
+from tilewright.errors import CancelledError, InputError, OutputExistsError, TilewrightError, vips_reason
 from tilewright.ops import Source, Step, apply_chain, parse_chain
 from tilewright.ops.base import OperationError, ParamError
 from tilewright.ops.encode import output_format, save
@@ -624,20 +624,19 @@ def _save(run: _Run, image: pyvips.Image, stem: Path, name: str | None = None) -
 
 def _check_read(run: _Run) -> None:
     """A slide tile that failed to decode is reported, even when libvips carried on."""
-    cause = run.source.reader.read_error() if run.source else None
-    if cause is not None:
-        raise InputError(f"cannot read pixels: {' '.join(str(cause).split())[:300]}", path=run.source_path)
+    failure = run.source.reader.read_failure() if run.source else None
+    if failure is not None:
+        raise failure
 
 
 def _explain(run: _Run, stem: Path, exc: pyvips.Error, action: str | None = None) -> TilewrightError:
     _check_read(run)
-    reason = " ".join(line.strip() for line in str(exc).splitlines()
-                      if line.strip() and not line.startswith("unable to call"))[:300]
+    reason = vips_reason(exc, lines=sys.maxsize)
     if any(s in reason.lower() for s in ("no space left", "permission denied", "read-only", "disk quota")):
         from tilewright.convert import OutputWriteError
 
         return OutputWriteError(f"cannot write output: {reason}", path=run.outdir)
-    return InputError(f"cannot {action or 'make ' + stem.name}: {reason or 'libvips error'}", path=run.source_path)
+    return InputError(f"cannot {action or 'make ' + stem.name}: {reason}", path=run.source_path)
 
 
 def _make_dzi(run: _Run, output: Output) -> None:
@@ -754,7 +753,7 @@ def _publish(run: _Run) -> None:
             trash.append(moved)
         os.replace(entry, final)
     for old in trash:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        remove_staging(old)
 
 
 __all__ = ["BUILTIN_DIR", "Output", "Recipe", "RecipeError", "chain_recipe", "list_recipes", "load_recipe",

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import pyvips
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import InputError, LimitExceededError
+from tilewright.errors import InputError, LimitExceededError, one_line
 from tilewright.formats.bridge import BridgedLevel, TileReader
 from tilewright.formats.jpegtiles import JpegTiles
 
@@ -167,6 +167,15 @@ class SlideReader(ABC):
     def read_error(self) -> BaseException | None:
         """The first exception a bridged tile read raised (libvips only sees a short read)."""
         return next((b.error for b in self._bridges if b.error is not None), None)
+
+    def read_failure(self) -> InputError | None:
+        """What to report when a bridged tile read failed but libvips carried on with what it had; else None."""
+        cause = self.read_error()
+        if cause is None:
+            return None
+        failure = InputError(f"cannot read pixels: {one_line(cause)}", path=self.path)
+        failure.__cause__ = cause
+        return failure
 
     # -- shared behaviour ---------------------------------------------------------
     @property

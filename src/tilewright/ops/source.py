@@ -20,7 +20,7 @@ from typing import Any, Callable
 import pyvips
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import InputError
+from tilewright.errors import InputError, vips_reason
 from tilewright.formats import SlideReader, open_slide
 from tilewright.formats.base import parse_colour, to_web
 from tilewright.ops.base import Step, to_uchar
@@ -45,6 +45,7 @@ def normalise(image: pyvips.Image) -> pyvips.Image:
 #: libvips loaders (`VipsReader.format`) that decode a smaller image directly: JPEG at 1/2..1/8,
 #: WebP, HEIF/AVIF, SVG and PDF at any scale. Every other flat format is decoded whole, even for a thumbnail.
 SHRINK_ON_LOAD = frozenset({"jpeg", "webp", "heif", "svg", "pdf", "pdfium"})
+UNDECODABLE = "libvips cannot decode it"  # what a libvips error without a useful line becomes
 
 
 class Source:
@@ -167,7 +168,7 @@ class Source:
                 image = pyvips.Image.thumbnail(str(self.path), target_w, height=target_h, size="force",
                                                no_rotate=not orient, fail_on="error")
         except pyvips.Error as exc:
-            raise InputError(_reason(exc), path=self.path) from exc
+            raise InputError(vips_reason(exc, fallback=UNDECODABLE), path=self.path) from exc
         return normalise(image)
 
     def full(self, *, sequential: bool = True) -> pyvips.Image:
@@ -180,7 +181,7 @@ class Source:
             image = pyvips.Image.new_from_file(str(self.path), access="sequential" if sequential else "random",
                                                fail_on="error")
         except pyvips.Error as exc:
-            raise InputError(_reason(exc), path=self.path) from exc
+            raise InputError(vips_reason(exc, fallback=UNDECODABLE), path=self.path) from exc
         return normalise(image)
 
     def close(self) -> None:
@@ -192,11 +193,6 @@ class Source:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _reason(exc: pyvips.Error) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("unable to call")]
-    return (lines[0] if lines else "libvips cannot decode it")[:300]
 
 
 def process_file(path: str | Path, steps: list[Step], settings: Settings | None = None,
@@ -214,7 +210,8 @@ def process_file(path: str | Path, steps: list[Step], settings: Settings | None 
         try:
             return [encode(im, default_format) for im in images]
         except pyvips.Error as exc:
-            raise InputError(f"cannot decode the image: {_reason(exc)}", path=path) from exc
+            reason = vips_reason(exc, fallback=UNDECODABLE)
+            raise InputError(f"cannot decode the image: {reason}", path=path) from exc
 
 
 __all__ = ["SHRINK_ON_LOAD", "Source", "normalise", "parse_colour", "process_file"]
