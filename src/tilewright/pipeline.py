@@ -47,10 +47,17 @@ class Runner:
     _done: float = 0.0
     _span: float = 0.0
 
+    def over_time(self) -> bool:
+        return time.monotonic() - self.started > self.time_limit
+
+    def stopped(self) -> bool:
+        """Cancelled or over the time limit: `check` would raise."""
+        return self.cancelled() or self.over_time()
+
     def check(self) -> None:
         if self.cancelled():
             raise CancelledError("cancelled")
-        if time.monotonic() - self.started > self.time_limit:
+        if self.over_time():
             raise CancelledError(f"stopped after the time limit of {self.time_limit:g} s (TILEWRIGHT_TIME_LIMIT_SECONDS)")
 
     def run(self, steps: list[Step], context: Any) -> None:

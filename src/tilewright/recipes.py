@@ -31,7 +31,6 @@ import os
 import re
 import sys
 import threading
-import time
 import tomllib
 import uuid
 from dataclasses import dataclass, field
@@ -102,7 +101,6 @@ class Recipe:
     description: str = ""
     metadata: str = "metadata.json"
     source: str = "<memory>"
-    raw: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_recipe(data: dict[str, Any], name: str | None = None, *, settings: Settings | None = None,
@@ -142,7 +140,7 @@ def parse_recipe(data: dict[str, Any], name: str | None = None, *, settings: Set
         except OperationError as exc:
             raise RecipeError(f"recipe {recipe_name}: output {spec.name!r}: {exc}", path=_path(source)) from None
         outputs.append(Output(spec.name, steps, "image", spec.when))
-    return Recipe(recipe_name, outputs, model.description, model.metadata, source, data)
+    return Recipe(recipe_name, outputs, model.description, model.metadata, source)
 
 
 def model_name(data: Any) -> str:
@@ -228,7 +226,6 @@ class _Run:
     staging: Path | None = None
     original_bytes: int = 0
     entries: list[dict[str, Any]] = field(default_factory=list)
-    staged: list[Path] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     lanes: list[_Lane] = field(default_factory=list)
     decoded: Path | None = None  # the decode-once copy of the source, inside the staging folder
@@ -562,7 +559,6 @@ def _make_image(run: _Run, output: Output, kept: dict[bool, pyvips.Image], keep:
     for number, result in enumerate(images):
         stem = run.staging / (f"{output.name}_{number}" if many else output.name)
         path = _save(run, result, stem, output.name)
-        run.staged.append(path)
         written = path.stat().st_size
         run.entries.append({
             "name": output.name, "file": path.name, "format": output_format(result),
@@ -649,13 +645,8 @@ def _make_dzi(run: _Run, output: Output) -> None:
     def sub_progress(fraction: float, stage: str) -> None:
         runner.progress(base + span * fraction, f"{output.name}: {stage}")
 
-    def stop() -> bool:
-        return runner.cancelled() or time.monotonic() - runner.started > runner.time_limit
-
     result = convert(run.source_path, run.staging / output.name, "dzi", options=make_options("dzi", run.settings),
-                     settings=run.settings, progress=sub_progress, cancelled=stop)
-    for path in result.paths:
-        run.staged.append(Path(path))
+                     settings=run.settings, progress=sub_progress, cancelled=runner.stopped)
     run.entries.append({
         "name": output.name, "file": f"{output.name}.dzi", "format": "dzi", "kind": "dzi",
         "width": result.width, "height": result.height, "size": [result.width, result.height],
@@ -687,7 +678,6 @@ def _write_metadata(run: _Run) -> None:
     }
     path = run.staging / run.recipe.metadata
     path.write_text(json.dumps(run.metadata, indent=2) + "\n", encoding="utf-8")
-    run.staged.append(path)
 
 
 def _in_recipe_order(run: _Run) -> list[dict[str, Any]]:

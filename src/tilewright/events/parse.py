@@ -31,9 +31,6 @@ class BlobEvent:
     event_type: str = BLOB_CREATED
     origin: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"url": self.url, "etag": self.etag, "version": self.version, "id": self.event_id}
-
 
 @dataclass
 class Parsed:
