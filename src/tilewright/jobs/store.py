@@ -120,9 +120,8 @@ def claim(settings: Settings, job_id: str, me: str, *, take_over_dead: bool = Tr
             job = session.get(Job, job_id)
             if job is not None and job.state == "running" and is_dead(job, settings):
                 if job.attempts >= job.max_attempts:  # it keeps killing its worker: stop here
-                    session.execute(update(Job).where(Job.id == job_id, Job.worker == job.worker).values(
-                        state="failed", stage="failed", finished_at=now, error_type="worker_lost",
-                        error=f"the worker running this job died {job.attempts} times"))
+                    session.execute(update(Job).where(Job.id == job_id, Job.worker == job.worker)
+                                    .values(**_worker_lost(job, now)))
                     return None
                 won = session.execute(
                     update(Job).where(Job.id == job_id, Job.state == "running", Job.worker == job.worker)
@@ -210,6 +209,12 @@ def due_jobs(settings: Settings, *, exclude: set[str], limit: int) -> list[str]:
         return [i for i in session.scalars(query) if i not in exclude][:limit]
 
 
+def _worker_lost(job: Job, now) -> dict[str, Any]:
+    """The values that fail a job whose worker died `max_attempts` times: it keeps killing its worker."""
+    return {"state": "failed", "stage": "failed", "finished_at": now, "error_type": "worker_lost",
+            "error": f"the worker running this job died {job.attempts} times"}
+
+
 def requeue_dead(settings: Settings) -> list[str]:
     """Running jobs whose worker died: back to queued (or failed after too many attempts)."""
     requeued: list[str] = []
@@ -219,9 +224,7 @@ def requeue_dead(settings: Settings) -> list[str]:
                 continue
             where = (Job.id == job.id, Job.state == "running", Job.worker == job.worker)
             if job.attempts >= job.max_attempts:
-                session.execute(update(Job).where(*where).values(
-                    state="failed", stage="failed", finished_at=utcnow(), error_type="worker_lost",
-                    error=f"the worker running this job died {job.attempts} times"))
+                session.execute(update(Job).where(*where).values(**_worker_lost(job, utcnow())))
             elif job.cancel_requested:
                 session.execute(update(Job).where(*where).values(state="cancelled", stage="cancelled",
                                                                  finished_at=utcnow()))

@@ -347,10 +347,9 @@ def process_images(params: dict[str, Any], settings: Settings, progress: Progres
                                      f"{' '.join(str(exc).split())[:300]}") from None
                 final = Path(f"{name}{path.suffix}")
                 os.replace(path, final)
-                header = pyvips.Image.new_from_file(str(final))
                 written.append({"input": item["input"], "path": str(final.relative_to(root)),
-                                "url": f"/outputs/{final.relative_to(root)}", "width": header.width,
-                                "height": header.height, "bytes": final.stat().st_size})
+                                "url": f"/outputs/{final.relative_to(root)}", "width": out.width,
+                                "height": out.height, "bytes": final.stat().st_size})
     progress(1.0, "done")
     return written
 
