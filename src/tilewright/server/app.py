@@ -20,8 +20,10 @@ from tilewright.config import Settings, get_settings
 from tilewright.db import get_engine, init_db
 from tilewright.server import errors, metrics, routes_ui
 from tilewright.server.fastpath import CachedTiles
+from tilewright.server.routes_events import router as events_router
 from tilewright.server.routes_images import router as images_router
 from tilewright.server.routes_jobs import router as jobs_router
+from tilewright.server.routes_process import router as process_router
 from tilewright.server.routes_tiles import router as tiles_router
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,8 @@ def create_app(settings: Settings | None = None, executor=None) -> FastAPI:
     app.include_router(tiles_router)  # first: /images/{id}.dzi must not be taken by /images/{image_id}
     app.include_router(images_router)
     app.include_router(jobs_router)
-    app.include_router(__import__("tilewright.server.routes_process", fromlist=["router"]).router)  # issue 4
-    app.include_router(__import__("tilewright.server.routes_events", fromlist=["router"]).router)  # issue 5
+    app.include_router(process_router)
+    app.include_router(events_router)
     routes_ui.install(app, settings)  # web page, /static, /vendor/openseadragon, CORS
 
     @app.get("/healthz", tags=["health"])
