@@ -23,13 +23,13 @@ from tilewright.server.upload import discard, receive
 router = APIRouter(tags=["images"])
 
 
-def _image_view(settings, image: Image) -> dict:
+def _image_view(settings, image: Image, jobs: dict[str, dict] | None = None) -> dict:
+    """An image record with its job's state and output URLs; `jobs`: already read (a page of images)."""
     data = image.to_dict()
     if image.job_id:
-        try:
-            job = store.get(settings, image.job_id)
-        except store.JobNotFoundError:
-            job = None
+        if jobs is None:
+            jobs = store.get_many(settings, [image.job_id])
+        job = jobs.get(image.job_id)
         data["job"] = job
         data["state"] = job["state"] if job else "unknown"
         data["urls"] = (job.get("outputs") or {}).get("urls", []) if job else []
@@ -131,7 +131,9 @@ def list_images(request: Request, collection: str | None = None, limit: int = Qu
     if collection is not None:
         query = query.where(Image.collection == collection)
     with session_scope(settings) as session:
-        return [_image_view(settings, image) for image in session.scalars(query)]
+        images = list(session.scalars(query))
+        jobs = store.get_many(settings, [image.job_id for image in images])  # one query, not one per image
+        return [_image_view(settings, image, jobs) for image in images]
 
 
 @router.get("/images/{image_id}")
