@@ -152,6 +152,11 @@ def tile_suffix(fmt: str, quality: int, *, iiif: bool = False) -> str:
     raise ValueError(f"tile format must be jpeg, png or webp, not {fmt!r}")
 
 
+def tile_count(levels: list[tuple[int, int]], tile: int) -> int:
+    """Tiles of `tile` x `tile` pixels covering every level."""
+    return sum(-(-w // tile) * -(-h // tile) for w, h in levels)
+
+
 def pyramid_levels(width: int, height: int, stop: int = 1, *, round_up: bool = True) -> list[tuple[int, int]]:
     """Halving sizes from full size down until both sides are <= `stop`.
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyvips
 
-from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels, tile_suffix
+from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels, tile_count, tile_suffix
 
 
 class DziWriter(PyramidWriter):
@@ -23,7 +23,7 @@ class DziWriter(PyramidWriter):
     def plan(self, width: int, height: int) -> Plan:
         ts = self.options.tile_size
         levels = list(reversed(pyramid_levels(width, height)))  # Deep Zoom level 0 is 1x1
-        tiles = sum(-(-w // ts) * -(-h // ts) for w, h in levels)
+        tiles = tile_count(levels, ts)
         return Plan(self.kind, self.final_paths(), levels, tiles)
 
     def write(self, image: pyvips.Image, staging: Path) -> list[Path]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyvips
 
-from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels, tile_suffix
+from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels, tile_count, tile_suffix
 
 
 class IiifWriter(PyramidWriter):
@@ -19,7 +19,7 @@ class IiifWriter(PyramidWriter):
     def plan(self, width: int, height: int) -> Plan:
         ts = self.options.tile_size
         levels = pyramid_levels(width, height, stop=ts)
-        tiles = sum(-(-w // ts) * -(-h // ts) for w, h in levels) + 1  # + the 'full/max' image
+        tiles = tile_count(levels, ts) + 1  # + the 'full/max' image
         return Plan(self.kind, [self.output / "info.json"], levels, tiles)
 
     def write(self, image: pyvips.Image, staging: Path) -> list[Path]:

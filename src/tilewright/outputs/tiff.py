@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyvips
 
-from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels
+from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels, tile_count
 
 _COMPRESSION = {"jpeg": "jpeg", "png": "deflate", "webp": "webp"}
 _BIGTIFF_BYTES = 3 * 2**30
@@ -30,7 +30,7 @@ class TiffWriter(PyramidWriter):
     def plan(self, width: int, height: int) -> Plan:
         ts = self.options.tile_size
         levels = [(width, height)] if self.options.base_only else pyramid_levels(width, height, stop=ts, round_up=False)
-        tiles = sum(-(-w // ts) * -(-h // ts) for w, h in levels)
+        tiles = tile_count(levels, ts)
         return Plan(self.kind, [self.output], levels, tiles)
 
     def write(self, image: pyvips.Image, staging: Path) -> list[Path]:
