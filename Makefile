@@ -6,15 +6,22 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLE ?= ../shared/testdata/svs/cmu-1-small-region.svs
 
-.PHONY: setup run test bench docs clean redis-server azurite web-assets chromium
+.PHONY: setup lock run test bench docs clean redis-server azurite web-assets chromium
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the versions the suite was last green with; `make lock` refreshes it
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+lock:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade -e '.[test]'
+	@{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.tmp && mv constraints.tmp constraints.txt
+	touch $(STAMP)
 
 run: setup web-assets
 	@echo "tilewright serve on http://$${TILEWRIGHT_HOST:-127.0.0.1}:$${TILEWRIGHT_PORT:-8000} (API docs at /docs; state in ./data)"

@@ -37,7 +37,11 @@ def test_health_docs_and_metrics(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["queue"]["executor"] == "embedded"
     assert client.get("/docs").status_code == 200
-    assert "/jobs/{job_id}/events" in client.get("/openapi.json").json()["paths"]
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/jobs/{job_id}/events" in paths
+    operation_ids = [op["operationId"] for methods in paths.values() for op in methods.values()]
+    assert len(operation_ids) == len(set(operation_ids)), "each operation needs its own id (code generators)"
+    assert "head" not in paths["/images/{image_id}.dzi"] and "get" in paths["/images/{image_id}.dzi"]
     text = client.get("/metrics").text
     assert 'tilewright_jobs{state="queued"}' in text and "tilewright_http_request_duration_seconds" in text
 

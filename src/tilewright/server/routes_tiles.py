@@ -40,10 +40,21 @@ from tilewright.server.errors import ApiError
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tiles"])
 
+
+def _get_and_head(path: str, **kwargs):
+    """Register a GET route and a HEAD route beside it (`curl -I`, link checkers, caches revalidating).
+
+    One route with both methods would give /openapi.json the same operation id twice; the HEAD twin
+    stays out of the schema.
+    """
+    def register(endpoint):
+        router.head(path, include_in_schema=False, **kwargs)(endpoint)
+        return router.get(path, **kwargs)(endpoint)
+    return register
+
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MEDIA = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _ASSOCIATED = ("label", "macro", "thumbnail")
-_GET_HEAD = ["GET", "HEAD"]  # HEAD: `curl -I`, link checkers, caches revalidating
 MAX_SIDE = 16383  # the largest WebP; JPEG allows 65535
 MAX_THUMBNAIL = 4096
 
@@ -381,15 +392,15 @@ def _dz_tile(svc: TileService, request: Request, image_id: str, level: int, col:
     return response
 
 
-@router.api_route("/images/{image_id}.dzi", methods=_GET_HEAD,
-                  summary="Deep Zoom descriptor (pre-built when published, else dynamic)")
+@_get_and_head("/images/{image_id}.dzi",
+                summary="Deep Zoom descriptor (pre-built when published, else dynamic)")
 async def get_dzi(image_id: str, request: Request) -> Response:
     svc = service(request)
     return await svc.run(_dzi, svc, request, image_id)
 
 
-@router.api_route("/images/{image_id}_files/{level:int}/{col:int}_{row:int}.{fmt}", methods=_GET_HEAD,
-                  summary="Deep Zoom tile (pre-built when published, else rendered from the source)")
+@_get_and_head("/images/{image_id}_files/{level:int}/{col:int}_{row:int}.{fmt}",
+                summary="Deep Zoom tile (pre-built when published, else rendered from the source)")
 async def get_dz_tile(image_id: str, level: int, col: int, row: int, fmt: str, request: Request) -> Response:
     svc = service(request)
     return await svc.run(_dz_tile, svc, request, image_id, level, col, row, fmt)
@@ -465,15 +476,15 @@ async def iiif_base(image_id: str) -> Response:
     return RedirectResponse(f"/iiif/3/{image_id}/info.json", status_code=303)
 
 
-@router.api_route("/iiif/3/{image_id}/info.json", methods=_GET_HEAD,
-                  summary="IIIF Image API 3 information document")
+@_get_and_head("/iiif/3/{image_id}/info.json",
+                summary="IIIF Image API 3 information document")
 async def iiif_info(image_id: str, request: Request) -> Response:
     svc = service(request)
     return await svc.run(_iiif_info, svc, request, image_id)
 
 
-@router.api_route("/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality_format}", methods=_GET_HEAD,
-                  summary="IIIF Image API 3 image request (level 2, plus mirroring, arbitrary rotation, webp)")
+@_get_and_head("/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality_format}",
+                summary="IIIF Image API 3 image request (level 2, plus mirroring, arbitrary rotation, webp)")
 async def iiif_image(image_id: str, region: str, size: str, rotation: str, quality_format: str,
                      request: Request) -> Response:
     svc = service(request)
@@ -481,8 +492,8 @@ async def iiif_image(image_id: str, region: str, size: str, rotation: str, quali
 
 
 # -- thumbnail, associated images, regions, info ---------------------------------------------------
-@router.api_route("/images/{image_id}/thumbnail", methods=_GET_HEAD,
-                  summary="Thumbnail fitting size x size, from the smallest good level")
+@_get_and_head("/images/{image_id}/thumbnail",
+                summary="Thumbnail fitting size x size, from the smallest good level")
 async def thumbnail(image_id: str, request: Request, size: int = Query(256, ge=1, le=MAX_THUMBNAIL),
                     format: str = Query("jpg", description="jpg, png or webp")) -> Response:
     svc = service(request)
@@ -505,8 +516,8 @@ def _thumbnail(handle, size: int) -> pyvips.Image:
     return handle.level_image(level).thumbnail_image(size, height=size, size="down")
 
 
-@router.api_route("/images/{image_id}/associated/{name}", methods=_GET_HEAD,
-                  summary="Associated image: label, macro or thumbnail")
+@_get_and_head("/images/{image_id}/associated/{name}",
+                summary="Associated image: label, macro or thumbnail")
 async def associated(image_id: str, name: str, request: Request,
                      format: str = Query("jpg", description="jpg, png or webp")) -> Response:
     if name not in _ASSOCIATED:
@@ -528,8 +539,8 @@ async def associated(image_id: str, name: str, request: Request,
     return await svc.run(work)
 
 
-@router.api_route("/images/{image_id}/region", methods=_GET_HEAD,
-                  summary="A region of one level (x, y in level-0 pixels, as OpenSlide)")
+@_get_and_head("/images/{image_id}/region",
+                summary="A region of one level (x, y in level-0 pixels, as OpenSlide)")
 async def region(image_id: str, request: Request,
                  x: int = Query(..., ge=-(2**31), le=2**31, description="left, in level-0 pixels"),
                  y: int = Query(..., ge=-(2**31), le=2**31, description="top, in level-0 pixels"),
