@@ -11,10 +11,12 @@ from tilewright.config import Settings
 
 # anything that looks like a credential is masked before a line is written
 _SECRET = re.compile(r"(?i)((?:AccountKey|SharedAccessSignature|sig|password|token|secret)=)[^;&\s]+")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+(@)")  # redis://:pw@host, amqp://user:pw@host
 
 
 def redact(text: str) -> str:
-    return _SECRET.sub(r"\1***", text)
+    """`text` with credentials masked: key=value secrets (connection strings, SAS) and URL passwords."""
+    return _URL_PASSWORD.sub(r"\1***\2", _SECRET.sub(r"\1***", text))
 
 
 class _JsonFormatter(logging.Formatter):

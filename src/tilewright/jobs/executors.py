@@ -199,17 +199,7 @@ def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
     except Exception as exc:  # noqa: BLE001 - any failure means unreachable
         from tilewright.logs import redact
 
-        return False, f"broker {redact(_hide_password(url))} unreachable: {type(exc).__name__}: {exc}"
-
-
-def _hide_password(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+        return False, f"broker {redact(url)} unreachable: {type(exc).__name__}: {exc}"
 
 
 def make_executor(settings: Settings) -> Executor:

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tilewright.logs import redact
+
 log = logging.getLogger(__name__)
 
 
@@ -117,14 +119,14 @@ class TileCache:
                 self._down_until = time.monotonic() + self.retry_seconds
                 return None
             self._down = False
-            log.warning("tile cache: Redis at %s answers again; caching there again", _safe_url(self.redis_url))
+            log.warning("tile cache: Redis at %s answers again; caching there again", redact(self.redis_url))
             return self._client
 
     def _lost(self, exc: BaseException) -> None:
         with self._state_lock:
             if not self._down:
                 log.warning("tile cache: Redis at %s cannot be reached (%s); tiles are cached in memory "
-                            "until it answers again (retried every %g s)", _safe_url(self.redis_url),
+                            "until it answers again (retried every %g s)", redact(self.redis_url),
                             " ".join(str(exc).split())[:200] or type(exc).__name__, self.retry_seconds)
             self._down = True
             self._down_until = time.monotonic() + self.retry_seconds
@@ -168,14 +170,6 @@ class TileCache:
                 self._client.close()
             except Exception:  # noqa: BLE001
                 pass
-
-
-def _safe_url(url: str) -> str:
-    """The URL without a password."""
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return url
 
 
 class Handle:
