@@ -66,10 +66,11 @@ async def upload_image(request: Request, response: Response,
     upload_dir = settings.resolved_upload_dir()
     received = await receive(request, upload_dir, settings.max_upload_bytes)
     collection = received.fields.get("collection", collection)
-    recipe = received.fields.get("recipe", recipe) or settings.upload_recipe or None
+    checked, recipe = recipe, received.fields.get("recipe", recipe) or settings.upload_recipe or None
     try:
         check_collection(collection)
-        _check_recipe(recipe, settings)
+        if recipe != checked:  # a form field or the configured default: not yet checked
+            _check_recipe(recipe, settings)
         fmt, width, height = await run_in_threadpool(_inspect, received.path, received.filename, settings)
     except BaseException:
         discard(received.path)
