@@ -128,6 +128,32 @@ def test_process_an_uploaded_image_by_id_with_a_format(client, testdata):
     finished(client, created.json()["job"]["id"])
 
 
+def test_process_resolves_ids_and_paths_of_one_request_in_one_session(client, testdata, monkeypatch):
+    from tilewright.server import routes_process
+
+    created = client.post("/images?filename=boxes.png&collection=proc-mixed",
+                          content=testdata("jpeg-png/boxes.png").read_bytes())
+    assert created.status_code == 201, created.text
+    sessions = []
+    real = routes_process.session_scope
+
+    def counted(settings):
+        sessions.append(settings)
+        return real(settings)
+
+    monkeypatch.setattr(routes_process, "session_scope", counted)
+    response = client.post("/process", json={"images": [
+        {"input": created.json()["image"]["id"], "output": "mixed/a.png"},
+        {"input": str(testdata("jpeg-png/gradients-rgb8.png")), "output": "mixed/b.png"},
+        {"input": created.json()["image"]["id"], "output": "mixed/c.png"},
+    ], "operations": ["resize=0.1"]})
+    assert response.status_code == 200, response.text
+    assert [(o["path"], o["width"], o["height"]) for o in response.json()] == [
+        ("processed/mixed/a.png", 30, 25), ("processed/mixed/b.png", 100, 100), ("processed/mixed/c.png", 30, 25)]
+    assert len(sessions) == 1
+    finished(client, created.json()["job"]["id"])
+
+
 def test_process_invalid_operation_is_422_with_its_index(client, testdata):
     source = str(testdata("jpeg-png/boxes.png"))
     body = assert_error(client.post("/process", json={"images": [{"input": source, "output": "x.png"}],

@@ -338,6 +338,24 @@ def test_etag_and_304(served):
         assert client.get(url, headers={"If-None-Match": tag}).status_code == 304, url
 
 
+def test_a_changed_source_file_is_reopened_under_a_new_etag(served, testdata, tmp_path):
+    client, settings, app = served
+    source = tmp_path / "changing.png"
+    shutil.copyfile(testdata("jpeg-png/boxes.png"), source)  # 300 x 250
+    add_image(settings, "changing", source)
+    url = "/images/changing/thumbnail?size=64&format=png"
+    before = client.get(url)
+    assert before.status_code == 200 and client.get(url).headers["x-tile-cache"] == "hit"
+    opened = app.state.tiles.handles.opened
+    shutil.copyfile(testdata("jpeg-png/gradients-rgb8.png"), source)  # 1000 x 1000
+    app.state.tiles.records.pop("changing")  # as when the record's 2 s lifetime ends
+    after = client.get(url)
+    assert after.status_code == 200 and after.headers["x-tile-cache"] == "miss"
+    assert after.headers["etag"] != before.headers["etag"] and after.content != before.content
+    assert pixels(after).shape[:2] == (64, 64) and app.state.tiles.handles.opened == opened + 1
+    assert client.get(url, headers={"If-None-Match": before.headers["etag"]}).status_code == 200
+
+
 def test_cached_tiles_are_answered_before_routing_with_the_same_headers(served):
     """A cache hit is answered by fastpath.CachedTiles: same bytes, type, ETag, CORS, Link, and it is counted."""
     client, _settings, _app = served

@@ -25,6 +25,9 @@ from tilewright.logs import redact
 
 log = logging.getLogger(__name__)
 
+SourceKey = tuple[str, int, int]
+"""(path, size, modification time in ns) of a source file, from `SlideHandles.key_of`: a changed file is a new key."""
+
 
 class LruBytes:
     """A thread-safe LRU of bytes values, bounded by their total size."""
@@ -200,12 +203,13 @@ class SlideHandles:
         self.opened = 0
 
     @staticmethod
-    def key_of(path: Path) -> tuple:
+    def key_of(path: Path) -> SourceKey:
+        """The identity of the source file at `path` (OSError if it is gone): what an open handle is kept by."""
         stat = path.stat()
         return str(path), stat.st_size, stat.st_mtime_ns
 
     @contextmanager
-    def open(self, path: Path, key: tuple | None = None) -> Iterator[Handle]:
+    def open(self, path: Path, key: SourceKey | None = None) -> Iterator[Handle]:
         key = key or self.key_of(path)
         handle = self._acquire(path, key)
         try:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 
 from tilewright.server import iiif
-from tilewright.server.routes_tiles import (_MEDIA, Record, TileService, dz_what, iiif_limits, iiif_what,
-                                            known_dz_geometry, known_size)
+from tilewright.server.routes_tiles import (Record, TileService, dz_what, iiif_limits, iiif_what, known_dz_geometry,
+                                            known_size, parse_format)
 
 _DZ = re.compile(r"^/images/([A-Za-z0-9_-]{1,64})_files/(\d{1,2})/(\d{1,9})_(\d{1,9})\.(jpg|jpeg|png|webp)$")
 _IIIF = re.compile(r"^/iiif/3/([A-Za-z0-9_-]{1,64})/([^/]+)/([^/]+)/([^/]+)/([^/]+)$")
@@ -62,7 +62,7 @@ def _lookup(svc: TileService, path: str, if_none_match: str | None):
     match = _DZ.match(path)
     if match is not None:
         image_id, level, col, row, fmt = match.groups()
-        fmt_out = "jpg" if fmt == "jpeg" else fmt
+        fmt_out = parse_format(fmt)
 
         def what_of(record: Record) -> str | None:
             geometry = known_dz_geometry(svc, record)
@@ -71,7 +71,7 @@ def _lookup(svc: TileService, path: str, if_none_match: str | None):
             return dz_what(geometry, int(level), int(col), int(row), fmt_out, settings.quality)
 
         extra = [(b"x-tile-source", b"dynamic")]
-        route, media = DZ_ROUTE, _MEDIA[fmt_out]
+        route, media = DZ_ROUTE, iiif.FORMATS[fmt_out]
     else:
         match = _IIIF.match(path)
         if match is None:

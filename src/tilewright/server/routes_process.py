@@ -16,7 +16,9 @@ import pyvips
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session
 
+from tilewright.config import Settings
 from tilewright.db import session_scope
 from tilewright.errors import InputError, TilewrightError
 from tilewright.jobs.models import Image
@@ -25,7 +27,7 @@ from tilewright.jobs.tasks import allowed_input, process_images, process_target
 from tilewright.ops import OperationError, Source, apply_chain, encode, parse_chain
 from tilewright.server.deps import executor_of, require_token, settings_of
 from tilewright.server.errors import ApiError, error_response
-from tilewright.server.upload import _Sink, safe_filename
+from tilewright.server.upload import discard, safe_filename, stream_body
 
 router = APIRouter(tags=["operations"])
 
@@ -85,23 +87,12 @@ async def resize(request: Request) -> Response:
     except OperationError as exc:  # e.g. avif when this libvips cannot write it
         raise ApiError(400, exc.reason) from None
 
-    limit = settings.max_upload_bytes
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise ApiError(413, f"body of {length} bytes is larger than the limit of {limit} bytes "
-                            "(TILEWRIGHT_MAX_UPLOAD_BYTES)")
-    sink = _Sink(settings.work_root() / "resize", limit)
+    body = await stream_body(request, settings.work_root() / "resize", settings.max_upload_bytes,
+                             empty="empty body: send the image as the request body")
     try:
-        try:
-            async for chunk in request.stream():
-                sink.write(chunk)
-        finally:
-            sink.close()
-        if sink.size == 0:
-            raise ApiError(400, "empty body: send the image as the request body")
-        encoded, original = await run_in_threadpool(_resize_file, sink.path, steps, settings)
+        encoded, original = await run_in_threadpool(_resize_file, body.path, steps, settings)
     finally:
-        sink.discard()
+        discard(body.path)
     stem = Path(safe_filename(request.headers.get("x-filename"))).stem if request.headers.get("x-filename") \
         else "resized"
     filename = f"{stem or 'resized'}{encoded.extension}"
@@ -166,14 +157,7 @@ async def process(request: Request):
         raise ApiError(400, "'images' must be a non-empty list of {\"input\": ..., \"output\": ...}")
     if len(items) > 1000:
         raise ApiError(400, "at most 1000 images per request")
-    resolved = []
-    for number, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("input"), str) \
-                or not isinstance(item.get("output"), str):
-            raise ApiError(400, f"images[{number}] must be {{\"input\": string, \"output\": string}}")
-        process_target(item["output"], settings)  # InputError (400) for absolute, '..' or escaping names
-        resolved.append({"input": await run_in_threadpool(_resolve_input, item["input"], settings),
-                         "output": item["output"]})
+    resolved = await run_in_threadpool(_resolve_items, items, settings)
     params = {"images": resolved, "operations": operations, "format": fmt}
     pixels = await run_in_threadpool(_total_pixels, resolved, settings)
     if pixels > settings.process_inline_max_pixels:
@@ -185,13 +169,26 @@ async def process(request: Request):
         return _operation_error(exc)
 
 
-def _resolve_input(value: str, settings) -> str:
+def _resolve_items(items: list[Any], settings: Settings) -> list[dict[str, str]]:
+    """`images` checked and each input resolved to a file: a request may name up to 1000 images, so all of
+    them share one thread hop and one database session. ApiError/InputError (400) for the first bad item."""
+    resolved = []
+    with session_scope(settings) as session:
+        for number, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("input"), str) \
+                    or not isinstance(item.get("output"), str):
+                raise ApiError(400, f"images[{number}] must be {{\"input\": string, \"output\": string}}")
+            process_target(item["output"], settings)  # InputError (400) for absolute, '..' or escaping names
+            resolved.append({"input": _resolve_input(session, item["input"], settings), "output": item["output"]})
+    return resolved
+
+
+def _resolve_input(session: Session, value: str, settings: Settings) -> str:
     """An uploaded image's id -> its file; otherwise a path, which must lie inside an input root."""
     if _ID.match(value):
-        with session_scope(settings) as session:
-            image = session.get(Image, value)
-            if image is not None:
-                return image.path
+        image = session.get(Image, value)
+        if image is not None:
+            return image.path
     if not value.strip():
         raise InputError("an image input is empty")
     return str(allowed_input(value, settings))

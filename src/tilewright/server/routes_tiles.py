@@ -33,7 +33,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from tilewright.config import Settings
 from tilewright.server import iiif
-from tilewright.server.cache import SlideHandles, TileCache, TtlCache
+from tilewright.server.cache import SlideHandles, SourceKey, TileCache, TtlCache
 from tilewright.server.prebuilt import PrebuiltPyramids, Pyramid
 from tilewright.server.errors import ApiError
 
@@ -53,7 +53,6 @@ def _get_and_head(path: str, **kwargs):
     return register
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_MEDIA = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _ASSOCIATED = ("label", "macro", "thumbnail")
 MAX_SIDE = 16383  # the largest WebP; JPEG allows 65535
 MAX_THUMBNAIL = 4096
@@ -66,8 +65,13 @@ class Record:
     collection: str
     path: Path
     kind: str
-    tag: str  # size-mtime of the source: part of every cache key and ETag
-    handle_key: tuple
+    source_key: SourceKey  # the key of its open handle (SlideHandles.key_of)
+
+    @property
+    def tag(self) -> str:
+        """size-mtime of the source: part of every cache key and ETag, so a changed file is never served stale."""
+        _path, size, mtime_ns = self.source_key
+        return f"{size:x}-{mtime_ns:x}"
 
 
 class TileService:
@@ -101,11 +105,10 @@ class TileService:
                 raise ApiError(404, f"no image {image_id!r}")
             collection, path, kind = image.collection, Path(image.path), image.kind
         try:
-            stat = path.stat()
+            source_key = SlideHandles.key_of(path)
         except OSError:
             raise ApiError(404, f"the source file of image {image_id!r} is gone") from None
-        record = Record(image_id, collection, path, kind, f"{stat.st_size:x}-{stat.st_mtime_ns:x}",
-                        (str(path), stat.st_size, stat.st_mtime_ns))
+        record = Record(image_id, collection, path, kind, source_key)
         self.records.put(image_id, record)
         return record
 
@@ -230,7 +233,7 @@ def _render(svc: TileService, record: Record, make) -> bytes:
     """Run `make(handle) -> bytes` on an open slide; a failed read becomes a clean 4xx, not a 500."""
     from tilewright.errors import TilewrightError
 
-    with svc.handles.open(record.path, record.handle_key) as handle:
+    with svc.handles.open(record.path, record.source_key) as handle:
         failure: BaseException | None = None
         try:
             data = make(handle)
@@ -261,11 +264,13 @@ def _cached(svc: TileService, request: Request, record: Record, what: str, media
     return Response(data, media_type=media, headers=headers)
 
 
-def _format(fmt: str) -> str:
+def parse_format(fmt: str) -> str:
+    """The format named in a URL as a key of `iiif.FORMATS` (the formats of every tile route), jpeg being jpg."""
     fmt = fmt.lower()
-    if fmt not in _MEDIA:
-        raise ApiError(400, f"unsupported image format {fmt!r}; choose jpg, png or webp")
-    return "jpg" if fmt == "jpeg" else fmt
+    fmt = "jpg" if fmt == "jpeg" else fmt
+    if fmt not in iiif.FORMATS:
+        raise ApiError(400, f"unsupported image format {fmt!r}; choose {', '.join(iiif.FORMATS)}")
+    return fmt
 
 
 # -- the tile grid of a slide ------------------------------------------------------------------
@@ -350,7 +355,7 @@ def _dzi(svc: TileService, request: Request, image_id: str) -> Response:
 
 def _dz_tile(svc: TileService, request: Request, image_id: str, level: int, col: int, row: int,
              fmt: str) -> Response:
-    fmt_out = _format(fmt)
+    fmt_out = parse_format(fmt)
     record = svc.record(image_id)
     settings = svc.settings
     published = svc.published_dzi(record)
@@ -363,7 +368,7 @@ def _dz_tile(svc: TileService, request: Request, image_id: str, level: int, col:
                 return Response(status_code=304, headers=headers)
             data = tile.read()  # None: gone or changed since the lookup: render it
             if data is not None:
-                return Response(data, media_type=_MEDIA[fmt_out], headers=headers)
+                return Response(data, media_type=iiif.FORMATS[fmt_out], headers=headers)
         # a tile the pyramid lacks is rendered to fit the .dzi being served
         ts, overlap = _dz_geometry(settings, published.tile_size, published.overlap)
     else:
@@ -387,7 +392,7 @@ def _dz_tile(svc: TileService, request: Request, image_id: str, level: int, col:
         return stored or encode(render_region(handle, rx, ry, rw, rh, x1 - x0, y1 - y0), fmt_out, settings.quality)
 
     what = dz_what((ts, overlap), level, col, row, fmt_out, settings.quality)
-    response = _cached(svc, request, record, what, _MEDIA[fmt_out], make)
+    response = _cached(svc, request, record, what, iiif.FORMATS[fmt_out], make)
     response.headers["X-Tile-Source"] = "dynamic"
     return response
 
@@ -497,14 +502,14 @@ async def iiif_image(image_id: str, region: str, size: str, rotation: str, quali
 async def thumbnail(image_id: str, request: Request, size: int = Query(256, ge=1, le=MAX_THUMBNAIL),
                     format: str = Query("jpg", description="jpg, png or webp")) -> Response:
     svc = service(request)
-    fmt = _format(format)
+    fmt = parse_format(format)
     quality = svc.settings.quality
     if size * size > svc.settings.max_region_pixels:
         raise ApiError(400, f"size {size} is over the limit (max_region_pixels {svc.settings.max_region_pixels:,})")
 
     def work() -> Response:
         record = svc.record(image_id)
-        return _cached(svc, request, record, f"thumb:{size}:{fmt}:q{quality}", _MEDIA[fmt],
+        return _cached(svc, request, record, f"thumb:{size}:{fmt}:q{quality}", iiif.FORMATS[fmt],
                        lambda handle: encode(_thumbnail(handle, size), fmt, quality))
 
     return await svc.run(work)
@@ -523,7 +528,7 @@ async def associated(image_id: str, name: str, request: Request,
     if name not in _ASSOCIATED:
         raise ApiError(404, f"no associated image {name!r}; ask for one of {', '.join(_ASSOCIATED)}")
     svc = service(request)
-    fmt = _format(format)
+    fmt = parse_format(format)
     quality = svc.settings.quality
 
     def make(handle) -> bytes:
@@ -534,7 +539,7 @@ async def associated(image_id: str, name: str, request: Request,
 
     def work() -> Response:
         record = svc.record(image_id)
-        return _cached(svc, request, record, f"assoc:{name}:{fmt}:q{quality}", _MEDIA[fmt], make)
+        return _cached(svc, request, record, f"assoc:{name}:{fmt}:q{quality}", iiif.FORMATS[fmt], make)
 
     return await svc.run(work)
 
@@ -547,7 +552,7 @@ async def region(image_id: str, request: Request,
                  w: int = Query(..., ge=1, le=MAX_SIDE), h: int = Query(..., ge=1, le=MAX_SIDE),
                  level: int = Query(0, ge=0, le=64), format: str = Query("jpg")) -> Response:
     svc = service(request)
-    fmt = _format(format)
+    fmt = parse_format(format)
     quality = svc.settings.quality
     if w * h > svc.settings.max_region_pixels:
         raise ApiError(400, f"region {w}x{h} = {w * h:,} pixels is over the limit of "
@@ -562,7 +567,8 @@ async def region(image_id: str, request: Request,
 
     def work() -> Response:
         record = svc.record(image_id)
-        return _cached(svc, request, record, f"region:{x}:{y}:{w}:{h}:{level}:{fmt}:q{quality}", _MEDIA[fmt], make)
+        return _cached(svc, request, record, f"region:{x}:{y}:{w}:{h}:{level}:{fmt}:q{quality}", iiif.FORMATS[fmt],
+                       make)
 
     return await svc.run(work)
 

@@ -68,30 +68,45 @@ class _Sink:
         self.path.unlink(missing_ok=True)
 
 
-async def receive(request: Request, folder: Path, limit: int) -> Received:
-    """Stream the request body to a hidden file in `folder`; ApiError (400/411/413/415) on a bad upload."""
+def check_length(request: Request, limit: int, slack: int = 0) -> None:
+    """413 before reading a byte when the declared Content-Length is over `limit` (+ `slack` for framing)."""
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit + 2**20:
-        raise ApiError(413, f"upload of {length} bytes is larger than the limit of {limit} bytes "
+    if length and length.isdigit() and int(length) > limit + slack:
+        raise ApiError(413, f"body of {length} bytes is larger than the limit of {limit} bytes "
                             "(TILEWRIGHT_MAX_UPLOAD_BYTES)")
-    content_type, options = parse_options_header(request.headers.get("content-type", ""))
-    if content_type == b"multipart/form-data":
-        return await _multipart(request, folder, limit, options.get(b"boundary"))
-    filename = safe_filename(request.query_params.get("filename") or request.headers.get("x-filename")
-                             or _disposition_name(request.headers.get("content-disposition")))
-    check_type(filename)
+
+
+async def stream_body(request: Request, folder: Path, limit: int, *, empty: str, filename: str = "") -> Received:
+    """The raw request body, streamed to a hidden file in `folder` and hashed on the way.
+
+    ApiError 413 past `limit` bytes, 400 with the message `empty` when there is no body; on any error
+    the file is removed, otherwise it is the caller's to keep or `discard`.
+    """
+    check_length(request, limit)
     sink = _Sink(folder, limit)
     try:
         async for chunk in request.stream():
             sink.write(chunk)
         sink.close()
+        if sink.size == 0:
+            raise ApiError(400, empty)
     except BaseException:
         sink.discard()
         raise
-    if sink.size == 0:
-        sink.discard()
-        raise ApiError(400, "empty upload: send the file as the request body or as multipart field 'file'")
     return Received(sink.path, filename, sink.size, sink.digest.hexdigest(), {})
+
+
+async def receive(request: Request, folder: Path, limit: int) -> Received:
+    """Stream the request body to a hidden file in `folder`; ApiError (400/411/413/415) on a bad upload."""
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if content_type == b"multipart/form-data":
+        check_length(request, limit, slack=2**20)  # the part headers and boundaries around the file
+        return await _multipart(request, folder, limit, options.get(b"boundary"))
+    filename = safe_filename(request.query_params.get("filename") or request.headers.get("x-filename")
+                             or _disposition_name(request.headers.get("content-disposition")))
+    check_type(filename)
+    return await stream_body(request, folder, limit, filename=filename,
+                             empty="empty upload: send the file as the request body or as multipart field 'file'")
 
 
 def _disposition_name(header: str | None) -> str | None:
