@@ -65,7 +65,8 @@ class Blobs:
 
 @pytest.fixture(scope="module", params=["azurite", "moto"])
 def served(request, tmp_path_factory):
-    """An app whose uploads are also published to an object store: az://C/pyramids or s3://C/pyramids."""
+    """An app whose uploads are also published to an object store: az://C/pyramids or s3://C/pyramids
+    (folders for import jobs go in its last input root, DATA_DIR/imports)."""
     server = request.getfixturevalue("azurite" if request.param == "azurite" else "moto_s3")
     container = f"tw{uuid.uuid4().hex[:12]}"
     scheme = "az" if request.param == "azurite" else "s3"
@@ -73,10 +74,12 @@ def served(request, tmp_path_factory):
         credentials = {"azure_connection_string": server.connection_string}
     else:
         credentials = {k[11:].lower(): v for k, v in server.env().items()}
-    settings = Settings(data_dir=tmp_path_factory.mktemp(f"prebuilt-{request.param}"), input_roots=[str(TESTDATA)],
+    data_dir = tmp_path_factory.mktemp(f"prebuilt-{request.param}")
+    settings = Settings(data_dir=data_dir, input_roots=[str(TESTDATA), str(data_dir / "imports")],
                         output_store=f"{scheme}://{container}/pyramids", concurrency=2,
                         job_retry_backoff_seconds=0.1, **credentials)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        client.get("/tiles/cache")  # the tile service exists from the start: a test may reach app.state.tiles first
         yield client, settings, Blobs(request.param, server, container), f"{scheme}://{container}"
 
 
@@ -115,7 +118,8 @@ def test_an_upload_is_published_to_the_store_and_served_from_it(served):
     prefix = f"pyramids/demo/{image_id}/"
     stored = job["outputs"]["store"]
     assert stored["output"] == f"{store_url}/pyramids/demo/{image_id}"
-    assert stored["dzi"] == f"{store_url}/{prefix}slide.dzi" and stored["manifest"] == f"{store_url}/{prefix}manifest.json"
+    assert stored["dzi"] == f"{store_url}/{prefix}slide.dzi"
+    assert stored["manifest"] == f"{store_url}/{prefix}manifest.json"
     manifest = json.loads(blobs.get(prefix + "manifest.json"))
     listed = {f["path"]: f for f in manifest["files"]}
     assert blobs.names(prefix) == set(listed) | {"manifest.json"} and stored["files"] == len(listed)
@@ -154,7 +158,8 @@ def test_etag_and_304_of_store_tiles(served, monkeypatch):
     drop_local_copy(settings, "etags", image_id)
     url = f"/images/{image_id}_files/12/3_4.jpeg"
     first = client.get(url)
-    assert first.headers["x-tile-source"] == "prebuilt" and first.headers["cache-control"] == settings.tile_cache_control
+    assert first.headers["x-tile-source"] == "prebuilt"
+    assert first.headers["cache-control"] == settings.tile_cache_control
     etag = first.headers["etag"]
     store = client.app.state.tiles.prebuilt.store_location()[0]
     reads: list[str] = []
@@ -278,3 +283,34 @@ def test_a_recipe_upload_is_published_to_the_store_too(served):
     client.app.state.tiles.prebuilt.forget(image_id)
     tile = client.get(f"/images/{image_id}_files/12/1_1.jpeg")
     assert tile.headers["x-tile-source"] == "prebuilt" and tile.content == blobs.get(prefix + "slide_files/12/1_1.jpeg")
+
+
+def test_an_import_job_publishes_its_whole_folder_to_the_store(served):
+    """An import job (every image of a folder) lands in the store under COLLECTION/JOB_ID/, manifest last,
+    beside its local copy; the manifest's source is the folder."""
+    client, settings, blobs, store_url = served
+    folder = Path(settings.input_roots[-1]) / "batch"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(TESTDATA / "jpeg-png" / "boxes.png", folder / "boxes.png")
+    shutil.copy(TESTDATA / SLIDE, folder / "sub" / "slide.svs")
+    shutil.copy(TESTDATA / "broken" / "truncated.png", folder / "broken.png")
+    response = client.post("/jobs", json={"kind": "import", "params": {"input": str(folder), "collection": "batch"}})
+    assert response.status_code == 201, response.text
+    job = finished(client, response.json()["id"], timeout=180)
+    assert job["state"] == "succeeded", job["error"]
+    prefix = f"pyramids/batch/{job['id']}/"
+    stored = job["outputs"]["store"]
+    assert stored["output"] == f"{store_url}/pyramids/batch/{job['id']}"
+    assert stored["manifest"] == f"{store_url}/{prefix}manifest.json"
+    local = Path(job["outputs"]["output"])
+    files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
+    assert {"boxes.dzi", "sub/slide.dzi", "sub/slide_files/12/4_5.jpeg"} <= files
+    manifest = json.loads(blobs.get(prefix + "manifest.json"))
+    assert {f["path"] for f in manifest["files"]} == files and blobs.names(prefix) == files | {"manifest.json"}
+    assert stored["files"] == len(files) and stored["bytes"] == sum(f["size"] for f in manifest["files"])
+    assert manifest["kind"] == "dzi" and manifest["collection"] == "batch" and manifest["job_id"] == job["id"]
+    assert manifest["converted"] == ["boxes.dzi", "sub/slide.dzi"] and manifest["failed"] == 1
+    inputs = [p for p in folder.rglob("*") if p.is_file()]
+    assert manifest["source"] == {"name": "batch", "size": sum(p.stat().st_size for p in inputs), "files": 3}
+    for name in ("boxes.dzi", "sub/slide.dzi", "sub/slide_files/12/4_5.jpeg"):
+        assert blobs.get(prefix + name) == (local / name).read_bytes(), name

@@ -44,6 +44,7 @@ def served(tmp_path_factory, testdata, big_pyramid):
     settings = Settings(data_dir=tmp_path_factory.mktemp("tiles"), cache_bytes=64 * 2**20)
     app = create_app(settings)
     with TestClient(app) as client:
+        client.get("/tiles/cache")  # the tile service exists from the start: a test may reach app.state.tiles first
         for image_id, relative in SLIDES.items():
             add_image(settings, image_id, testdata(relative))
         add_image(settings, "tiff", big_pyramid)

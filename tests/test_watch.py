@@ -12,7 +12,9 @@ from azure_services import azurite  # noqa: F401 - fixture
 from services import TILEWRIGHT, clean_env
 from tilewright.config import Settings
 from tilewright.db import init_db
-from tilewright.events.watch import cursor_path, watch
+from tilewright.events import tasks as blob_tasks
+from tilewright.events import watch as watcher
+from tilewright.events.watch import cursor_path, poll, watch
 from tilewright.jobs import store as jobs
 from tilewright.jobs.runner import execute
 
@@ -46,6 +48,33 @@ def test_watch_local_folder_cli_cursor_and_changed_file(tmp_path, testdata):
     assert job["outputs"]["manifest"] == f"file://{manifest}" and manifest.exists()
     fourth, _ = run_once()  # our own output folder is never a source
     assert fourth.get("submitted", 0) == 0
+
+
+def test_a_poll_opens_its_store_once_and_filters_each_blob_once(tmp_path, monkeypatch):
+    root = tmp_path / "storage"
+    (root / "inbox").mkdir(parents=True)
+    for name in ("a.svs", "b.svs", "notes.txt"):
+        (root / "inbox" / name).write_bytes(b"not read at submission")
+    settings = Settings(data_dir=tmp_path / "data", storage_root=root)
+    init_db(settings)
+    calls = {"open_url": 0, "accept": 0, "accept at submission": 0}
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(watcher, "open_url", counted("open_url", watcher.open_url))
+    monkeypatch.setattr(watcher, "accept", counted("accept", watcher.accept))
+    monkeypatch.setattr(blob_tasks, "accept", counted("accept at submission", blob_tasks.accept))
+    seen: dict[str, str] = {}
+    counts = poll(str(root / "inbox"), settings, None, seen)
+    assert counts == {"listed": 3, "submitted": 2, "duplicate": 0, "ignored": 1, "failed": 0}
+    assert calls == {"open_url": 1, "accept": 3, "accept at submission": 0}
+    assert set(seen) == {"inbox/a.svs", "inbox/b.svs", "inbox/notes.txt"}
+    sources = {j["params"]["source"] for j in jobs.list_jobs(settings, kind="convert_blob")}
+    assert sources == {(root / "inbox" / name).as_uri() for name in ("a.svs", "b.svs")}
 
 
 def test_watch_azurite_container_with_a_thread_and_cursor(tmp_path, azurite, testdata):  # noqa: F811

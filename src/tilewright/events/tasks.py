@@ -17,7 +17,7 @@ from tilewright.config import Settings
 from tilewright.errors import InputError
 from tilewright.events.filters import accept, job_key, output_prefix
 from tilewright.storage import BlobNotFoundError, StorageError, open_url
-from tilewright.storage.base import MANIFEST, join_key
+from tilewright.storage.base import MANIFEST, Storage, join_key
 from tilewright.storage.local import LocalStorage
 
 if TYPE_CHECKING:
@@ -29,18 +29,28 @@ KIND = "convert_blob"
 
 def submit_blob(settings: Settings, executor: Any, url: str, *, etag: str = "", version: str = "",
                 origin: str = "") -> dict[str, Any]:
-    """Check a blob against the filters and submit its job (or find the existing one).
+    """Check the blob at `url` against the filters and submit its job (or find the existing one).
 
     -> {"status": "submitted" | "duplicate" | "ignored", ...}. Raises InputError (4xx) for a URL outside
     the configured stores, BlobNotFoundError when the event carries no etag and the blob is gone.
     """
-    from tilewright.jobs.service import submit_job
-
     store, key = open_url(url, settings)
-    canonical = store.url(key)
     ok, reason = accept(key, settings, local=isinstance(store, LocalStorage))
     if not ok:
-        return {"status": "ignored", "url": canonical, "reason": reason}
+        return {"status": "ignored", "url": store.url(key), "reason": reason}
+    return submit_accepted(settings, executor, store, key, etag=etag, version=version, origin=origin)
+
+
+def submit_accepted(settings: Settings, executor: Any, store: Storage, key: str, *, etag: str = "",
+                    version: str = "", origin: str = "") -> dict[str, Any]:
+    """Submit the job of a blob that already passed `filters.accept`, in a store the caller has open
+    (a watcher lists, filters and submits a whole listing with one store).
+
+    -> {"status": "submitted" | "duplicate", ...}; without an etag or version the blob must exist (`info`).
+    """
+    from tilewright.jobs.service import submit_job
+
+    canonical = store.url(key)
     if not etag and not version:
         info = store.info(key)  # the blob must exist to be versioned
         etag, version = info.etag, info.version

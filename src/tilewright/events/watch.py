@@ -20,7 +20,7 @@ from typing import Any
 from tilewright.config import Settings
 from tilewright.errors import TilewrightError
 from tilewright.events.filters import accept
-from tilewright.events.tasks import submit_blob
+from tilewright.events.tasks import submit_accepted
 from tilewright.storage import StorageError, open_url
 from tilewright.storage.local import LocalStorage
 
@@ -48,7 +48,9 @@ def _save(path: Path, url: str, seen: dict[str, str]) -> None:
 
 def poll(url: str, settings: Settings, executor: Any, seen: dict[str, str],
          echo: Callable[[str], None] = lambda _line: None) -> dict[str, int]:
-    """One listing: submit a job for each blob whose etag is new; updates `seen` in place."""
+    """One listing: submit a job for each blob whose etag is new; updates `seen` in place.
+
+    One store serves the whole listing and each blob is filtered once, here (`submit_accepted` does not filter)."""
     store, prefix = open_url(url, settings)
     counts = {"listed": 0, "submitted": 0, "duplicate": 0, "ignored": 0, "failed": 0}
     local = isinstance(store, LocalStorage)
@@ -63,8 +65,8 @@ def poll(url: str, settings: Settings, executor: Any, seen: dict[str, str],
             seen[blob.key] = marker
             continue
         try:
-            outcome = submit_blob(settings, executor, store.url(blob.key), etag=blob.etag, version=blob.version,
-                                  origin="watch")
+            outcome = submit_accepted(settings, executor, store, blob.key, etag=blob.etag, version=blob.version,
+                                      origin="watch")
         except TilewrightError as exc:
             counts["failed"] += 1
             echo(f"{store.url(blob.key)}: {exc}")

@@ -51,13 +51,9 @@ def owner_is_dead(worker: str | None) -> bool | None:
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return None
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    from tilewright.outputs.base import pid_alive  # here, not at the top: `tilewright jobs` need not load pyvips
+
+    return not pid_alive(int(pid_text))
 
 
 def is_dead(job: Job, settings: Settings) -> bool:

@@ -25,6 +25,7 @@ from tilewright.config import Settings
 from tilewright.errors import InputError, TilewrightError
 from tilewright.pipeline import ProgressFn
 from tilewright.events import tasks as blob_tasks  # the convert_blob kind (issue 5)
+from tilewright.storage.base import file_sha256
 
 COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 KINDS = ("dzi", "tiff", "iiif")
@@ -74,13 +75,11 @@ def allowed_input(path: str | Path, settings: Settings) -> Path:
 
 
 def content_hash(path: Path) -> str:
-    """sha256 of a file's bytes; of a folder, of its files' names, sizes and times (hashing GBs per submit is too slow)."""
-    digest = hashlib.sha256()
+    """sha256 of a file's bytes (`file_sha256`); of a folder, of its files' names, sizes and times (hashing GBs
+    per submit is too slow)."""
     if path.is_file():
-        with open(path, "rb") as handle:
-            while chunk := handle.read(2**20):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return file_sha256(path)
+    digest = hashlib.sha256()
     for item in sorted(path.rglob("*")):
         if item.is_file():
             stat = item.stat()
@@ -151,8 +150,9 @@ def _options(params: dict[str, Any], settings: Settings, make_options):
 
 
 def output_store(settings: Settings):
-    """(store, base key) of `output_store` for convert jobs, or None: not set, or it names no container or
-    bucket (`az://`, `s3://`: for blob jobs that means the source blob's own store, which an upload lacks)."""
+    """(store, base key) of `output_store` for convert, recipe and import jobs, or None: not set, or it names no
+    container or bucket (`az://`, `s3://`: for blob jobs that means the source blob's own store, which an upload
+    lacks)."""
     if not settings.output_store:
         return None
     from tilewright.storage import open_url
@@ -170,6 +170,14 @@ def store_prefix(base: str, collection: str, image_id: str) -> str:
     return join_key(base, collection, image_id)
 
 
+def describe_input(path: Path) -> dict[str, Any]:
+    """A manifest's `source`: a file's name and size; a folder's (an import) name, total size and file count."""
+    if path.is_file():
+        return {"name": path.name, "size": path.stat().st_size}
+    sizes = [item.stat().st_size for item in path.rglob("*") if item.is_file()]
+    return {"name": path.name, "size": sum(sizes), "files": len(sizes)}
+
+
 def publish_to_store(ctx: TaskContext, location: tuple, folder: Path, params: dict[str, Any], target_id: str,
                      extra: dict[str, Any], start: float = 0.8) -> dict[str, Any]:
     """Publish `folder` at OUTPUT_STORE/COLLECTION/ID/ (manifest last), the bar going from `start` to 1;
@@ -177,10 +185,9 @@ def publish_to_store(ctx: TaskContext, location: tuple, folder: Path, params: di
     from tilewright.storage import MANIFEST, StorageError, join_key
 
     store, prefix = location[0], store_prefix(location[1], params["collection"], target_id)
-    source = Path(params["input"])
     try:
         manifest = store.publish_pyramid(
-            folder, prefix, source={"name": source.name, "size": source.stat().st_size},
+            folder, prefix, source=describe_input(Path(params["input"])),
             extra={"job_id": ctx.job_id, "image_id": target_id, "collection": params["collection"], **extra},
             progress=lambda done, total: ctx.progress(start + (1 - start) * done / max(total, 1),
                                                       f"uploading {done}/{total}"),
@@ -243,11 +250,15 @@ def prepare_import(params: dict[str, Any], settings: Settings) -> tuple[dict[str
 
 
 def run_import(ctx: TaskContext) -> dict[str, Any]:
-    """Convert every supported file of a folder, one after the other; one bad file does not fail the job."""
+    """Convert every supported file of a folder, one after the other; one bad file does not fail the job.
+    The whole output folder is published as `convert` publishes one image: to the object store when
+    `output_store` is set (OUTPUT_STORE/COLLECTION/JOB_ID/, manifest last), then at OUTPUT_ROOT/COLLECTION/JOB_ID/."""
     from tilewright.convert import convert, make_options
     from tilewright.importer import plan_import
 
     params, settings = ctx.params, ctx.settings
+    location = output_store(settings)  # a bad output_store fails before converting, not after
+    share = 1.0 if location is None else 0.8  # the rest of the bar is the upload
     options = make_options(params["kind"], settings)
     staged = ctx.work_dir / "out"
     staged.mkdir(parents=True)
@@ -257,7 +268,7 @@ def run_import(ctx: TaskContext) -> dict[str, Any]:
     failed: list[dict[str, str]] = []
     for index, (source, output) in enumerate(todo):
         def progress(fraction: float, stage: str, index: int = index, name: str = source.name) -> None:
-            ctx.progress((index + fraction) / max(1, len(todo)), f"{name}: {stage}")
+            ctx.progress(share * (index + fraction) / max(1, len(todo)), f"{name}: {stage}")
 
         try:
             result = convert(source, output, params["kind"], options=options, settings=settings,
@@ -266,9 +277,15 @@ def run_import(ctx: TaskContext) -> dict[str, Any]:
             failed.append({"source": str(source), "error": str(exc)})
             continue
         converted.append(str(final / Path(result.output).relative_to(staged)))
+    outputs: dict[str, Any] = {"output": str(final), "converted": converted, "failed": failed,
+                               "urls": ["/outputs/" + p for p in _relative_outputs(converted, settings)]}
+    if location is not None:
+        outputs["store"] = publish_to_store(
+            ctx, location, staged, params, ctx.job_id,
+            extra={"kind": params["kind"], "converted": [Path(p).relative_to(final).as_posix() for p in converted],
+                   "failed": len(failed)}, start=share)
     publish_dir(staged, final)
-    return {"output": str(final), "converted": converted, "failed": failed,
-            "urls": ["/outputs/" + p for p in _relative_outputs(converted, settings)]}
+    return outputs
 
 
 # -- process (an operation chain over several images; issue 4) -----------------------------------
@@ -440,7 +457,8 @@ TASKS: dict[str, Task] = {
     "ping": Task(run_ping, prepare_ping, "diagnostics: wait, report progress, optionally fail transiently"),
     "process": Task(run_process, prepare_process, "apply an operation chain to several images"),
     "recipe": Task(run_recipe_job, prepare_recipe, "run a recipe on an uploaded image"),
-    "convert_blob": Task(blob_tasks.run_convert_blob, blob_tasks.prepare_convert_blob, "convert one blob version to DZI in object storage"),
+    "convert_blob": Task(blob_tasks.run_convert_blob, blob_tasks.prepare_convert_blob,
+                         "convert one blob version to DZI in object storage"),
 }
 
 

@@ -123,11 +123,14 @@ def _remove_stale_staging(parent: Path, name: str) -> None:
             pid = int(entry.name[len(STAGING_PREFIX) + len(name) + 1:].split("-")[0])
         except ValueError:
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             _remove(entry)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host; a process we may not signal (PermissionError) still exists.
+
+    The one liveness test for both staging folders and job owners: they name their process by pid."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -365,7 +365,7 @@ class Storage:
                     from tilewright.errors import CancelledError
 
                     raise CancelledError("cancelled")
-                entry = {"path": rel[path], "size": path.stat().st_size, "sha256": _sha256(path)}
+                entry = manifest_entry(path, rel[path])
                 self.upload_file(path, join_key(prefix, rel[path]))
                 with lock:
                     entries[rel[path]] = entry
@@ -373,23 +373,30 @@ class Storage:
 
         self._parallel([put(p) for p in tiles] + [], progress=lambda d, t: progress(d, len(files)))
         self._parallel([put(p) for p in markers], progress=lambda d, t: progress(len(tiles) + d, len(files)))
-        manifest = {
+        manifest = self.build_manifest(prefix, [entries[rel[p]] for p in files], source, extra)
+        self.write_manifest(prefix, manifest)
+        self._remove_leftovers(prefix, {rel[p] for p in files})
+        return manifest
+
+    def build_manifest(self, prefix: str, entries: list[dict[str, Any]], source: dict[str, Any] | None,
+                       extra: dict[str, Any] | None) -> dict[str, Any]:
+        """The manifest of the pyramid at `prefix` whose files are `entries` (`manifest_entry`s, in path order);
+        every backend's publish writes this same document, so readers need to know only one."""
+        prefix = clean_key(prefix)
+        return {
             "format": MANIFEST_FORMAT,
             "prefix": prefix,
             "url": self.url(prefix),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source": source or {},
-            "files": [entries[rel[p]] for p in files],
-            "file_count": len(files),
-            "bytes": sum(e["size"] for e in entries.values()),
+            "files": entries,
+            "file_count": len(entries),
+            "bytes": sum(e["size"] for e in entries),
             **(extra or {}),
         }
-        self.write_manifest(prefix, manifest)
-        self._remove_leftovers(prefix, {rel[p] for p in files})
-        return manifest
 
     def write_manifest(self, prefix: str, manifest: dict[str, Any]) -> None:
-        self.write_bytes(join_key(prefix, MANIFEST), json.dumps(manifest, indent=1).encode())
+        self.write_bytes(join_key(prefix, MANIFEST), encode_manifest(manifest))
 
     def _remove_leftovers(self, prefix: str, keep: set[str]) -> None:
         """Objects under prefix that the manifest does not list (an older version, a crashed attempt)."""
@@ -427,12 +434,24 @@ class Storage:
         return problems
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read 1 MiB at a time (pyramid tiles and multi-GB slides alike)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(2**20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def manifest_entry(path: Path, name: str) -> dict[str, Any]:
+    """A manifest's line for the file at `path`, published as `name` under the prefix: size and sha256 let a
+    reader check what it fetched."""
+    return {"path": name, "size": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def encode_manifest(manifest: dict[str, Any]) -> bytes:
+    """A manifest's bytes: one encoding, whichever backend writes it."""
+    return json.dumps(manifest, indent=1).encode()
 
 
 def _one_line(exc: BaseException) -> str:

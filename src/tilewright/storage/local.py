@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +18,15 @@ from fsspec.implementations.local import LocalFileSystem
 
 from tilewright.config import Settings
 from tilewright.outputs.base import STAGING_PREFIX, make_staging
-from tilewright.storage.base import MANIFEST, MANIFEST_FORMAT, Storage, _sha256, clean_key
+from tilewright.storage.base import (
+    MANIFEST,
+    ProgressFn,
+    Storage,
+    _no_progress,
+    clean_key,
+    encode_manifest,
+    manifest_entry,
+)
 
 
 class LocalStorage(Storage):
@@ -69,29 +78,23 @@ class LocalStorage(Storage):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, target)
 
-    def publish_pyramid(self, local_dir: Path, prefix: str, *, source=None, extra=None, progress=None,
-                        cancelled=None) -> dict[str, Any]:
-        from datetime import datetime, timezone
-
+    def publish_pyramid(self, local_dir: Path, prefix: str, *, source: dict[str, Any] | None = None,
+                        extra: dict[str, Any] | None = None, progress: ProgressFn = _no_progress,
+                        cancelled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+        """Copy the folder and its manifest into a staging folder beside the output, then rename it into place."""
         final = Path(self.full(prefix))
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = make_staging(final.parent, final.name)  # also removes what a killed run left
         try:
             shutil.copytree(local_dir, staging, dirs_exist_ok=True)
-            if cancelled is not None and cancelled():
+            if cancelled():
                 from tilewright.errors import CancelledError
 
                 raise CancelledError("cancelled")
             files = sorted(p for p in staging.rglob("*") if p.is_file())
-            entries = [{"path": p.relative_to(staging).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)}
-                       for p in files]
-            manifest = {"format": MANIFEST_FORMAT, "prefix": clean_key(prefix), "url": self.url(prefix),
-                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "source": source or {},
-                        "files": entries, "file_count": len(entries), "bytes": sum(e["size"] for e in entries),
-                        **(extra or {})}
-            import json
-
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            entries = [manifest_entry(p, p.relative_to(staging).as_posix()) for p in files]
+            manifest = self.build_manifest(prefix, entries, source, extra)
+            (staging / MANIFEST).write_bytes(encode_manifest(manifest))
             old = None
             if final.exists():
                 old = final.parent / f"{STAGING_PREFIX}old-{final.name}-{uuid.uuid4().hex[:8]}"
@@ -99,8 +102,7 @@ class LocalStorage(Storage):
             os.replace(staging, final)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
-            if progress:
-                progress(len(entries), len(entries))
+            progress(len(entries), len(entries))
             return manifest
         finally:
             shutil.rmtree(staging, ignore_errors=True)
