@@ -7,7 +7,7 @@ import pytest
 
 from tilewright.config import Settings
 from tilewright.convert import convert, make_options
-from tilewright.errors import CancelledError, InputError, OutputExistsError
+from tilewright.errors import CancelledError, InputError, OutputExistsError, OutputWriteError
 from tilewright.outputs.base import STAGING_PREFIX
 
 
@@ -76,6 +76,21 @@ def test_a_failed_tile_read_fails_the_conversion(testdata, tmp_path, monkeypatch
     with pytest.raises(InputError, match="Corrupt JPEG data in tile"):
         convert(testdata("ndpi/test3-DAPI-2-(387).ndpi"), tmp_path / "s", "dzi")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_an_output_error_not_the_inputs(testdata, tmp_path, monkeypatch):
+    import pyvips
+
+    from tilewright.outputs import WRITERS
+
+    def full_disk(self, image, staging):
+        raise pyvips.Error("unable to call dzsave", "vips__file_write: write failed: No space left on device")
+
+    monkeypatch.setattr(WRITERS["dzi"], "write", full_disk)
+    with pytest.raises(OutputWriteError, match="No space left on device") as caught:
+        convert(testdata("jpeg-png/boxes.png"), tmp_path / "img", "dzi")
+    assert (caught.value.exit_code, caught.value.http_status) == (1, 500)
+    assert not isinstance(caught.value, InputError) and leftovers(tmp_path) == []
 
 
 def test_tiff_tile_size_must_be_a_multiple_of_16():

@@ -64,6 +64,32 @@ def test_detection_is_by_content_not_extension(testdata, tmp_path):
         detect(text_named_png)
 
 
+@pytest.mark.parametrize(("relative", "reader"), [
+    ("ome-tiff/rand_uint16.ome.tiff", "ometiff"),  # the OME-TIFF checker's parse is the reader's
+    ("generic-tiff/small_HE_levels.tiff", "vips"),  # ... or the vips reader's, after the OME-TIFF checker said no
+])
+def test_a_tiff_is_parsed_by_tifffile_once_per_open(testdata, monkeypatch, relative, reader):
+    import tifffile
+
+    parsed = []
+    init = tifffile.TiffFile.__init__
+
+    def counting(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        parsed.append(self)
+
+    monkeypatch.setattr(tifffile.TiffFile, "__init__", counting)
+    path = testdata(relative)
+    with open_slide(path) as slide:
+        assert slide.name == reader and len(parsed) == 1
+        assert parsed[0].filehandle.closed == (reader == "vips")  # only the OME-TIFF reader keeps it open
+        levels = slide.levels
+    assert parsed[0].filehandle.closed
+    alone = type(slide)(path)  # a reader made without the registry parses the file itself
+    assert alone.levels == levels and len(parsed) == 2
+    alone.close()
+
+
 def test_empty_and_missing_files_are_input_errors(tmp_path):
     empty = tmp_path / "empty.svs"
     empty.touch()

@@ -356,6 +356,50 @@ def test_source_decoded_once_reads_the_same_pixels_and_metadata(testdata, tmp_pa
         assert jpeg.shrinks_on_load
 
 
+@pytest.mark.parametrize(("chain", "expected"), [
+    (["thumbnail=200x100", "blur=1"], (200, 100, False, ["blur"])),
+    (["auto_orient", "thumbnail=150"], (150, 150, True, [])),
+    (["auto_orient", "auto_orient", "thumbnail=150"], None),  # only one auto_orient may come first
+    (["resize=0.5", "thumbnail=150"], None),
+    (["auto_orient"], None),
+    ([], None),
+])
+def test_a_leading_thumbnail_is_found_in_one_place(chain, expected):
+    lead = ops.lead_thumbnail(parse_chain(chain))
+    found = None if lead is None else (lead.width, lead.height, lead.orient, [step.op for step in lead.rest])
+    assert found == expected
+
+
+def test_source_load_does_a_leading_thumbnail_on_load(tmp_path):
+    from tilewright.ops import Source
+
+    image = gradient(640, 480).copy()
+    image.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    image.jpegsave(str(tmp_path / "in.jpg"))
+    with Source(tmp_path / "in.jpg") as source:
+        thumb, rest = source.load(parse_chain(["auto_orient", "thumbnail=200", "flip"]))
+        assert (thumb.width, thumb.height) == source.thumbnail_size(200, 200, orient=True) == (150, 200)
+        assert [step.op for step in rest] == ["flip"]
+        chain = parse_chain(["resize=0.5"])
+        full, rest = source.load(chain)
+        assert (full.width, full.height) == (640, 480) and rest == chain
+
+
+def test_source_header_is_opened_once(testdata, monkeypatch):
+    from tilewright.ops import Source
+
+    opened = []
+    new_from_file = pyvips.Image.new_from_file
+    monkeypatch.setattr(pyvips.Image, "new_from_file", lambda *a, **k: opened.append(a) or new_from_file(*a, **k))
+    with Source(testdata("jpeg-png/boxes.png")) as source:
+        before = len(opened)  # the reader's own opening
+        assert source.header() is source.header()
+        assert source.oriented_size(True) == (source.width, source.height)
+        assert len(opened) == before + 1
+    with Source(testdata("svs/cmu-1-small-region.svs")) as slide:
+        assert slide.header() is None
+
+
 def test_jpeg_chroma_subsampling():
     """`auto` is libvips' rule (4:4:4 from quality 90 up); `420`/`444` force it; other formats refuse it."""
     image = gradient(320, 240)

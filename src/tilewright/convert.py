@@ -16,19 +16,11 @@ from typing import Any
 import pyvips
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import CancelledError, InputError, TilewrightError, vips_reason
+from tilewright.errors import CancelledError, InputError, OutputWriteError, TilewrightError, vips_reason
 from tilewright.formats import SlideReader, open_slide
 from tilewright.outputs import WRITERS, Plan, PyramidWriter, WriteOptions
 from tilewright.outputs.base import remove_staging
 from tilewright.pipeline import ProgressFn, Runner, Step, _never, _no_progress
-
-
-
-class OutputWriteError(TilewrightError):
-    """Writing the output failed (disk full, permissions): not the input's fault."""
-
-    exit_code = 1
-    http_status = 500
 
 
 @dataclass

@@ -43,6 +43,13 @@ class OutputExistsError(TilewrightError):
     http_status = 409
 
 
+class OutputWriteError(TilewrightError):
+    """Writing the output failed (disk full, permissions): not the input's fault."""
+
+    exit_code = 1
+    http_status = 500
+
+
 class CancelledError(TilewrightError):
     """The work was cancelled or ran past its time limit; nothing was published."""
 

@@ -42,8 +42,9 @@ import pyvips
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import CancelledError, InputError, OutputExistsError, TilewrightError, vips_reason
-from tilewright.ops import Source, Step, apply_chain, parse_chain
+from tilewright.errors import (CancelledError, InputError, OutputExistsError, OutputWriteError, TilewrightError,
+                               vips_reason)
+from tilewright.ops import LeadThumbnail, Source, Step, apply_chain, lead_thumbnail, parse_chain
 from tilewright.ops.base import OperationError, ParamError
 from tilewright.ops.encode import output_format, save
 from tilewright.outputs.base import STAGING_PREFIX, make_staging, remove_staging
@@ -313,28 +314,6 @@ class _Lane:
     random: bool = False  # reads the source out of order (rotate, flip, split, ...)
 
 
-def _lead_thumbnail(steps: list[Step]) -> tuple[int, bool]:
-    """(index of a leading thumbnail step or -1, whether an auto_orient comes before it)."""
-    orient = bool(steps) and steps[0].op == "auto_orient"
-    lead = 1 if orient else 0
-    if len(steps) > lead and steps[lead].op == "thumbnail":
-        return lead, orient
-    return -1, orient
-
-
-def _thumbnail_target(source: Source, output: Output) -> tuple[tuple[int, int], tuple[int, int], bool] | None:
-    """(size of the leading thumbnail, size of the upright source, orient), or None without one."""
-    from tilewright.ops.geometry import fit_size
-
-    index, orient = _lead_thumbnail(output.steps)
-    if index < 0:
-        return None
-    params = output.steps[index].params
-    width, height = params["width"], params.get("height") or params["width"]
-    full = source.oriented_size(orient)
-    return fit_size(*full, width, height), full, orient
-
-
 def _plan_lanes(source: Source, outputs: list[Output]) -> list[_Lane]:
     """Group the image outputs into lanes, the heaviest first.
 
@@ -348,17 +327,16 @@ def _plan_lanes(source: Source, outputs: list[Output]) -> list[_Lane]:
     shared: dict[bool, list[tuple[int, Output]]] = {}
     lanes: list[_Lane] = []
     for output in outputs:
-        found = _thumbnail_target(source, output)
-        index, _ = _lead_thumbnail(output.steps)
-        if found is not None:
-            target, full, orient = found
-            random = needs_random_access(output.steps[index + 1:])
-            if target[0] * target[1] <= CACHE_PIXELS and (target != full or random):
-                shared.setdefault(orient, []).append((target[0] * target[1], output))
-                continue
-            lanes.append(_Lane([output], _weight(output), random=random))
+        lead = lead_thumbnail(output.steps)
+        if lead is None:
+            lanes.append(_Lane([output], _weight(output), random=needs_random_access(output.steps)))
             continue
-        lanes.append(_Lane([output], _weight(output), random=needs_random_access(output.steps)))
+        target = source.thumbnail_size(lead.width, lead.height, orient=lead.orient)
+        random = needs_random_access(lead.rest)
+        if target[0] * target[1] <= CACHE_PIXELS and (target != source.oriented_size(lead.orient) or random):
+            shared.setdefault(lead.orient, []).append((target[0] * target[1], output))
+            continue
+        lanes.append(_Lane([output], _weight(output), random=random))
     for members in shared.values():
         members.sort(key=lambda member: -member[0])
         ordered = [output for _, output in members]
@@ -390,10 +368,8 @@ def _decoded_bytes(image: pyvips.Image) -> int:
 def _weight(output: Output) -> float:
     if output.kind == "dzi":
         return 10.0
-    lead = [s for s in output.steps if s.op != "auto_orient"][:1]
-    if lead and lead[0].op == "thumbnail":
-        return 1.0 if lead[0].params["width"] <= 4096 else 6.0
-    return 6.0
+    lead = lead_thumbnail(output.steps)
+    return 1.0 if lead is not None and lead.width <= 4096 else 6.0
 
 
 def _open(run: _Run) -> None:
@@ -548,10 +524,9 @@ def _make_images(run: _Run) -> None:
 
 def _make_image(run: _Run, output: Output, kept: dict[bool, pyvips.Image], keep: bool = True) -> None:
     assert run.source is not None and run.staging is not None
-    index, orient = _lead_thumbnail(output.steps)
-    if index >= 0:
-        image = _thumbnail(run, output.steps[index].params, orient, kept, keep)
-        rest = output.steps[index + 1:]
+    lead = lead_thumbnail(output.steps)
+    if lead is not None:
+        image, rest = _thumbnail(run, lead, kept, keep), lead.rest
     else:
         image, rest = run.source.load(output.steps)
     images = apply_chain(image, rest, run.settings)
@@ -567,29 +542,25 @@ def _make_image(run: _Run, output: Output, kept: dict[bool, pyvips.Image], keep:
         })
 
 
-def _thumbnail(run: _Run, params: dict[str, Any], orient: bool, kept: dict[bool, pyvips.Image],
-               keep: bool) -> pyvips.Image:
+def _thumbnail(run: _Run, lead: LeadThumbnail, kept: dict[bool, pyvips.Image], keep: bool) -> pyvips.Image:
     """The leading thumbnail of a chain: from a larger one already in memory, else from the source.
 
     With `keep`, the one read from the source is kept in memory (`kept`) for the next, smaller ones.
     """
-    from tilewright.ops.geometry import fit_size
-
     assert run.source is not None
-    width, height = params["width"], params.get("height") or params["width"]
-    target = fit_size(*run.source.oriented_size(orient), width, height)
-    cached = kept.get(orient)
+    target = run.source.thumbnail_size(lead.width, lead.height, orient=lead.orient)
+    cached = kept.get(lead.orient)
     if cached is not None and cached.width >= target[0] and cached.height >= target[1]:
         if (cached.width, cached.height) == target:
             return cached
         return cached.thumbnail_image(target[0], height=target[1], size="force")
-    image = run.source.thumbnail(width, height, orient=orient)
+    image = run.source.thumbnail(lead.width, lead.height, orient=lead.orient)
     if keep and target[0] * target[1] <= CACHE_PIXELS:
         try:
             image = image.copy_memory()
         except pyvips.Error as exc:
             raise _explain(run, Path(run.source_path.name), exc) from exc
-        kept[orient] = image
+        kept[lead.orient] = image
     return image
 
 
@@ -629,8 +600,6 @@ def _explain(run: _Run, stem: Path, exc: pyvips.Error, action: str | None = None
     _check_read(run)
     reason = vips_reason(exc, lines=sys.maxsize)
     if any(s in reason.lower() for s in ("no space left", "permission denied", "read-only", "disk quota")):
-        from tilewright.convert import OutputWriteError
-
         return OutputWriteError(f"cannot write output: {reason}", path=run.outdir)
     return InputError(f"cannot {action or 'make ' + stem.name}: {reason}", path=run.source_path)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyvips
 
@@ -20,6 +20,9 @@ from tilewright.config import Settings, get_settings
 from tilewright.errors import InputError, LimitExceededError, one_line
 from tilewright.formats.bridge import BridgedLevel, TileReader
 from tilewright.formats.jpegtiles import JpegTiles
+
+if TYPE_CHECKING:
+    from tilewright.formats.registry import Probe
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,18 @@ class SlideReader(ABC):
     @abstractmethod
     def check(cls, path: Path, head: bytes) -> bool:
         """Cheap test of the content (`head` holds the first 4 KiB): can this reader open `path`?"""
+
+    @classmethod
+    def accepts(cls, probe: Probe) -> bool:
+        """The registry's question: `check` on the probe's first bytes. A reader that parses the
+        file to decide overrides this, to parse it through the probe (shared with the winner)."""
+        return cls.check(probe.path, probe.head)
+
+    @classmethod
+    def from_probe(cls, probe: Probe, settings: Settings | None = None) -> SlideReader:
+        """The registry's way to open the reader it chose. A reader that can reuse what the checkers
+        parsed overrides this, to hand the probe to its constructor."""
+        return cls(probe.path, settings)
 
     # -- pixels -----------------------------------------------------------------
     @abstractmethod

@@ -17,14 +17,11 @@ import pyvips
 from tilewright.config import Settings
 from tilewright.errors import InputError
 from tilewright.formats.base import Level, SlideReader
+from tilewright.formats.registry import is_dicom, read_head
 
 log = logging.getLogger(__name__)
 
 _WSI_SOP_CLASS = b"1.2.840.10008.5.1.4.1.1.77.1.6"
-
-
-def _is_dicom(head: bytes) -> bool:
-    return len(head) >= 132 and head[128:132] == b"DICM"
 
 
 class DicomReader(SlideReader):
@@ -33,8 +30,8 @@ class DicomReader(SlideReader):
     @classmethod
     def check(cls, path: Path, head: bytes) -> bool:
         if path.is_dir():
-            return any(_is_dicom(_head(p)) for p in sorted(path.iterdir())[:20] if p.is_file())
-        return _is_dicom(head) and _WSI_SOP_CLASS in head
+            return any(_is_dicom_file(p) for p in sorted(path.iterdir())[:20] if p.is_file())
+        return is_dicom(head) and _WSI_SOP_CLASS in head
 
     def __init__(self, path: Path, settings: Settings | None = None) -> None:
         super().__init__(path, settings)
@@ -101,12 +98,12 @@ class DicomReader(SlideReader):
         self._wsi.close()
 
 
-def _head(path: Path) -> bytes:
+def _is_dicom_file(path: Path) -> bool:
+    """A file of a slide folder is DICOM; one that cannot be read is not (the others may be)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(4096)
+        return is_dicom(read_head(path))
     except OSError:
-        return b""
+        return False
 
 
 def _dicom_properties(wsi) -> dict[str, str]:

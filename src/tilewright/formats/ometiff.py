@@ -21,6 +21,7 @@ import tifffile
 from tilewright.config import Settings
 from tilewright.errors import InputError
 from tilewright.formats.base import Level, SlideReader, pyramid_downsamples
+from tilewright.formats.registry import Probe, is_tiff
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +35,38 @@ class OmeTiffReader(SlideReader):
 
     @classmethod
     def check(cls, path: Path, head: bytes) -> bool:
-        if head[:4] not in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+        with Probe(path, head) as probe:
+            return cls.accepts(probe)
+
+    @classmethod
+    def accepts(cls, probe: Probe) -> bool:
+        if not is_tiff(probe.head):
             return False
         try:
-            with tifffile.TiffFile(path) as tif:
-                return bool(tif.is_ome) or int(tif.pages[0].compression) in _VIPS_CANNOT_DECODE
+            tif = probe.tiff()
+            return bool(tif.is_ome) or int(tif.pages[0].compression) in _VIPS_CANNOT_DECODE
         except Exception:  # noqa: BLE001
             return False
 
-    def __init__(self, path: Path, settings: Settings | None = None) -> None:
+    @classmethod
+    def from_probe(cls, probe: Probe, settings: Settings | None = None) -> OmeTiffReader:
+        return cls(probe.path, settings, probe=probe)
+
+    def __init__(self, path: Path, settings: Settings | None = None, probe: Probe | None = None) -> None:
+        """`probe`: the detection's, whose tifffile handle this reader takes (else the file is opened here)."""
         super().__init__(path, settings)
-        try:
-            self._tif = tifffile.TiffFile(self.path)
-            series = self._tif.series[0]
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"not a readable OME-TIFF: {exc}", path=self.path) from exc
-        self.format = "ome-tiff" if self._tif.is_ome else "tiff"
+        with probe if probe is not None else Probe(self.path) as probe:
+            try:
+                tif = probe.tiff()
+                series = tif.series[0]
+            except Exception as exc:  # noqa: BLE001
+                raise InputError(f"not a readable OME-TIFF: {exc}", path=self.path) from exc
+            self._describe(tif, series)
+            self._tif = probe.take_tiff()
+
+    def _describe(self, tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> None:
+        """Levels, tiles, bands and metadata from the first series; the stores that read its pixels."""
+        self.format = "ome-tiff" if tif.is_ome else "tiff"
         self._axes = series.axes
         self._dtype = np.dtype(series.dtype)
         keyframes = [level.keyframe for level in series.levels]
@@ -66,7 +83,7 @@ class OmeTiffReader(SlideReader):
         self.bands = 3 if channels >= 3 else 1
         self.properties = {"ome.axes": self._axes, "ome.dtype": str(self._dtype),
                            "ome.shape": "x".join(map(str, series.shape))}
-        self.mpp = _ome_mpp(self._tif)
+        self.mpp = _ome_mpp(tif)
         import zarr  # imported here: only OME-TIFF needs it, and it is slow to import
 
         self._stores = [zarr.open(series.aszarr(level=i), mode="r") for i in range(len(series.levels))]

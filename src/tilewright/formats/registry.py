@@ -4,6 +4,9 @@ The order comes from `Settings.format_checkers` (most specific first). Third-par
 readers register a `SlideReader` subclass in the `tilewright.formats` entry-point
 group and are tried after the built-in ones, or wherever their name is put in the
 configured order. A new built-in format is one new file plus one line in `_BUILTIN`.
+
+One `Probe` is made per file: the checkers and the chosen reader's constructor share it,
+so the first bytes are read once and a TIFF is parsed by tifffile at most once.
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ import logging
 from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tilewright.config import Settings, get_settings
 from tilewright.errors import InputError, UnsupportedFormatError, one_line
 from tilewright.formats.base import SlideReader
+
+if TYPE_CHECKING:
+    import tifffile
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +34,71 @@ _BUILTIN = {
 }
 
 
+HEAD_BYTES = 4096  # what a checker gets of the file (`SlideReader.check`'s `head`)
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 _OPENSLIDE_INDEX_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide")  # index files OpenSlide knows by name
+
+
+def read_head(path: Path) -> bytes:
+    """The first `HEAD_BYTES` of a file, as the checkers get them; `OSError` if it cannot be read."""
+    with open(path, "rb") as handle:
+        return handle.read(HEAD_BYTES)
+
+
+def is_tiff(head: bytes) -> bool:
+    """TIFF or BigTIFF, either byte order."""
+    return head[:4] in _TIFF_MAGIC
+
+
+def is_dicom(head: bytes) -> bool:
+    """A DICOM file: "DICM" after the 128-byte preamble."""
+    return head[128:132] == b"DICM"
+
+
+class Probe:
+    """One file being detected: its first bytes, and its tifffile parse, made at most once.
+
+    A TIFF is looked inside by the OME-TIFF checker and then by the reader that wins (the
+    OME-TIFF or the vips reader): one parse serves both. A reader that keeps the handle
+    open takes it (`take_tiff`); closing the probe closes a handle nobody took.
+    """
+
+    def __init__(self, path: Path, head: bytes = b"") -> None:
+        self.path = path
+        self.head = head
+        self._tiff: tifffile.TiffFile | None = None
+        self._tiff_error: Exception | None = None
+
+    def tiff(self) -> tifffile.TiffFile:
+        """The file as tifffile parsed it, kept open; what tifffile raised, again, if it could not."""
+        if self._tiff_error is not None:
+            raise self._tiff_error
+        if self._tiff is None:
+            import tifffile  # here: a JPEG or PNG never needs it (with numpy, a seventh of a second to import)
+
+            try:
+                self._tiff = tifffile.TiffFile(self.path)
+            except Exception as exc:
+                self._tiff_error = exc
+                raise
+        return self._tiff
+
+    def take_tiff(self) -> tifffile.TiffFile:
+        """The tifffile handle, now the caller's to close: the probe forgets it."""
+        tif = self.tiff()
+        self._tiff = None
+        return tif
+
+    def close(self) -> None:
+        if self._tiff is not None:
+            self._tiff.close()
+            self._tiff = None
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _might_be(name: str, path: Path, head: bytes) -> bool:
@@ -37,11 +107,11 @@ def _might_be(name: str, path: Path, head: bytes) -> bool:
     Only a cheap first cut (the checker itself decides), so that a JPEG never loads OpenSlide or wsidicom.
     """
     if name == "dicom":
-        return path.is_dir() or head[128:132] == b"DICM"
+        return path.is_dir() or is_dicom(head)
     if name == "openslide":  # TIFF-based formats, DICOM, and index files
-        return head[:4] in _TIFF_MAGIC or head[128:132] == b"DICM" or path.suffix.lower() in _OPENSLIDE_INDEX_SUFFIXES
+        return is_tiff(head) or is_dicom(head) or path.suffix.lower() in _OPENSLIDE_INDEX_SUFFIXES
     if name == "ometiff":
-        return head[:4] in _TIFF_MAGIC
+        return is_tiff(head)
     return True
 
 
@@ -68,15 +138,8 @@ def _ordered_names(settings: Settings) -> list[tuple[str, str]]:
     return [(name, known[name]) for name in names]
 
 
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read(4096)
-
-
-def detect(path: str | Path, settings: Settings | None = None) -> type[SlideReader]:
-    """The first reader whose checker accepts the file's content."""
-    settings = settings or get_settings()
-    path = Path(path)
+def _probe(path: Path) -> Probe:
+    """A probe of `path` with its first bytes (none for a folder); `InputError` if missing, empty or unreadable."""
     if not path.exists():
         raise InputError("no such file", path=path)
     head = b""
@@ -84,31 +147,44 @@ def detect(path: str | Path, settings: Settings | None = None) -> type[SlideRead
         if path.stat().st_size == 0:
             raise InputError("file is empty", path=path)
         try:
-            head = _head(path)
+            head = read_head(path)
         except OSError as exc:
             raise InputError(f"cannot read: {exc.strerror}", path=path) from exc
+    return Probe(path, head)
+
+
+def _choose(probe: Probe, settings: Settings) -> type[SlideReader]:
+    """The first reader, in checking order, whose checker accepts the probed file."""
     for name, spec in _ordered_names(settings):
-        if name in _BUILTIN and not _might_be(name, path, head):
+        if name in _BUILTIN and not _might_be(name, probe.path, probe.head):
             continue
         reader = _load(spec)  # imported only when its turn comes: a JPEG never imports OpenSlide
         try:
-            if reader.check(path, head):
+            if reader.accepts(probe):
                 return reader
         except Exception as exc:  # noqa: BLE001 - a broken checker must not stop the others
-            log.debug("checker %s failed on %s: %s", name, path, exc)
-    raise UnsupportedFormatError("not an image or slide format tilewright reads", path=path)
+            log.debug("checker %s failed on %s: %s", name, probe.path, exc)
+    raise UnsupportedFormatError("not an image or slide format tilewright reads", path=probe.path)
+
+
+def detect(path: str | Path, settings: Settings | None = None) -> type[SlideReader]:
+    """The first reader whose checker accepts the file's content."""
+    settings = settings or get_settings()
+    with _probe(Path(path)) as probe:
+        return _choose(probe, settings)
 
 
 def open_slide(path: str | Path, settings: Settings | None = None, *, check_limits: bool = True) -> SlideReader:
     """Open `path` with the right reader; refuse it now if it is over the pixel limits."""
     settings = settings or get_settings()
-    reader_cls = detect(path, settings)
-    try:
-        reader = reader_cls(Path(path), settings)
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any library error on open is a bad input
-        raise InputError(f"cannot open as {reader_cls.name}: {one_line(exc)}", path=path) from exc
+    with _probe(Path(path)) as probe:
+        reader_cls = _choose(probe, settings)
+        try:
+            reader = reader_cls.from_probe(probe, settings)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any library error on open is a bad input
+            raise InputError(f"cannot open as {reader_cls.name}: {one_line(exc)}", path=path) from exc
     if check_limits:
         try:
             reader.check_limits()

@@ -17,6 +17,7 @@ from tilewright.config import Settings
 from tilewright.errors import InputError, UnsupportedFormatError, vips_reason
 from tilewright.formats.base import Level, SlideReader, pyramid_downsamples
 from tilewright.formats.jpegtiles import JpegTiles
+from tilewright.formats.registry import Probe
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,12 @@ class VipsReader(SlideReader):
         loader = (_loader_name(path) or "").replace("VipsForeignLoad", "")
         return bool(loader) and not loader.startswith(_REFUSED_LOADERS)
 
-    def __init__(self, path: Path, settings: Settings | None = None) -> None:
+    @classmethod
+    def from_probe(cls, probe: Probe, settings: Settings | None = None) -> VipsReader:
+        return cls(probe.path, settings, probe=probe)
+
+    def __init__(self, path: Path, settings: Settings | None = None, probe: Probe | None = None) -> None:
+        """`probe`: the detection's, whose tifffile parse a TIFF's pyramid is listed from (else it is parsed here)."""
         super().__init__(path, settings)
         loader = _loader_name(self.path) or ""
         # 'VipsForeignLoadJpegFile' -> 'jpeg'
@@ -58,17 +64,16 @@ class VipsReader(SlideReader):
         self.tiled = False
         self.tile_size = (min(256, header.width), min(256, header.height))
         if self.format == "tiff":
-            sizes = self._scan_tiff(sizes)
+            sizes = self._scan_tiff(sizes, probe if probe is not None else Probe(self.path))
         self.levels = [Level(w, h, d) for (w, h), d in zip(sizes, pyramid_downsamples(sizes[0], sizes))]
         self.properties = _vips_properties(header)
         self.mpp = _mpp_from_resolution(header)
 
-    def _scan_tiff(self, sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """Find the pyramid with tifffile: pages or SubIFDs of the first series."""
-        import tifffile  # here: a JPEG or PNG never needs it (with numpy, a seventh of a second to import)
-
+    def _scan_tiff(self, sizes: list[tuple[int, int]], probe: Probe) -> list[tuple[int, int]]:
+        """Find the pyramid with tifffile: pages or SubIFDs of the first series. Closes `probe`."""
         try:
-            with tifffile.TiffFile(self.path) as tif:
+            with probe:
+                tif = probe.tiff()
                 series = tif.series[0]
                 page = series.levels[0].keyframe
                 self.tiled = bool(page.is_tiled)

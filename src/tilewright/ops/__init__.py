@@ -223,10 +223,12 @@ def needs_random_access(steps: Iterable[Step]) -> bool:
     return any(step.op in _RANDOM_ACCESS for step in steps)
 
 
-from tilewright.ops.source import Source, normalise, process_file  # noqa: E402 - needs OPS above
+from tilewright.ops.source import (  # noqa: E402 - needs OPS above
+    LeadThumbnail, Source, lead_thumbnail, normalise, process_file,
+)
 
 __all__ = [
-    "ALIASES", "Encoded", "InputError", "OPS", "Op", "OperationError", "ParamError", "Source", "Step",
-    "apply_chain", "available_formats", "encode", "have_avif", "needs_random_access", "normalise",
-    "parse_chain", "parse_step", "process_file", "save",
+    "ALIASES", "Encoded", "InputError", "LeadThumbnail", "OPS", "Op", "OperationError", "ParamError", "Source",
+    "Step", "apply_chain", "available_formats", "encode", "have_avif", "lead_thumbnail", "needs_random_access",
+    "normalise", "parse_chain", "parse_step", "process_file", "save",
 ]

@@ -14,6 +14,8 @@ a recipe needs more full decodes than it runs at once (see `recipes.py`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,6 +50,30 @@ SHRINK_ON_LOAD = frozenset({"jpeg", "webp", "heif", "svg", "pdf", "pdfium"})
 UNDECODABLE = "libvips cannot decode it"  # what a libvips error without a useful line becomes
 
 
+@dataclass(frozen=True)
+class LeadThumbnail:
+    """A chain's leading `thumbnail` step, which `Source.thumbnail` does on load instead of after a full decode.
+
+    Only a thumbnail that is the chain's first step, or comes right after a first `auto_orient`, qualifies:
+    nothing before it needs the full-size pixels.
+    """
+
+    width: int
+    height: int
+    orient: bool  # an auto_orient comes first: the thumbnail is of the upright image
+    rest: list[Step]  # the steps after the thumbnail
+
+
+def lead_thumbnail(steps: Sequence[Step]) -> LeadThumbnail | None:
+    """The chain's leading thumbnail, or None when the chain has none."""
+    orient = bool(steps) and steps[0].op == "auto_orient"
+    index = 1 if orient else 0
+    if len(steps) <= index or steps[index].op != "thumbnail":
+        return None
+    params = steps[index].params
+    return LeadThumbnail(params["width"], params.get("height") or params["width"], orient, list(steps[index + 1:]))
+
+
 class Source:
     """One opened input: its reader (limits already checked) and how to load it for a chain."""
 
@@ -56,6 +82,7 @@ class Source:
         self.settings = settings or get_settings()
         self.reader: SlideReader = open_slide(self.path, self.settings)
         self._decoded: pyvips.Image | None = None  # the decode-once copy, see `decode_to`
+        self._header: pyvips.Image | None = None  # see `header`
 
     @property
     def shrinks_on_load(self) -> bool:
@@ -114,22 +141,24 @@ class Source:
         return self.reader.height
 
     def header(self) -> pyvips.Image | None:
-        """The plain file's libvips header (no pixels decoded), for mode and format; None for slides."""
+        """The plain file's libvips header (no pixels decoded), for mode and format; None for slides.
+
+        Opened on the first call and kept (a header holds no pixels): a recipe run asks for it for
+        each upright thumbnail's size, for its decode-once plan and for its metadata.
+        """
         if self.is_slide:
             return None
-        return pyvips.Image.new_from_file(str(self.path))
+        if self._header is None:
+            self._header = pyvips.Image.new_from_file(str(self.path))
+        return self._header
 
     def load(self, steps: list[Step]) -> tuple[pyvips.Image, list[Step]]:
         """The image to run `steps` on, and the steps still to run (a leading thumbnail is done on load)."""
         from tilewright.ops import needs_random_access
 
-        orient = bool(steps) and steps[0].op == "auto_orient"
-        lead = 1 if orient else 0
-        if len(steps) > lead and steps[lead].op == "thumbnail":
-            params = steps[lead].params
-            width, height = params["width"], params.get("height") or params["width"]
-            image = self.thumbnail(width, height, orient=orient)
-            return image, steps[lead + 1:]
+        lead = lead_thumbnail(steps)
+        if lead is not None:
+            return self.thumbnail(lead.width, lead.height, orient=lead.orient), lead.rest
         return self.full(sequential=not needs_random_access(steps)), steps
 
     def oriented_size(self, orient: bool) -> tuple[int, int]:
@@ -141,14 +170,18 @@ class Source:
                 width, height = height, width
         return width, height
 
+    def thumbnail_size(self, width: int, height: int, *, orient: bool = False) -> tuple[int, int]:
+        """The size `thumbnail(width, height, orient=orient)` makes: the (upright) source fitted, never enlarged."""
+        from tilewright.ops.geometry import fit_size
+
+        return fit_size(*self.oriented_size(orient), width, height)
+
     def thumbnail(self, width: int, height: int, *, orient: bool = False) -> pyvips.Image:
         """Fit inside width x height, never enlarged, reading as few pixels as the format allows.
 
-        The size is exactly `geometry.fit_size` of the source's size, however it is read.
+        The size is exactly `thumbnail_size`, however it is read.
         """
-        from tilewright.ops.geometry import fit_size
-
-        target_w, target_h = fit_size(*self.oriented_size(orient), width, height)
+        target_w, target_h = self.thumbnail_size(width, height, orient=orient)
         if self.is_slide:
             reader = self.reader
             if width == height:
@@ -186,6 +219,7 @@ class Source:
 
     def close(self) -> None:
         self._decoded = None
+        self._header = None
         self.reader.close()
 
     def __enter__(self) -> Source:
@@ -214,4 +248,5 @@ def process_file(path: str | Path, steps: list[Step], settings: Settings | None 
             raise InputError(f"cannot decode the image: {reason}", path=path) from exc
 
 
-__all__ = ["SHRINK_ON_LOAD", "Source", "normalise", "parse_colour", "process_file"]
+__all__ = ["SHRINK_ON_LOAD", "LeadThumbnail", "Source", "lead_thumbnail", "normalise", "parse_colour",
+           "process_file"]
