@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     output_store: str = Field("", description="Where blob jobs publish (`az://`, `s3://BUCKET/PREFIX`, a local "
                               "folder); empty: the source blob's own store (account or bucket). When it names a "
                               "container or bucket, uploads are also published there (`COLLECTION/IMAGE_ID/`) "
-                              "and served from it.")
+                              "and served from it, and import jobs (`COLLECTION/JOB_ID/`).")
     output_template: str = Field("{container}/web-slides-dzi-output/{stem}/", description="Output folder of a "
                                  "blob job inside the output store; fields `{container}` (or bucket), `{path}`, "
                                  "`{dir}`, `{name}`, `{stem}`, `{etag}`.")
