@@ -385,6 +385,7 @@ def test_cached_tiles_are_answered_before_routing_with_the_same_headers(served):
     metrics = client.get("/metrics").text
     assert 'route="/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality_format}",status="304"' in metrics
     assert 'route="/images/{image_id}_files/{level}/{col}_{row}.{fmt}",status="200"' in metrics
+    assert ":int}" not in metrics  # rendered and fast-path tiles are counted under one route name
 
 
 def test_cors(served):

@@ -38,7 +38,8 @@ class _Measure:
 
     (Starlette's `@app.middleware("http")` wraps every response in a stream of its own,
     which costs more than serving a cached tile.) The route is the template the router
-    matched, or the one the tile fast path answered for (`tilewright.route`).
+    matched, without `:int` convertors (the name the tile fast path gives, `tilewright.route`, for
+    the tiles it answers itself).
     """
 
     def __init__(self, app, latency: Histogram) -> None:
@@ -61,7 +62,7 @@ class _Measure:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", None) or scope.get("tilewright.route") or (
+            route = getattr(scope.get("route"), "path_format", None) or scope.get("tilewright.route") or (
                 "/outputs" if scope["path"].startswith("/outputs/") else "other")
             self.latency.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
 
