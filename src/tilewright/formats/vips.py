@@ -58,6 +58,7 @@ class VipsReader(SlideReader):
             header = pyvips.Image.new_from_file(str(self.path), fail_on="error")
         except pyvips.Error as exc:
             raise InputError(vips_reason(exc, fallback=_UNDECODABLE), path=self.path) from exc
+        self.header = header  # the file's libvips header (no pixels): `ops.Source.header` hands it out
         self.bands = header.bands
         self._pages: list[dict] = [{}]
         sizes = [(header.width, header.height)]

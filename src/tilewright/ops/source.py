@@ -82,7 +82,6 @@ class Source:
         self.settings = settings or get_settings()
         self.reader: SlideReader = open_slide(self.path, self.settings)
         self._decoded: pyvips.Image | None = None  # the decode-once copy, see `decode_to`
-        self._header: pyvips.Image | None = None  # see `header`
 
     @property
     def shrinks_on_load(self) -> bool:
@@ -143,14 +142,10 @@ class Source:
     def header(self) -> pyvips.Image | None:
         """The plain file's libvips header (no pixels decoded), for mode and format; None for slides.
 
-        Opened on the first call and kept (a header holds no pixels): a recipe run asks for it for
-        each upright thumbnail's size, for its decode-once plan and for its metadata.
+        The one the vips reader opened (a recipe run asks for it for each upright thumbnail's size,
+        for its decode-once plan and for its metadata).
         """
-        if self.is_slide:
-            return None
-        if self._header is None:
-            self._header = pyvips.Image.new_from_file(str(self.path))
-        return self._header
+        return None if self.is_slide else self.reader.header
 
     def load(self, steps: list[Step]) -> tuple[pyvips.Image, list[Step]]:
         """The image to run `steps` on, and the steps still to run (a leading thumbnail is done on load)."""
@@ -219,7 +214,6 @@ class Source:
 
     def close(self) -> None:
         self._decoded = None
-        self._header = None
         self.reader.close()
 
     def __enter__(self) -> Source:
