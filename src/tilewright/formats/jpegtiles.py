@@ -150,7 +150,7 @@ def _level_of(page) -> _Level | None:
         if tables and not (tables.startswith(b"\xff\xd8") and tables.endswith(b"\xff\xd9")):
             return None
         return _Level(page.imagewidth, page.imagelength, page.tilewidth, page.tilelength,
-                      tuple(int(v) for v in page.dataoffsets), tuple(int(v) for v in page.databytecounts),
+                      tuple(page.dataoffsets), tuple(page.databytecounts),  # tifffile's tuples: not copied
                       tables[:-2], int(page.photometric))
     except (AttributeError, TypeError, ValueError) as exc:
         log.debug("no stored JPEG tiles: %s", exc)
