@@ -692,9 +692,7 @@ def _size_of(path: Path) -> int:
 
 def _publish(run: _Run) -> None:
     """Move the staged outputs into OUTDIR, metadata last: a reader that sees metadata.json sees everything."""
-    assert run.staging is not None
-    for leftover in run.staging.glob(f"{DECODED_PREFIX}*"):  # never published (normally gone already)
-        leftover.unlink(missing_ok=True)
+    assert run.staging is not None  # the decode-once copy is gone: `_make_images` drops it before this step
     outdir = run.outdir
     if not outdir.exists():
         os.replace(run.staging, outdir)
