@@ -179,7 +179,7 @@ def describe_input(path: Path) -> dict[str, Any]:
 
 
 def publish_to_store(ctx: TaskContext, location: tuple, folder: Path, params: dict[str, Any], target_id: str,
-                     extra: dict[str, Any], start: float = 0.8) -> dict[str, Any]:
+                     extra: dict[str, Any], start: float) -> dict[str, Any]:
     """Publish `folder` at OUTPUT_STORE/COLLECTION/ID/ (manifest last), the bar going from `start` to 1;
     -> the job result's `store` entry. A storage failure is transient: the job is retried."""
     from tilewright.storage import MANIFEST, StorageError, join_key
@@ -224,7 +224,7 @@ def run_convert(ctx: TaskContext) -> dict[str, Any]:
         outputs["store"] = publish_to_store(
             ctx, location, staged, params, target_id,
             extra={"kind": params["kind"], "width": result.width, "height": result.height, "levels": result.levels,
-                   "tiles": result.tiles})
+                   "tiles": result.tiles}, start=share)
     publish_dir(staged, final)
     paths = [str(final / Path(p).relative_to(staged)) for p in result.paths]
     outputs.update(output=str(final / Path(result.output).relative_to(staged)), paths=paths,

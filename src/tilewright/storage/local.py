@@ -83,8 +83,7 @@ class LocalStorage(Storage):
                         cancelled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
         """Copy the folder and its manifest into a staging folder beside the output, then rename it into place."""
         final = Path(self.full(prefix))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = make_staging(final.parent, final.name)  # also removes what a killed run left
+        staging = make_staging(final.parent, final.name)  # makes the parent; removes what a killed run left
         try:
             shutil.copytree(local_dir, staging, dirs_exist_ok=True)
             if cancelled():
