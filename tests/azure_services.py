@@ -44,7 +44,6 @@ def ensure_azurite() -> Path:
     return AZURITE
 
 
-
 class Azurite:
     def __init__(self, folder: Path, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()

@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tilewright.jobs.models import FINISHED  # noqa: F401 - the final job states, for the tests
+
 REPO = Path(__file__).resolve().parent.parent
 TILEWRIGHT = str(Path(sys.executable).parent / "tilewright")
 
@@ -158,7 +160,7 @@ def redis_server(tmp_path_factory):
     finally:
         stop_process(proc)
 
-FINISHED = ("succeeded", "failed", "cancelled")
+
 
 
 def finished(client, job_id: str, timeout: float = 60) -> dict:

@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from services import clean_env, redis_server, slow_tiff, start_worker, wait_until  # noqa: F401 - fixtures
+from services import clean_env, finished, redis_server, slow_tiff, start_worker, wait_until  # noqa: F401 - fixtures
 from tilewright.config import Settings
 from tilewright.jobs import store
 from tilewright.jobs.executors import BrokerUnavailableError, CeleryExecutor, EmbeddedExecutor, make_executor
 from tilewright.server import create_app
 from conftest import TESTDATA
 
-FINISHED = ("succeeded", "failed", "cancelled")
 VISIBILITY = 6  # seconds before Redis hands a dead worker's job to another worker
 
 
@@ -46,8 +45,7 @@ def test_jobs_run_on_a_celery_worker(redis_server, tmp_path, testdata):
             ids.append(client.post("/jobs", json={"kind": "ping", "params": {"fail_attempts": 1}}).json()["id"])
             bad = client.post("/jobs", json={"kind": "convert",
                                              "params": {"input": str(testdata("broken/truncated.png"))}}).json()
-            jobs = [wait_until(lambda i=i: (j := client.get(f"/jobs/{i}").json())["state"] in FINISHED and j, 60,
-                               f"job {i}") for i in ids + [bad["id"]]]
+            jobs = [finished(client, i, 60) for i in ids + [bad["id"]]]
             assert [j["state"] for j in jobs] == ["succeeded"] * 5 + ["failed"], worker.output()
             assert jobs[4]["attempts"] == 2  # the transient failure was retried through the broker
             assert jobs[5]["attempts"] == 1 and "corrupt" in jobs[5]["error"]
@@ -73,8 +71,7 @@ def test_worker_killed_mid_job_another_finishes_it_exactly_once(redis_server, tm
         assert client.get(f"/jobs/{job['id']}").json()["state"] == "running"
         second = start_worker(env, tmp_path / "w2.log", "w2")
         try:
-            done = wait_until(lambda: (j := client.get(f"/jobs/{job['id']}").json())["state"] in FINISHED and j,
-                              90, "the second worker to finish the job")
+            done = finished(client, job["id"], 90)
             assert done["state"] == "succeeded", (done, second.output())
             assert done["attempts"] == 2
             assert Path(done["outputs"]["output"]).is_file()

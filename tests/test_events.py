@@ -13,11 +13,10 @@ import pyvips
 from fastapi.testclient import TestClient
 
 from azure_services import azurite, moto_s3  # noqa: F401 - fixtures
-from services import clean_env, free_port, make_slow_tiff, start_server, wait_until
+from services import FINISHED, clean_env, finished, free_port, make_slow_tiff, start_server, wait_until
 from tilewright.config import Settings
 from tilewright.server import create_app
 
-FINISHED = ("succeeded", "failed", "cancelled")
 SLIDE = "svs/cmu-1-small-region.svs"
 
 
@@ -52,11 +51,6 @@ def upload(azurite, container: str, name: str, source: Path) -> tuple[str, str]:
     return f"{azurite.endpoint}/{container}/{name}", props["etag"].strip('"')
 
 
-def finished(client, job_id: str, timeout: float = 120) -> dict:
-    return wait_until(lambda: (j := client.get(f"/jobs/{job_id}").json())["state"] in FINISHED and j, timeout,
-                      f"job {job_id}")
-
-
 def blob_names(azurite, container: str, prefix: str) -> dict[str, int]:  # noqa: F811
     client = azurite.service().get_container_client(container)
     return {b.name: b.size for b in client.list_blobs(name_starts_with=prefix)}
@@ -71,7 +65,7 @@ def test_eventgrid_blob_created_three_times_is_one_job_and_publishes_dzi_and_man
     assert statuses == ["submitted", "duplicate", "duplicate"]
     ids = {a.json()["results"][0]["job"] for a in answers}
     assert len(ids) == 1
-    job = finished(client, ids.pop())
+    job = finished(client, ids.pop(), 120)
     assert job["state"] == "succeeded", job["error"]
     out = "web-slides-dzi-output/cmu-1-small-region/"
     assert job["outputs"]["manifest"] == f"az://slides/{out}manifest.json"
@@ -96,7 +90,7 @@ def test_eventgrid_blob_created_three_times_is_one_job_and_publishes_dzi_and_man
     assert etag2 != etag
     newer = client.post("/events/eventgrid", json=[eventgrid_event(url2, etag2)]).json()["results"][0]
     assert newer["status"] == "submitted"
-    assert finished(client, newer["job"])["state"] == "succeeded"
+    assert finished(client, newer["job"], 120)["state"] == "succeeded"
     manifest2 = json.loads(service.download_blob(f"{out}manifest.json").readall())
     assert manifest2["source"]["etag"] == etag2
     assert set(blob_names(azurite, "slides", out)) == {f"{out}{f['path']}" for f in manifest2["files"]} | {
@@ -119,7 +113,7 @@ def test_eventgrid_validation_key_batches_and_ignored_types(client, azurite, tes
     response = client.post("/events/eventgrid", json=[eventgrid_event(url, etag), eventgrid_event(text_url, text_etag),
                                                       eventgrid_event(tile_url, tile_etag)])
     assert [r["status"] for r in response.json()["results"]] == ["submitted", "ignored", "ignored"]
-    assert finished(client, response.json()["results"][0]["job"])["state"] == "succeeded"
+    assert finished(client, response.json()["results"][0]["job"], 120)["state"] == "succeeded"
 
 
 def test_events_key_is_checked_when_configured(tmp_path, azurite):  # noqa: F811
@@ -150,14 +144,14 @@ def test_bad_events_get_4xx_never_500(client, azurite, testdata):  # noqa: F811
     # a missing blob: with its etag -> a job that fails with the reason; without -> 404 now
     missing = f"{azurite.endpoint}/slides/nowhere/gone.svs"
     result = client.post("/events/eventgrid", json=[eventgrid_event(missing, "0x8D0")]).json()["results"][0]
-    job = finished(client, result["job"])
+    job = finished(client, result["job"], 120)
     assert job["state"] == "failed" and "does not exist" in job["error"]
     event = eventgrid_event(missing, "")
     check(client.post("/events/eventgrid", json=[event]), 404, "does not exist")
     # a corrupt slide: the job fails once with a reason
     url, etag = upload(azurite, "slides", "broken/broken.svs", testdata("broken/broken.svs"))
     result = client.post("/events/eventgrid", json=[eventgrid_event(url, etag)]).json()["results"][0]
-    job = finished(client, result["job"])
+    job = finished(client, result["job"], 120)
     assert job["state"] == "failed" and job["attempts"] == 1 and job["error"]
     check(client.post("/events/cloudevents", json={"type": "x"}), 400, "CloudEvent")
     check(client.post("/events/cloudevents", content=b"]]"), 400, "JSON")
@@ -187,7 +181,7 @@ def test_cloudevents_structured_binary_and_handshake(client, azurite, testdata):
                                                                                 "type": "other.type"}]),
                         headers={"content-type": "application/cloudevents-batch+json"})
     assert [r["status"] for r in batch.json()["results"]] == ["ignored", "duplicate"]
-    assert finished(client, first.json()["results"][0]["job"])["state"] == "succeeded"
+    assert finished(client, first.json()["results"][0]["job"], 120)["state"] == "succeeded"
 
 
 def test_s3_notifications_to_moto(client, moto_s3, testdata):  # noqa: F811
@@ -201,7 +195,7 @@ def test_s3_notifications_to_moto(client, moto_s3, testdata):  # noqa: F811
     answers = [client.post("/events/s3", json={"EventName": "s3:ObjectCreated:Put", "Key": "scans/in/my slide.svs",
                                                "Records": [record]}) for _ in range(2)]
     assert [a.json()["results"][0]["status"] for a in answers] == ["submitted", "duplicate"]
-    job = finished(client, answers[0].json()["results"][0]["job"])
+    job = finished(client, answers[0].json()["results"][0]["job"], 120)
     assert job["state"] == "succeeded", job["error"]
     names = [o["Key"] for o in s3.list_objects_v2(Bucket="scans", Prefix="scans/")["Contents"]] \
         if "Contents" in s3.list_objects_v2(Bucket="scans", Prefix="scans/") else []

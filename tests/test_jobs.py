@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services import clean_env, free_port, slow_tiff, start_server, wait_until  # noqa: F401 - fixture
+from services import FINISHED, clean_env, free_port, slow_tiff, start_server, wait_until  # noqa: F401 - fixture
 from tilewright.config import Settings
 from tilewright.db import init_db
 from tilewright.errors import InputError
@@ -17,8 +17,6 @@ from tilewright.jobs import store
 from tilewright.jobs.executors import EmbeddedExecutor
 from tilewright.jobs.service import submit_job
 from conftest import TESTDATA
-
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @pytest.fixture(scope="module")

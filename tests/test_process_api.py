@@ -16,7 +16,6 @@ from tilewright.server import create_app
 from conftest import TESTDATA
 
 
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("process-api")
@@ -31,7 +30,6 @@ def client(data):
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         c.settings = settings
         yield c
-
 
 
 def decoded(content: bytes) -> pyvips.Image:

@@ -16,7 +16,6 @@ from tilewright.server import create_app
 from conftest import TESTDATA
 
 
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("server")
@@ -29,7 +28,6 @@ def client(data):
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         c.settings = settings
         yield c
-
 
 
 def test_health_docs_and_metrics(client):
