@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLE ?= ../shared/testdata/svs/cmu-1-small-region.svs
 
-.PHONY: setup lock run test bench docs clean redis-server azurite web-assets chromium
+.PHONY: setup lock run test check bench docs clean redis-server azurite web-assets chromium
 
 # constraints.txt pins the versions the suite was last green with; `make lock` refreshes it
 $(STAMP): pyproject.toml constraints.txt
@@ -55,6 +55,14 @@ azurite: $(AZURITE)
 
 test: setup redis-server azurite web-assets chromium
 	$(BIN)/python -m pytest
+
+# the gate CI runs before the tests: lint, format, types, import cycles (rules in pyproject.toml)
+LINTED := src tests benchmarks scripts
+check: setup
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
+	$(BIN)/python scripts/check_imports.py
 
 bench: setup
 	$(BIN)/python benchmarks/convert.py

@@ -58,6 +58,7 @@ RATIO_TARGET, DZG_TARGET, RSS_TARGET_MIB = 1.05, 3.0, 1024
 
 # -- inputs ------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Input:
     name: str
@@ -106,6 +107,7 @@ def choose_inputs(spec: str | None, quick: bool) -> list[Input]:
 
 # -- running one child -------------------------------------------------------------------------------------
 
+
 @dataclass
 class Run:
     status: str  # "ok" | "n/a" | "failed"
@@ -142,9 +144,21 @@ def tilewright_command() -> list[str]:
 
 def child_command(way: str, src: Path, out: Path, access: str) -> list[str]:
     if way == "tilewright":
-        return tilewright_command() + ["convert", str(src), "-o", str(out), "--to", "dzi",
-                                       "--tile-size", str(TILE_SIZE), "--overlap", str(OVERLAP),
-                                       "--quality", str(QUALITY), "--json"]
+        return tilewright_command() + [
+            "convert",
+            str(src),
+            "-o",
+            str(out),
+            "--to",
+            "dzi",
+            "--tile-size",
+            str(TILE_SIZE),
+            "--overlap",
+            str(OVERLAP),
+            "--quality",
+            str(QUALITY),
+            "--json",
+        ]
     extra = ["--access", access] if way == "pyvips" else []
     return [sys.executable, str(Path(__file__).resolve()), "--child", way, str(src), str(out)] + extra
 
@@ -211,8 +225,15 @@ def run_child(cmd: list[str], logdir: Path, timeout: float) -> ChildRun:
     other = 0.0
     if busy_before is not None and busy_after is not None and wall > 0:
         other = max(0.0, (busy_after - busy_before - cpu) / wall)
-    return ChildRun(proc.returncode, wall, cpu, usage.ru_maxrss / 1024,  # ru_maxrss: KiB on Linux
-                    other, out_path.read_text(errors="replace"), err_path.read_text(errors="replace"))
+    return ChildRun(
+        proc.returncode,
+        wall,
+        cpu,
+        usage.ru_maxrss / 1024,  # ru_maxrss: KiB on Linux
+        other,
+        out_path.read_text(errors="replace"),
+        err_path.read_text(errors="replace"),
+    )
 
 
 def _kill_group(pid: int) -> None:
@@ -224,8 +245,7 @@ def _kill_group(pid: int) -> None:
 
 def count_tiles(out: Path) -> int:
     folder = out.with_name(out.name + "_files")
-    return sum(1 for _root, _dirs, names in os.walk(folder) for n in names
-               if not n.endswith((".dzi", ".xml", ".json")))
+    return sum(1 for _root, _dirs, names in os.walk(folder) for n in names if not n.endswith((".dzi", ".xml", ".json")))
 
 
 def last_json(text: str) -> dict:
@@ -247,12 +267,22 @@ def measure(way: str, src: Path, work: Path, access: str, timeout: float) -> Run
         if child.code == EXIT_NA:
             return Run("n/a", reason=info.get("reason", "") or _tail(child.stderr))
         if child.code != 0:
-            reason = ("killed by the timeout" if child.code == -signal.SIGKILL
-                      else f"exit {child.code}: {_tail(child.stderr)}")
+            reason = (
+                "killed by the timeout"
+                if child.code == -signal.SIGKILL
+                else f"exit {child.code}: {_tail(child.stderr)}"
+            )
             return Run("failed", child.wall, child.cpu, child.rss_mib, other=child.other, reason=reason)
         conv = info.get("seconds")
-        return Run("ok", child.wall, child.cpu, child.rss_mib, count_tiles(out),
-                   float(conv) if conv is not None else None, child.other)
+        return Run(
+            "ok",
+            child.wall,
+            child.cpu,
+            child.rss_mib,
+            count_tiles(out),
+            float(conv) if conv is not None else None,
+            child.other,
+        )
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
 
@@ -281,6 +311,7 @@ def is_tiled_tiff(path: Path) -> bool:
 
 # -- children ----------------------------------------------------------------------------------------------
 
+
 def child_pyvips(src: str, out: str, access: str) -> int:
     import pyvips
 
@@ -288,8 +319,9 @@ def child_pyvips(src: str, out: str, access: str) -> int:
     try:
         options = {"access": "sequential"} if access == "sequential" else {}
         image = pyvips.Image.new_from_file(src, **options)
-        image.dzsave(out, tile_size=TILE_SIZE, overlap=OVERLAP, suffix=f".jpeg[Q={QUALITY},optimize_coding]",
-                     keep="none")
+        image.dzsave(
+            out, tile_size=TILE_SIZE, overlap=OVERLAP, suffix=f".jpeg[Q={QUALITY},optimize_coding]", keep="none"
+        )
     except pyvips.Error as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("unable to call")]
         print(json.dumps({"reason": " ".join(lines[:2])[:300]}))
@@ -382,20 +414,23 @@ def textured(size: int, block: int = 4093):
     mask = noise(512, 1, 4) > 0.1
     block_image = mask.ifthenelse(tissue, background).copy_memory()
     quad = block_image.join(block_image.fliphor(), "horizontal").join(
-        block_image.flipver().join(block_image.rot180(), "horizontal"), "vertical")
+        block_image.flipver().join(block_image.rot180(), "horizontal"), "vertical"
+    )
     reps = -(-size // quad.width)
     return quad.replicate(reps, reps).crop(0, 0, size, size).copy(interpretation="srgb")
 
 
 def child_generate(size: int, out: str) -> int:
     started = time.perf_counter()
-    textured(size).tiffsave(out, tile=True, tile_width=256, tile_height=256, pyramid=True, compression="jpeg",
-                            Q=QUALITY, bigtiff=True)
+    textured(size).tiffsave(
+        out, tile=True, tile_width=256, tile_height=256, pyramid=True, compression="jpeg", Q=QUALITY, bigtiff=True
+    )
     print(json.dumps({"seconds": round(time.perf_counter() - started, 3)}))
     return 0
 
 
 # -- report ------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Check:
@@ -416,29 +451,45 @@ def compute_checks(inp: Input, results: dict[str, Result]) -> list[Check]:
     if tw_ok and pv is not None:
         if pv.status == "ok":
             ratio = tw.wall / pv.wall
-            parts = [f"conversion only {tw.conv / pv.conv:.2f}x" if tw.conv and pv.conv else "",
-                     f"CPU {tw.cpu / pv.cpu:.2f}x" if pv.cpu else ""]
+            parts = [
+                f"conversion only {tw.conv / pv.conv:.2f}x" if tw.conv and pv.conv else "",
+                f"CPU {tw.cpu / pv.cpu:.2f}x" if pv.cpu else "",
+            ]
             if inp.kind == "openslide-only":
                 parts.append("libvips reads this file itself; tilewright uses the OpenSlide bridge")
             note = "; ".join(p for p in parts if p) + disturbed
-            checks.append(Check(inp.name, "tilewright / pyvips wall", ratio, f"<= {RATIO_TARGET:.2f}x",
-                                ratio <= RATIO_TARGET, note))
+            checks.append(
+                Check(
+                    inp.name, "tilewright / pyvips wall", ratio, f"<= {RATIO_TARGET:.2f}x", ratio <= RATIO_TARGET, note
+                )
+            )
         else:
-            checks.append(Check(inp.name, "tilewright / pyvips wall", None, f"<= {RATIO_TARGET:.2f}x", None,
-                                "pyvips n/a"))
+            checks.append(
+                Check(inp.name, "tilewright / pyvips wall", None, f"<= {RATIO_TARGET:.2f}x", None, "pyvips n/a")
+            )
     if tw_ok and dzg is not None:
         if dzg.status == "ok":
             ratio = dzg.wall / tw.wall
-            parts = [f"conversion only {dzg.conv / tw.conv:.2f}x" if tw.conv and dzg.conv else "",
-                     f"CPU {dzg.cpu / tw.cpu:.2f}x" if tw.cpu else ""]
+            parts = [
+                f"conversion only {dzg.conv / tw.conv:.2f}x" if tw.conv and dzg.conv else "",
+                f"CPU {dzg.cpu / tw.cpu:.2f}x" if tw.cpu else "",
+            ]
             note = "; ".join(p for p in parts if p) + disturbed
-            checks.append(Check(inp.name, "DZG / tilewright wall", ratio, f">= {DZG_TARGET:.0f}x",
-                                ratio >= DZG_TARGET, note))
+            checks.append(
+                Check(inp.name, "DZG / tilewright wall", ratio, f">= {DZG_TARGET:.0f}x", ratio >= DZG_TARGET, note)
+            )
         else:
             checks.append(Check(inp.name, "DZG / tilewright wall", None, f">= {DZG_TARGET:.0f}x", None, "DZG n/a"))
     if tw is not None and inp.rss_checked:
-        checks.append(Check(inp.name, "tilewright peak RSS MiB", tw.rss_mib if tw_ok else None,
-                            f"< {RSS_TARGET_MIB}", (tw.rss_mib < RSS_TARGET_MIB) if tw_ok else False))
+        checks.append(
+            Check(
+                inp.name,
+                "tilewright peak RSS MiB",
+                tw.rss_mib if tw_ok else None,
+                f"< {RSS_TARGET_MIB}",
+                (tw.rss_mib < RSS_TARGET_MIB) if tw_ok else False,
+            )
+        )
     if tw is not None and not tw_ok:
         checks.append(Check(inp.name, "tilewright converts it", None, "ok", False, tw.reason))
     return checks
@@ -450,8 +501,10 @@ def format_table(rows: list[list[str]], right: set[int]) -> str:
     widths = [max(len(r[i]) for r in full) for i in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
-        cells = [c.rjust(w) if i in right and len(row) == len(widths) else c.ljust(w)
-                 for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [
+            c.rjust(w) if i in right and len(row) == len(widths) else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -471,9 +524,17 @@ def results_table(inputs: list[Input], results: dict[str, dict[str, Result]], re
                 continue
             run = res.best
             if run.status == "ok":
-                row = [inp.name, way, f"{run.wall:.2f}", f"{run.conv:.2f}" if run.conv is not None else "-",
-                       f"{run.cpu:.2f}", f"{run.rss_mib:.0f}", str(run.tiles), f"{run.tiles_per_s:.0f}",
-                       f"{run.other:.2f}"]
+                row = [
+                    inp.name,
+                    way,
+                    f"{run.wall:.2f}",
+                    f"{run.conv:.2f}" if run.conv is not None else "-",
+                    f"{run.cpu:.2f}",
+                    f"{run.rss_mib:.0f}",
+                    str(run.tiles),
+                    f"{run.tiles_per_s:.0f}",
+                    f"{run.other:.2f}",
+                ]
                 if repeat > 1:
                     row.append(" ".join(f"{r.wall:.2f}" if r.status == "ok" else r.status for r in res.runs))
             else:
@@ -515,21 +576,31 @@ def versions() -> dict[str, str]:
 
 # -- main --------------------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="generate a 10k x 10k image instead of 30k x 30k")
     parser.add_argument("--inputs", help="comma-separated: svs-jpeg, svs-jp2k, ndpi, tiff30k, tiff10k, or paths")
     parser.add_argument("--ways", default=",".join(WAYS), help="comma-separated subset of: " + ", ".join(WAYS))
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of each way per input, interleaved; the fastest is reported (default 3)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each way per input, interleaved; the fastest is reported (default 3)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--workdir", type=Path, help="where temporary files go (default: the system temp dir)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before one child is killed")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any target is missed")
-    parser.add_argument("--wait-idle", type=float, default=120, metavar="S",
-                        help="before each run wait (at most 30 s a time, S s in all) for other processes to "
-                             "go quiet; 0: never wait")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=120,
+        metavar="S",
+        help="before each run wait (at most 30 s a time, S s in all) for other processes to go quiet; 0: never wait",
+    )
     parser.add_argument("--child", nargs=2, metavar=("WAY", "SRC"), help=argparse.SUPPRESS)
     parser.add_argument("child_out", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("--access", default="random", help=argparse.SUPPRESS)
@@ -556,8 +627,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="tilewright-bench-", dir=args.workdir))
-    print(f"tilewright convert benchmark: tile {TILE_SIZE}, overlap {OVERLAP}, Q{QUALITY}; "
-          f"{os.cpu_count()} cores; " + ", ".join(f"{k} {v}" for k, v in versions().items()), flush=True)
+    print(
+        f"tilewright convert benchmark: tile {TILE_SIZE}, overlap {OVERLAP}, Q{QUALITY}; "
+        f"{os.cpu_count()} cores; " + ", ".join(f"{k} {v}" for k, v in versions().items()),
+        flush=True,
+    )
     results: dict[str, dict[str, Result]] = {}
     checks: list[Check] = []
     generated: dict[str, float] = {}
@@ -571,7 +645,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"generating {inp.size} x {inp.size} tiled JPEG pyramidal TIFF ...", end=" ", flush=True)
                 gen = run_child(
                     [sys.executable, str(Path(__file__).resolve()), "--child", "generate", str(inp.size), str(src)],
-                    work / "log-generate", args.timeout)
+                    work / "log-generate",
+                    args.timeout,
+                )
                 if gen.code != 0:
                     raise SystemExit(f"cannot generate the test image: {_tail(gen.stderr)}")
                 generated[inp.name] = gen.wall
@@ -591,37 +667,64 @@ def main(argv: list[str] | None = None) -> int:
                     run = measure(way, src, work, access, args.timeout)
                     per_input[way].runs.append(run)
                     shown = f"{run.wall:.2f} s" if run.status == "ok" else run.status
-                    print(f"  {inp.name:<10} {way:<10} run {n + 1}/{repeat}: {shown}"
-                          f"{f'  (other processes used {run.other:.2f} cores meanwhile)' if run.other > 0.1 else ''}",
-                          flush=True)
+                    print(
+                        f"  {inp.name:<10} {way:<10} run {n + 1}/{repeat}: {shown}"
+                        f"{f'  (other processes used {run.other:.2f} cores meanwhile)' if run.other > 0.1 else ''}",
+                        flush=True,
+                    )
             results[inp.name] = per_input
             checks += compute_checks(inp, per_input)
             if inp.path is None:
                 src.unlink(missing_ok=True)
         elapsed = time.perf_counter() - began
         print()
-        print(results_table(inputs, results, max((len(r.runs) for d in results.values() for r in d.values()),
-                                                  default=1)))
+        print(
+            results_table(inputs, results, max((len(r.runs) for d in results.values() for r in d.values()), default=1))
+        )
         print()
         print(checks_table(checks))
         print()
-        print("wall s: the whole child process, interpreter start-up and imports included. conv s: the conversion\n"
-              "as the child timed it. CPU s: user + system of the child and its children. peak RSS: ru_maxrss, the\n"
-              f"largest single process (DZG: a parent and {DZG_WORKERS} workers). other load: cores' worth of CPU other\n"
-              "processes used during the run (above ~0.2 the timings are disturbed). The fastest run is shown.\n"
-              f"Benchmark took {elapsed:.0f} s.")
+        print(
+            "wall s: the whole child process, interpreter start-up and imports included. conv s: the conversion\n"
+            "as the child timed it. CPU s: user + system of the child and its children. peak RSS: ru_maxrss, the\n"
+            f"largest single process (DZG: a parent and {DZG_WORKERS} workers). other load: cores' worth of CPU other\n"
+            "processes used during the run (above ~0.2 the timings are disturbed). The fastest run is shown.\n"
+            f"Benchmark took {elapsed:.0f} s."
+        )
         if args.json:
             payload = {
-                "parameters": {"tile_size": TILE_SIZE, "overlap": OVERLAP, "quality": QUALITY,
-                               "dzg_workers": DZG_WORKERS},
-                "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
-                            "python": platform.python_version(), "versions": versions()},
-                "inputs": [{"name": i.name, "path": str(i.path) if i.path else None, "kind": i.kind,
-                            "size": i.size or None, "generate_seconds": generated.get(i.name)} for i in inputs],
-                "results": [{"input": r.input, "way": r.way, "best": {**asdict(r.best),
-                                                                       "tiles_per_s": r.best.tiles_per_s},
-                             "runs": [asdict(x) for x in r.runs]}
-                            for d in results.values() for r in d.values()],
+                "parameters": {
+                    "tile_size": TILE_SIZE,
+                    "overlap": OVERLAP,
+                    "quality": QUALITY,
+                    "dzg_workers": DZG_WORKERS,
+                },
+                "machine": {
+                    "cores": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "versions": versions(),
+                },
+                "inputs": [
+                    {
+                        "name": i.name,
+                        "path": str(i.path) if i.path else None,
+                        "kind": i.kind,
+                        "size": i.size or None,
+                        "generate_seconds": generated.get(i.name),
+                    }
+                    for i in inputs
+                ],
+                "results": [
+                    {
+                        "input": r.input,
+                        "way": r.way,
+                        "best": {**asdict(r.best), "tiles_per_s": r.best.tiles_per_s},
+                        "runs": [asdict(x) for x in r.runs],
+                    }
+                    for d in results.values()
+                    for r in d.values()
+                ],
                 "checks": [asdict(c) for c in checks],
                 "seconds": round(elapsed, 1),
             }

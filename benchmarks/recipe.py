@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,11 +57,22 @@ def pillow_pipeline(source: Path, outdir: Path) -> None:
 
     def record(name: str, path: Path, im: Image.Image) -> None:
         size = path.stat().st_size
-        outputs.append({"name": name, "file": path.name, "width": im.width, "height": im.height,
-                        "bytes": size, "compression_ratio": round(len(data) / size, 4)})
+        outputs.append(
+            {
+                "name": name,
+                "file": path.name,
+                "width": im.width,
+                "height": im.height,
+                "bytes": size,
+                "compression_ratio": round(len(data) / size, 4),
+            }
+        )
 
-    for name, box in (("thumbnail_small", (150, 150)), ("thumbnail_medium", (300, 300)),
-                      ("thumbnail_large", (600, 600))):
+    for name, box in (
+        ("thumbnail_small", (150, 150)),
+        ("thumbnail_medium", (300, 300)),
+        ("thumbnail_large", (600, 600)),
+    ):
         thumb = image.copy()
         if thumb.mode in ("RGBA", "LA", "P"):
             thumb = thumb.convert("RGBA")
@@ -97,9 +108,16 @@ def pillow_pipeline(source: Path, outdir: Path) -> None:
     marked.save(path, "JPEG", quality=90)
     record("watermarked", path, marked)
 
-    metadata = {"filename": source.name, "width": image.width, "height": image.height, "format": image.format,
-                "mode": image.mode, "bytes": len(data),
-                "processed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "outputs": outputs}
+    metadata = {
+        "filename": source.name,
+        "width": image.width,
+        "height": image.height,
+        "format": image.format,
+        "mode": image.mode,
+        "bytes": len(data),
+        "processed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "outputs": outputs,
+    }
     (outdir / "metadata.json").write_text(json.dumps(metadata, indent=2))
 
 
@@ -156,8 +174,9 @@ def make_inputs(folder: Path, quick: bool, with_40k: bool) -> list[tuple[str, Pa
 
     slide_side = 6000 if quick else 30000
     path = at(folder / f"slide-{slide_side}.tiff")
-    canvas(slide_side, slide_side).tiffsave(str(path), tile=True, pyramid=True, compression="jpeg", Q=85,
-                                            tile_width=256, tile_height=256, bigtiff=True)
+    canvas(slide_side, slide_side).tiffsave(
+        str(path), tile=True, pyramid=True, compression="jpeg", Q=85, tile_width=256, tile_height=256, bigtiff=True
+    )
     inputs.append((f"{slide_side:,} x {slide_side:,} pyramidal TIFF", path))
 
     if with_40k and not quick:
@@ -170,8 +189,7 @@ def make_inputs(folder: Path, quick: bool, with_40k: bool) -> list[tuple[str, Pa
 # -- running -----------------------------------------------------------------------------
 
 
-def run_child(way: str, source: Path, outdir: Path, recipe: str, memory_gib: float | None,
-              env: dict[str, str]) -> dict:
+def run_child(way: str, source: Path, outdir: Path, recipe: str, memory_gib: float | None, env: dict[str, str]) -> dict:
     """Run one way in a fresh interpreter; wall time and the child's peak RSS."""
     command = [sys.executable, __file__, "--worker", way, str(source), str(outdir), recipe]
 
@@ -210,13 +228,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small inputs only (about a minute)")
     parser.add_argument("--no-40k", action="store_true", help="skip the 40,000 x 40,000 input")
     parser.add_argument("--pillow-memory-gib", type=float, default=16.0, help="address-space cap of the Pillow child")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each way per input, taking turns; the "
-                        "table shows the median time and the highest peak RSS")
-    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
-                        help="only the inputs whose label contains TEXT (repeatable), e.g. --only PNG")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each way per input, taking turns; the table shows the median time and the highest peak RSS",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="only the inputs whose label contains TEXT (repeatable), e.g. --only PNG",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated inputs and outputs")
-    parser.add_argument("--inputs", type=Path, help="folder for the generated inputs, reused if already there "
-                        "(implies --keep)")
+    parser.add_argument(
+        "--inputs", type=Path, help="folder for the generated inputs, reused if already there (implies --keep)"
+    )
     parser.add_argument("--worker", nargs=4, metavar=("WAY", "SOURCE", "OUTDIR", "RECIPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -234,8 +262,12 @@ def main() -> None:
         for old in args.inputs.glob("out-*"):
             shutil.rmtree(old, ignore_errors=True)
     folder = args.inputs or Path(tempfile.mkdtemp(prefix="tw-bench-"))
-    env = dict(os.environ, TILEWRIGHT_MAX_IMAGE_PIXELS=str(2 * 10**9), TILEWRIGHT_WATERMARK_TEXT=WATERMARK_TEXT,
-               VIPS_WARNING="0")
+    env = dict(
+        os.environ,
+        TILEWRIGHT_MAX_IMAGE_PIXELS=str(2 * 10**9),
+        TILEWRIGHT_WATERMARK_TEXT=WATERMARK_TEXT,
+        VIPS_WARNING="0",
+    )
     try:
         print(f"generating inputs in {folder} ...", file=sys.stderr)
         started = time.perf_counter()
@@ -277,14 +309,21 @@ def summary(runs: list[dict]) -> dict:
     failed = [r for r in runs if not r["ok"]]
     if failed:
         return failed[0]
-    return {"seconds": statistics.median(r["seconds"] for r in runs), "peak_mib": max(r["peak_mib"] for r in runs),
-            "ok": True, "error": "", "runs": len(runs)}
+    return {
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "peak_mib": max(r["peak_mib"] for r in runs),
+        "ok": True,
+        "error": "",
+        "runs": len(runs),
+    }
 
 
 def table(rows, cap_gib: float) -> str:
-    out = ["| input | file size | tilewright time | tilewright peak RSS | Pillow time | Pillow peak RSS "
-           "| speed-up | memory ratio |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "| input | file size | tilewright time | tilewright peak RSS | Pillow time | Pillow peak RSS "
+        "| speed-up | memory ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for label, size, tw, pil, dzi in rows:
         tw_time = f"{tw['seconds']:.1f} s" if tw["ok"] else f"failed: {tw['error']}"
         tw_mem = f"{tw['peak_mib']:,.0f} MiB"
@@ -296,12 +335,15 @@ def table(rows, cap_gib: float) -> str:
             pil_time = f"failed after {pil['seconds']:.0f} s ({pil['error']})"
             pil_mem = f"{pil['peak_mib']:,.0f} MiB (cap {cap_gib:g} GiB)"
             speed = memory = "-"
-        out.append(f"| {label} | {size / 2**20:,.1f} MiB | {tw_time} | {tw_mem} | {pil_time} | {pil_mem} "
-                   f"| {speed} | {memory} |")
+        out.append(
+            f"| {label} | {size / 2**20:,.1f} MiB | {tw_time} | {tw_mem} | {pil_time} | {pil_mem} "
+            f"| {speed} | {memory} |"
+        )
         if dzi is not None:
             dzi_time = f"{dzi['seconds']:.1f} s" if dzi["ok"] else f"failed: {dzi['error']}"
-            out.append(f"| {label}, default recipe + DZI | | {dzi_time} | {dzi['peak_mib']:,.0f} MiB "
-                       f"| (no DZI) | | | |")
+            out.append(
+                f"| {label}, default recipe + DZI | | {dzi_time} | {dzi['peak_mib']:,.0f} MiB | (no DZI) | | | |"
+            )
     return "\n".join(out)
 
 

@@ -50,7 +50,7 @@ IIPSRV = "/usr/lib/iipimage-server/iipsrv.fcgi"
 TILE = 256
 DZ_GEOMETRIES = {"254/1": (254, 1), "256/0": (256, 0)}
 
-OPENSLIDE_APP = '''
+OPENSLIDE_APP = """
 import sys
 from io import BytesIO
 from flask import Flask, abort, make_response
@@ -77,9 +77,9 @@ def tile(level, col, row, fmt):
 
 if __name__ == "__main__":
     app.run(host="127.0.0.1", port=int(sys.argv[2]), threaded=True)
-'''
+"""
 
-LUA = '''
+LUA = """
 local paths = {}
 local mode = "%(mode)s"
 for line in io.lines("%(urls)s") do paths[#paths + 1] = line end
@@ -110,7 +110,7 @@ done = function(summary, latency, requests)
     summary.requests, summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
     summary.errors.status, summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout))
 end
-'''
+"""
 
 
 def free_port() -> int:
@@ -137,8 +137,16 @@ def make_tiff(path: Path, size: int) -> tuple[int, int]:
     if not path.exists():
         base = pyvips.Image.new_from_file(str(SAMPLE))[0:3]
         image = base.replicate(math.ceil(size / base.width), math.ceil(size / base.height)).crop(0, 0, size, size)
-        image.tiffsave(str(path), tile=True, pyramid=True, compression="jpeg", Q=85, tile_width=TILE,
-                       tile_height=TILE, bigtiff=False)
+        image.tiffsave(
+            str(path),
+            tile=True,
+            pyramid=True,
+            compression="jpeg",
+            Q=85,
+            tile_width=TILE,
+            tile_height=TILE,
+            bigtiff=False,
+        )
     image = pyvips.Image.new_from_file(str(path))
     return image.width, image.height
 
@@ -200,8 +208,14 @@ class Server:
         self.proc = None
 
     def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=self.work)
+        self.proc = subprocess.Popen(
+            args,
+            env={**os.environ, **(env or {})},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.work,
+        )
 
 
 class Tilewright(Server):
@@ -213,11 +227,11 @@ class Tilewright(Server):
         self.workers = workers
         self.data = work / "tw-data"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TILEWRIGHT_")}
-        self.env.update(TILEWRIGHT_DATA_DIR=str(self.data), TILEWRIGHT_LOG_LEVEL="WARNING",
-                        TILEWRIGHT_CONCURRENCY="1")
+        self.env.update(TILEWRIGHT_DATA_DIR=str(self.data), TILEWRIGHT_LOG_LEVEL="WARNING", TILEWRIGHT_CONCURRENCY="1")
         if geometry == "254/1":  # the configured Deep Zoom geometry instead of the TIFF's grid
-            self.env.update(TILEWRIGHT_TILES_FOLLOW_SOURCE="false", TILEWRIGHT_DZI_TILE_SIZE="254",
-                            TILEWRIGHT_DZI_OVERLAP="1")
+            self.env.update(
+                TILEWRIGHT_TILES_FOLLOW_SOURCE="false", TILEWRIGHT_DZI_TILE_SIZE="254", TILEWRIGHT_DZI_OVERLAP="1"
+            )
         self.image_id = "bench"
         self._register()
 
@@ -230,13 +244,39 @@ class Tilewright(Server):
         init_db(settings)
         with session_scope(settings) as session:
             if session.get(Image, self.image_id) is None:
-                session.add(Image(id=self.image_id, collection="bench", filename=self.tiff.name, path=str(self.tiff),
-                                  size=self.tiff.stat().st_size, sha256="0" * 64, format="tiff", kind="tiff"))
+                session.add(
+                    Image(
+                        id=self.image_id,
+                        collection="bench",
+                        filename=self.tiff.name,
+                        path=str(self.tiff),
+                        size=self.tiff.stat().st_size,
+                        sha256="0" * 64,
+                        format="tiff",
+                        kind="tiff",
+                    )
+                )
 
     def start(self) -> None:
-        self._spawn([sys.executable, "-m", "uvicorn", "--factory", "tilewright.server:create_app", "--host",
-                     "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers), "--log-level", "warning",
-                     "--no-access-log"], self.env)
+        self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "tilewright.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            self.env,
+        )
         wait_http(f"http://127.0.0.1:{self.port}/healthz")
 
     def iiif(self, tile: str) -> str:
@@ -251,7 +291,8 @@ class IIPImage(Server):
 
     def start(self) -> None:
         conf = self.work / "lighttpd.conf"
-        conf.write_text(textwrap.dedent(f'''
+        conf.write_text(
+            textwrap.dedent(f'''
             server.modules = ("mod_fastcgi")
             server.document-root = "{self.work}"
             server.bind = "127.0.0.1"
@@ -269,7 +310,8 @@ class IIPImage(Server):
                     "JPEG_QUALITY" => "85", "MAX_CVT" => "16384", "CORS" => "*"
                 )
             )) )
-        '''))
+        ''')
+        )
         self._spawn(["lighttpd", "-D", "-f", str(conf)])
         wait_http(f"http://127.0.0.1:{self.port}" + self.iiif("0,0,256,256/256,/0/default.jpg"))
 
@@ -301,14 +343,35 @@ def wrk(server: Server, paths: list[str], mode: str, clients: int, seconds: floa
     script = work / f"bench-{mode}.lua"
     script.write_text(LUA % {"mode": mode, "urls": urls})
     threads = min(clients, 2)
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
-                          "-s", str(script), f"http://127.0.0.1:{server.port}"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(clients),
+            "-d",
+            f"{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{server.port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     match = re.search(r"^JSON (.*)$", out, re.M)
     data = json.loads(match.group(1))
     errors = data["status"] + data["connect"] + data["read"] + data["write"] + data["timeout"]
-    return {"rps": data["requests"] / data["seconds"], "p50": data["p50"], "p99": data["p99"], "errors": errors,
-            "requests": data["requests"]}
+    return {
+        "rps": data["requests"] / data["seconds"],
+        "p50": data["p50"],
+        "p99": data["p99"],
+        "errors": errors,
+        "requests": data["requests"],
+    }
 
 
 def warm_up(server: Server, paths: list[str]) -> None:
@@ -327,8 +390,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=16384, help="side of the generated pyramidal TIFF")
     parser.add_argument("--only", nargs="*", default=["tilewright", "iipimage", "openslide"])
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of tilewright")
-    parser.add_argument("--dz", nargs="*", default=list(DZ_GEOMETRIES), choices=list(DZ_GEOMETRIES),
-                        help="Deep Zoom geometries (tile/overlap) to run")
+    parser.add_argument(
+        "--dz",
+        nargs="*",
+        default=list(DZ_GEOMETRIES),
+        choices=list(DZ_GEOMETRIES),
+        help="Deep Zoom geometries (tile/overlap) to run",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "lighttpd"):
         if shutil.which(tool) is None:
@@ -342,8 +410,11 @@ def main() -> None:
     tiff = work / tiff.name
     iiif_all = iiif_tiles(width, height)
     dz_all = {name: dz_tiles(width, height, *geometry) for name, geometry in DZ_GEOMETRIES.items()}
-    print(f"image {width}x{height}: {len(iiif_all)} IIIF tiles, "
-          f"{', '.join(f'{len(t)} Deep Zoom {g} tiles' for g, t in dz_all.items())}; work in {work}", flush=True)
+    print(
+        f"image {width}x{height}: {len(iiif_all)} IIIF tiles, "
+        f"{', '.join(f'{len(t)} Deep Zoom {g} tiles' for g, t in dz_all.items())}; work in {work}",
+        flush=True,
+    )
 
     runs: list[tuple[Server, str, callable, list[str]]] = []
     if "tilewright" in args.only:
@@ -379,21 +450,28 @@ def main() -> None:
                     server.stop()
                 row = {"server": server.name, "api": api, "clients": clients, "cache": mode, **result}
                 rows.append(row)
-                print(f"{server.name:38} {api:15} {clients:3} {mode:4}  {result['rps']:8.1f} req/s  "
-                      f"p50 {result['p50']:7.1f} ms  p99 {result['p99']:7.1f} ms  errors {result['errors']}",
-                      flush=True)
+                print(
+                    f"{server.name:38} {api:15} {clients:3} {mode:4}  {result['rps']:8.1f} req/s  "
+                    f"p50 {result['p50']:7.1f} ms  p99 {result['p99']:7.1f} ms  errors {result['errors']}",
+                    flush=True,
+                )
 
-    lines = ["| server | API | clients | cache | requests/s | p50 ms | p99 ms | errors |",
-             "|---|---|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        "| server | API | clients | cache | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['server']} | {r['api']} | {r['clients']} | {r['cache']} | {r['rps']:.0f} | "
-                     f"{r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} |")
+        lines.append(
+            f"| {r['server']} | {r['api']} | {r['clients']} | {r['cache']} | {r['rps']:.0f} | "
+            f"{r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} |"
+        )
     table = "\n".join(lines)
     print()
     print(table)
     (REPO / "benchmarks" / "tiles-results.md").write_text(
         f"Image {width}x{height}, JPEG tiles; {os.cpu_count()} cores; command: "
-        f"`{' '.join([Path(sys.executable).name, *sys.argv])}`\n\n{table}\n")
+        f"`{' '.join([Path(sys.executable).name, *sys.argv])}`\n\n{table}\n"
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,12 @@ def ensure_azurite() -> Path:
     with open(NODE_PREFIX / ".install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not AZURITE.exists():
-            result = subprocess.run([npm, "install", "--prefix", str(NODE_PREFIX), "--no-audit", "--no-fund",
-                                     "azurite@3"], capture_output=True, text=True, timeout=600)
+            result = subprocess.run(
+                [npm, "install", "--prefix", str(NODE_PREFIX), "--no-audit", "--no-fund", "azurite@3"],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             if result.returncode != 0 or not AZURITE.exists():
                 pytest.fail(f"npm install azurite@3 failed: {result.stderr[-2000:]}")
     return AZURITE
@@ -50,16 +54,37 @@ class Azurite:
         self.folder = folder
         self.log = open(folder / "azurite.log", "wb")
         self.proc = subprocess.Popen(
-            [str(ensure_azurite()), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location",
-             str(folder), "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--silent", *extra],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(ensure_azurite()),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.port),
+                "--location",
+                str(folder),
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                "--loose",
+                "--silent",
+                *extra,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.endpoint = f"http://127.0.0.1:{self.port}/{DEV_ACCOUNT}"
-        self.connection_string = (f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
-                                  f"BlobEndpoint={self.endpoint};")
+        self.connection_string = (
+            f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+            f"BlobEndpoint={self.endpoint};"
+        )
         try:
-            wait_until(lambda: self.proc.poll() is not None or httpx.get(self.endpoint + "?comp=list",
-                                                                          timeout=1).status_code < 500,
-                       60, "azurite to answer")
+            wait_until(
+                lambda: (
+                    self.proc.poll() is not None or httpx.get(self.endpoint + "?comp=list", timeout=1).status_code < 500
+                ),
+                60,
+                "azurite to answer",
+            )
         except AssertionError:
             self.stop()
             raise
@@ -85,14 +110,26 @@ class MotoS3:
     def __init__(self, folder: Path) -> None:
         self.port = free_port()
         self.log = open(folder / "moto.log", "wb")
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         self.endpoint = f"http://127.0.0.1:{self.port}"
         try:
-            wait_until(lambda: self.proc.poll() is not None or httpx.get(self.endpoint, timeout=1).status_code < 500,
-                       60, "moto server to answer")
+            wait_until(
+                lambda: self.proc.poll() is not None or httpx.get(self.endpoint, timeout=1).status_code < 500,
+                60,
+                "moto server to answer",
+            )
         except AssertionError:
             self.stop()
             raise
@@ -100,14 +137,23 @@ class MotoS3:
             raise AssertionError("moto server exited")
 
     def env(self) -> dict[str, str]:
-        return {"TILEWRIGHT_S3_ENDPOINT_URL": self.endpoint, "TILEWRIGHT_S3_ACCESS_KEY_ID": "testing",
-                "TILEWRIGHT_S3_SECRET_ACCESS_KEY": "testing", "TILEWRIGHT_S3_REGION": "us-east-1"}
+        return {
+            "TILEWRIGHT_S3_ENDPOINT_URL": self.endpoint,
+            "TILEWRIGHT_S3_ACCESS_KEY_ID": "testing",
+            "TILEWRIGHT_S3_SECRET_ACCESS_KEY": "testing",
+            "TILEWRIGHT_S3_REGION": "us-east-1",
+        }
 
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="testing",
-                            aws_secret_access_key="testing", region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
 
     def stop(self) -> None:
         stop_process(self.proc)

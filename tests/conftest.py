@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# the fixtures of the real services (redis-server, Azurite, moto, a slow TIFF), registered once here so
+# that a test names them as arguments and never imports them
+pytest_plugins = ["services", "azure_services"]
+
 REPO = Path(__file__).resolve().parent.parent
 TESTDATA = Path(os.environ.get("TILEWRIGHT_TESTDATA", REPO.parent / "shared" / "testdata"))
 

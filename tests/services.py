@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tilewright.jobs.models import FINISHED  # noqa: F401 - the final job states, for the tests
+from tilewright.jobs.models import FINISHED
 
 REPO = Path(__file__).resolve().parent.parent
 TILEWRIGHT = str(Path(sys.executable).parent / "tilewright")
@@ -87,8 +87,14 @@ class Process:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._log_handle = open(log, "ab")
-        self.proc = subprocess.Popen(args, env=env, stdout=self._log_handle, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=str(log.parent))
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(log.parent),
+        )
 
     @property
     def pid(self) -> int:
@@ -121,8 +127,14 @@ class Process:
 def start_server(env: dict[str, str], port: int, log: Path) -> Process:
     server = Process([TILEWRIGHT, "serve", "--port", str(port)], env, log)
     try:
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-                   or server.proc.poll() is not None, 90, "tilewright serve to be ready")
+        wait_until(
+            lambda: (
+                httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+                or server.proc.poll() is not None
+            ),
+            90,
+            "tilewright serve to be ready",
+        )
     except AssertionError:
         server.stop()
         raise
@@ -133,8 +145,11 @@ def start_server(env: dict[str, str], port: int, log: Path) -> Process:
 
 def start_worker(env: dict[str, str], log: Path, name: str, concurrency: int = 1) -> Process:
     worker = Process([TILEWRIGHT, "worker", "--concurrency", str(concurrency), "--name", f"{name}@%h"], env, log)
-    wait_until(lambda: "ready." in log.read_text(errors="replace") or worker.proc.poll() is not None, 60,
-               f"celery worker {name} to be ready")
+    wait_until(
+        lambda: "ready." in log.read_text(errors="replace") or worker.proc.poll() is not None,
+        60,
+        f"celery worker {name} to be ready",
+    )
     if worker.proc.poll() is not None:
         raise AssertionError(f"tilewright worker exited: {worker.output()}")
     return worker
@@ -148,9 +163,25 @@ def redis_server(tmp_path_factory):
         pytest.fail("redis-server is not installed: run `apt-get install -y redis-server` (or `make test`)")
     folder = tmp_path_factory.mktemp("redis")
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(folder), "--protected-mode", "yes"],
-                            stdout=open(folder / "redis.log", "wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+            "--protected-mode",
+            "yes",
+        ],
+        stdout=open(folder / "redis.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     try:
         import redis
@@ -161,12 +192,11 @@ def redis_server(tmp_path_factory):
         stop_process(proc)
 
 
-
-
 def finished(client, job_id: str, timeout: float = 60) -> dict:
     """Poll an app's job until it reaches a final state."""
-    return wait_until(lambda: (j := client.get(f"/jobs/{job_id}").json())["state"] in FINISHED and j, timeout,
-                      f"job {job_id}")
+    return wait_until(
+        lambda: (j := client.get(f"/jobs/{job_id}").json())["state"] in FINISHED and j, timeout, f"job {job_id}"
+    )
 
 
 def assert_error(response, status: int, text: str = "") -> dict:

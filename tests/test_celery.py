@@ -8,26 +8,37 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from services import clean_env, finished, redis_server, slow_tiff, start_worker, wait_until  # noqa: F401 - fixtures
+from conftest import TESTDATA
+from services import clean_env, finished, start_worker, wait_until
 from tilewright.config import Settings
 from tilewright.jobs import store
 from tilewright.jobs.executors import BrokerUnavailableError, CeleryExecutor, EmbeddedExecutor, make_executor
 from tilewright.server import create_app
-from conftest import TESTDATA
 
 VISIBILITY = 6  # seconds before Redis hands a dead worker's job to another worker
 
 
 def _settings(data: Path, broker: str, roots: list[str]) -> Settings:
-    return Settings(data_dir=data, executor="celery", broker_url=broker, input_roots=roots,
-                    celery_visibility_timeout=VISIBILITY, job_retry_backoff_seconds=0.2, broker_fallback=False)
+    return Settings(
+        data_dir=data,
+        executor="celery",
+        broker_url=broker,
+        input_roots=roots,
+        celery_visibility_timeout=VISIBILITY,
+        job_retry_backoff_seconds=0.2,
+        broker_fallback=False,
+    )
 
 
 def _worker_env(data: Path, broker: str, roots: list[str]) -> dict[str, str]:
-    return clean_env(TILEWRIGHT_DATA_DIR=str(data), TILEWRIGHT_EXECUTOR="celery", TILEWRIGHT_BROKER_URL=broker,
-                     TILEWRIGHT_INPUT_ROOTS=repr(roots).replace("'", '"'),
-                     TILEWRIGHT_CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY),
-                     TILEWRIGHT_JOB_RETRY_BACKOFF_SECONDS="0.2")
+    return clean_env(
+        TILEWRIGHT_DATA_DIR=str(data),
+        TILEWRIGHT_EXECUTOR="celery",
+        TILEWRIGHT_BROKER_URL=broker,
+        TILEWRIGHT_INPUT_ROOTS=repr(roots).replace("'", '"'),
+        TILEWRIGHT_CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY),
+        TILEWRIGHT_JOB_RETRY_BACKOFF_SECONDS="0.2",
+    )
 
 
 def test_jobs_run_on_a_celery_worker(redis_server, tmp_path, testdata):
@@ -36,15 +47,23 @@ def test_jobs_run_on_a_celery_worker(redis_server, tmp_path, testdata):
     worker = None
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert client.get("/readyz").json()["checks"]["queue"]["executor"] == "celery"
-        worker = start_worker(_worker_env(tmp_path / "data", redis_server, roots), tmp_path / "w.log", "w1",
-                              concurrency=2)
+        worker = start_worker(
+            _worker_env(tmp_path / "data", redis_server, roots), tmp_path / "w.log", "w1", concurrency=2
+        )
         try:
             source = testdata("svs/cmu-1-small-region.svs")
-            ids = [client.post("/jobs", json={"kind": "convert", "params": {"input": str(source)}},
-                               headers={"Idempotency-Key": f"c{i}"}).json()["id"] for i in range(4)]
+            ids = [
+                client.post(
+                    "/jobs",
+                    json={"kind": "convert", "params": {"input": str(source)}},
+                    headers={"Idempotency-Key": f"c{i}"},
+                ).json()["id"]
+                for i in range(4)
+            ]
             ids.append(client.post("/jobs", json={"kind": "ping", "params": {"fail_attempts": 1}}).json()["id"])
-            bad = client.post("/jobs", json={"kind": "convert",
-                                             "params": {"input": str(testdata("broken/truncated.png"))}}).json()
+            bad = client.post(
+                "/jobs", json={"kind": "convert", "params": {"input": str(testdata("broken/truncated.png"))}}
+            ).json()
             jobs = [finished(client, i, 60) for i in ids + [bad["id"]]]
             assert [j["state"] for j in jobs] == ["succeeded"] * 5 + ["failed"], worker.output()
             assert jobs[4]["attempts"] == 2  # the transient failure was retried through the broker
@@ -63,8 +82,11 @@ def test_worker_killed_mid_job_another_finishes_it_exactly_once(redis_server, tm
         first = start_worker(env, tmp_path / "w1.log", "w1")
         try:
             job = client.post("/jobs", json={"kind": "convert", "params": {"input": str(slow_tiff)}}).json()
-            seen = wait_until(lambda: (j := client.get(f"/jobs/{job['id']}").json())["progress"] > 0.1 and j, 60,
-                              "progress from the worker to reach the job record")
+            seen = wait_until(
+                lambda: (j := client.get(f"/jobs/{job['id']}").json())["progress"] > 0.1 and j,
+                60,
+                "progress from the worker to reach the job record",
+            )
             assert seen["state"] == "running" and seen["stage"] == "write"
         finally:
             first.kill()  # SIGKILL the worker and its pool children

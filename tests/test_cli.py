@@ -47,8 +47,18 @@ def test_convert_prints_a_summary_and_json(testdata, tmp_path):
 
 
 def test_options_reach_the_output(testdata, tmp_path):
-    done = run("convert", testdata("jpeg-png/boxes.png"), "-o", tmp_path / "b", "--tile-size", "128",
-               "--overlap", "2", "--format", "png")
+    done = run(
+        "convert",
+        testdata("jpeg-png/boxes.png"),
+        "-o",
+        tmp_path / "b",
+        "--tile-size",
+        "128",
+        "--overlap",
+        "2",
+        "--format",
+        "png",
+    )
     assert done.returncode == 0, done.stderr
     dzi = (tmp_path / "b.dzi").read_text()
     assert 'TileSize="128"' in dzi and 'Overlap="2"' in dzi and 'Format="png"' in dzi
@@ -57,8 +67,15 @@ def test_options_reach_the_output(testdata, tmp_path):
 def test_quality_lowers_bytes(testdata, tmp_path):
     sizes = {}
     for q in (30, 95):
-        done = run("convert", testdata("jpeg-png/2569067123_aca715a2ee_o.jpg"), "-o", tmp_path / f"q{q}",
-                   "--quality", q, "--json")
+        done = run(
+            "convert",
+            testdata("jpeg-png/2569067123_aca715a2ee_o.jpg"),
+            "-o",
+            tmp_path / f"q{q}",
+            "--quality",
+            q,
+            "--json",
+        )
         sizes[q] = json.loads(done.stdout)["bytes"]
     assert sizes[30] < sizes[95] / 2
 
@@ -112,8 +129,13 @@ def test_empty_file_and_pixel_limit(testdata, tmp_path):
     empty.touch()
     done = run("info", empty)
     assert done.returncode == 2 and "file is empty" in done.stderr
-    limited = run("convert", testdata("jpeg-png/giant-image.jpg"), "-o", tmp_path / "g",
-                  env={"TILEWRIGHT_MAX_IMAGE_PIXELS": "100000000"})
+    limited = run(
+        "convert",
+        testdata("jpeg-png/giant-image.jpg"),
+        "-o",
+        tmp_path / "g",
+        env={"TILEWRIGHT_MAX_IMAGE_PIXELS": "100000000"},
+    )
     assert limited.returncode == 2
     assert "280,000,000 pixels is over the limit of 100,000,000" in limited.stderr
 
@@ -125,8 +147,11 @@ def test_killed_conversion_leaves_no_finished_output_and_the_next_run_cleans_up(
     x = pyvips.Image.xyz(16000, 16000)
     ((x[0] ^ x[1]) % 251).cast("uchar").tiffsave(str(source), tile=True, compression="jpeg", Q=90)
     out = tmp_path / "out"
-    proc = subprocess.Popen([TILEWRIGHT, "convert", str(source), "-o", str(out / "large")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [TILEWRIGHT, "convert", str(source), "-o", str(out / "large")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until tiles are being written
         staged = list(out.glob(f"{STAGING_PREFIX}*/large_files/*/*.jpeg")) if out.exists() else []

@@ -39,4 +39,6 @@ def test_readme_configuration_table_lists_every_setting():
     text = README.read_text()
     for line in settings_table().splitlines()[2:]:
         name = line.split("|")[1].strip()
-        assert line in text, f"README's configuration table is out of date for {name}: run `tilewright config --markdown`"
+        assert line in text, (
+            f"README's configuration table is out of date for {name}: run `tilewright config --markdown`"
+        )

@@ -32,7 +32,9 @@ def test_existing_output_needs_overwrite_and_is_replaced_whole(testdata, tmp_pat
     convert(source, tmp_path / "img", "dzi", options=options)
     assert 'TileSize="128"' in (tmp_path / "img.dzi").read_text()
     # no tile of the old 254-pixel layout survives in the new pyramid
-    assert not (tmp_path / "img_files" / "9" / "1_0.jpeg").exists() or (tmp_path / "img_files" / "9" / "2_0.jpeg").exists()
+    assert (
+        not (tmp_path / "img_files" / "9" / "1_0.jpeg").exists() or (tmp_path / "img_files" / "9" / "2_0.jpeg").exists()
+    )
     assert leftovers(tmp_path) == []
 
 
@@ -43,8 +45,13 @@ def test_cancel_mid_write_publishes_nothing(big_pyramid, tmp_path):
         seen.append((fraction, stage))
 
     with pytest.raises(CancelledError):
-        convert(big_pyramid, tmp_path / "big", "dzi", progress=progress,
-                cancelled=lambda: any(stage == "write" and f > 0.05 for f, stage in seen))
+        convert(
+            big_pyramid,
+            tmp_path / "big",
+            "dzi",
+            progress=progress,
+            cancelled=lambda: any(stage == "write" and f > 0.05 for f, stage in seen),
+        )
     assert not (tmp_path / "big.dzi").exists() and not (tmp_path / "big_files").exists()
     assert leftovers(tmp_path) == []
 

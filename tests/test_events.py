@@ -12,7 +12,6 @@ import pytest
 import pyvips
 from fastapi.testclient import TestClient
 
-from azure_services import azurite, moto_s3  # noqa: F401 - fixtures
 from services import FINISHED, clean_env, finished, free_port, make_slow_tiff, start_server, wait_until
 from tilewright.config import Settings
 from tilewright.server import create_app
@@ -21,26 +20,44 @@ SLIDE = "svs/cmu-1-small-region.svs"
 
 
 def eventgrid_event(url: str, etag: str, event_id: str | None = None, kind: str = "Microsoft.Storage.BlobCreated"):
-    return {"id": event_id or str(uuid.uuid4()), "eventType": kind, "subject": "/blobServices/default/containers/x",
-            "eventTime": "2026-01-01T00:00:00Z", "dataVersion": "1",
-            "topic": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
-            "data": {"api": "PutBlob", "eTag": etag, "contentLength": 1, "blobType": "BlockBlob", "url": url,
-                     "sequencer": "0000000000000000000000000000000000000000000000000"}}
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "eventType": kind,
+        "subject": "/blobServices/default/containers/x",
+        "eventTime": "2026-01-01T00:00:00Z",
+        "dataVersion": "1",
+        "topic": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
+        "data": {
+            "api": "PutBlob",
+            "eTag": etag,
+            "contentLength": 1,
+            "blobType": "BlockBlob",
+            "url": url,
+            "sequencer": "0000000000000000000000000000000000000000000000000",
+        },
+    }
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, azurite, moto_s3):  # noqa: F811
+def client(tmp_path_factory, azurite, moto_s3):
     data = tmp_path_factory.mktemp("events")
-    settings = Settings(data_dir=data, azure_connection_string=azurite.connection_string,
-                        s3_endpoint_url=moto_s3.endpoint, s3_access_key_id="testing",
-                        s3_secret_access_key="testing", s3_region="us-east-1", concurrency=2,
-                        job_retry_backoff_seconds=0.1, storage_connections=8)
+    settings = Settings(
+        data_dir=data,
+        azure_connection_string=azurite.connection_string,
+        s3_endpoint_url=moto_s3.endpoint,
+        s3_access_key_id="testing",
+        s3_secret_access_key="testing",
+        s3_region="us-east-1",
+        concurrency=2,
+        job_retry_backoff_seconds=0.1,
+        storage_connections=8,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         c.settings = settings
         yield c
 
 
-def upload(azurite, container: str, name: str, source: Path) -> tuple[str, str]:  # noqa: F811
+def upload(azurite, container: str, name: str, source: Path) -> tuple[str, str]:
     service = azurite.service()
     try:
         service.create_container(container)
@@ -51,12 +68,12 @@ def upload(azurite, container: str, name: str, source: Path) -> tuple[str, str]:
     return f"{azurite.endpoint}/{container}/{name}", props["etag"].strip('"')
 
 
-def blob_names(azurite, container: str, prefix: str) -> dict[str, int]:  # noqa: F811
+def blob_names(azurite, container: str, prefix: str) -> dict[str, int]:
     client = azurite.service().get_container_client(container)
     return {b.name: b.size for b in client.list_blobs(name_starts_with=prefix)}
 
 
-def test_eventgrid_blob_created_three_times_is_one_job_and_publishes_dzi_and_manifest(client, azurite, testdata):  # noqa: F811
+def test_eventgrid_blob_created_three_times_is_one_job_and_publishes_dzi_and_manifest(client, azurite, testdata):
     url, etag = upload(azurite, "slides", "incoming/cmu-1-small-region.svs", testdata(SLIDE))
     event = eventgrid_event(url, etag)
     answers = [client.post("/events/eventgrid", json=[event]) for _ in range(3)]
@@ -73,7 +90,10 @@ def test_eventgrid_blob_created_three_times_is_one_job_and_publishes_dzi_and_man
     assert f"{out}manifest.json" in names and f"{out}cmu-1-small-region.dzi" in names
     service = azurite.service().get_container_client("slides")
     manifest = json.loads(service.download_blob(f"{out}manifest.json").readall())
-    assert manifest["source"]["etag"] == etag and manifest["source"]["url"] == "az://slides/incoming/cmu-1-small-region.svs"
+    assert (
+        manifest["source"]["etag"] == etag
+        and manifest["source"]["url"] == "az://slides/incoming/cmu-1-small-region.svs"
+    )
     listed = {f"{out}{f['path']}": f["size"] for f in manifest["files"]}
     assert {k: v for k, v in names.items() if not k.endswith("manifest.json")} == listed
     tiles = [n for n in names if n.endswith(".jpeg")]
@@ -94,13 +114,21 @@ def test_eventgrid_blob_created_three_times_is_one_job_and_publishes_dzi_and_man
     manifest2 = json.loads(service.download_blob(f"{out}manifest.json").readall())
     assert manifest2["source"]["etag"] == etag2
     assert set(blob_names(azurite, "slides", out)) == {f"{out}{f['path']}" for f in manifest2["files"]} | {
-        f"{out}manifest.json"}  # leftovers of the older version are gone
+        f"{out}manifest.json"
+    }  # leftovers of the older version are gone
 
 
-def test_eventgrid_validation_key_batches_and_ignored_types(client, azurite, testdata):  # noqa: F811
-    handshake = [{"id": "1", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "subject": "",
-                  "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}, "eventTime": "2026-01-01T00:00:00Z",
-                  "dataVersion": "1"}]
+def test_eventgrid_validation_key_batches_and_ignored_types(client, azurite, testdata):
+    handshake = [
+        {
+            "id": "1",
+            "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+            "subject": "",
+            "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"},
+            "eventTime": "2026-01-01T00:00:00Z",
+            "dataVersion": "1",
+        }
+    ]
     response = client.post("/events/eventgrid", json=handshake, headers={"aeg-event-type": "SubscriptionValidation"})
     assert response.json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
     other = eventgrid_event("x", "y", kind="Microsoft.Storage.BlobDeleted")
@@ -110,16 +138,20 @@ def test_eventgrid_validation_key_batches_and_ignored_types(client, azurite, tes
     url, etag = upload(azurite, "batch", "a/slide.svs", testdata(SLIDE))
     text_url, text_etag = upload(azurite, "batch", "a/readme.txt", testdata("SOURCES.md"))
     tile_url, tile_etag = upload(azurite, "batch", "web-slides-dzi-output/x/x_files/0/0_0.tif", testdata(SLIDE))
-    response = client.post("/events/eventgrid", json=[eventgrid_event(url, etag), eventgrid_event(text_url, text_etag),
-                                                      eventgrid_event(tile_url, tile_etag)])
+    response = client.post(
+        "/events/eventgrid",
+        json=[eventgrid_event(url, etag), eventgrid_event(text_url, text_etag), eventgrid_event(tile_url, tile_etag)],
+    )
     assert [r["status"] for r in response.json()["results"]] == ["submitted", "ignored", "ignored"]
     assert finished(client, response.json()["results"][0]["job"], 120)["state"] == "succeeded"
 
 
-def test_events_key_is_checked_when_configured(tmp_path, azurite):  # noqa: F811
+def test_events_key_is_checked_when_configured(tmp_path, azurite):
     settings = Settings(data_dir=tmp_path, azure_connection_string=azurite.connection_string, events_key="s3cret")
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        ping = [{"id": "1", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "data": {"validationCode": "v"}}]
+        ping = [
+            {"id": "1", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "data": {"validationCode": "v"}}
+        ]
         assert c.post("/events/eventgrid", json=ping).status_code == 401
         assert c.post("/events/eventgrid?key=wrong", json=ping).status_code == 401
         assert c.post("/events/eventgrid?key=s3cret", json=ping).json() == {"validationResponse": "v"}
@@ -127,7 +159,7 @@ def test_events_key_is_checked_when_configured(tmp_path, azurite):  # noqa: F811
         assert c.post("/events/s3", json={"Records": []}).status_code == 401
 
 
-def test_bad_events_get_4xx_never_500(client, azurite, testdata):  # noqa: F811
+def test_bad_events_get_4xx_never_500(client, azurite, testdata):
     def check(response, status, text):
         assert response.status_code == status, response.text
         assert text.lower() in response.text.lower() and "Traceback" not in response.text
@@ -135,11 +167,16 @@ def test_bad_events_get_4xx_never_500(client, azurite, testdata):  # noqa: F811
     check(client.post("/events/eventgrid", content=b"{not json"), 400, "not valid JSON")
     check(client.post("/events/eventgrid", content=b""), 400, "empty")
     check(client.post("/events/eventgrid", json=[{"hello": 1}]), 400, "Event Grid schema")
-    check(client.post("/events/eventgrid", json=[{"eventType": "Microsoft.Storage.BlobCreated", "data": {}}]), 400, "url")
+    check(
+        client.post("/events/eventgrid", json=[{"eventType": "Microsoft.Storage.BlobCreated", "data": {}}]), 400, "url"
+    )
     check(client.post("/events/eventgrid", content=b"[" + b" " * (2 * 2**20) + b"]"), 413, "over")
     # URLs outside the configured account: another host, another account path, a non-blob URL
-    for url in ("https://evil.blob.core.windows.net/slides/a.svs", "http://169.254.169.254/latest/a.svs",
-                f"{azurite.endpoint.replace('devstoreaccount1', 'otheraccount')}/slides/a.svs"):
+    for url in (
+        "https://evil.blob.core.windows.net/slides/a.svs",
+        "http://169.254.169.254/latest/a.svs",
+        f"{azurite.endpoint.replace('devstoreaccount1', 'otheraccount')}/slides/a.svs",
+    ):
         check(client.post("/events/eventgrid", json=[eventgrid_event(url, "0x1")]), 403, "not in the configured")
     # a missing blob: with its etag -> a job that fails with the reason; without -> 404 now
     missing = f"{azurite.endpoint}/slides/nowhere/gone.svs"
@@ -160,57 +197,87 @@ def test_bad_events_get_4xx_never_500(client, azurite, testdata):  # noqa: F811
     check(client.get("/storage/pyramid", params={"url": "az://slides/not/there"}), 404, "no manifest")
 
 
-def test_cloudevents_structured_binary_and_handshake(client, azurite, testdata):  # noqa: F811
+def test_cloudevents_structured_binary_and_handshake(client, azurite, testdata):
     response = client.options("/events/cloudevents", headers={"WebHook-Request-Origin": "eventgrid.azure.net"})
     assert response.status_code == 200 and response.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
     url, etag = upload(azurite, "cloud", "in/ce.svs", testdata(SLIDE))
     data = eventgrid_event(url, etag)["data"]
-    structured = {"specversion": "1.0", "type": "Microsoft.Storage.BlobCreated", "id": "ce-1",
-                  "source": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/dev",
-                  "subject": "/blobServices/default/containers/cloud/blobs/in/ce.svs", "time": "2026-01-01T00:00:00Z",
-                  "datacontenttype": "application/json", "data": data}
-    first = client.post("/events/cloudevents", content=json.dumps(structured),
-                        headers={"content-type": "application/cloudevents+json"})
+    structured = {
+        "specversion": "1.0",
+        "type": "Microsoft.Storage.BlobCreated",
+        "id": "ce-1",
+        "source": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/dev",
+        "subject": "/blobServices/default/containers/cloud/blobs/in/ce.svs",
+        "time": "2026-01-01T00:00:00Z",
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    first = client.post(
+        "/events/cloudevents", content=json.dumps(structured), headers={"content-type": "application/cloudevents+json"}
+    )
     assert first.status_code == 200, first.text
     assert first.json()["results"][0]["status"] == "submitted"
-    binary = client.post("/events/cloudevents", content=json.dumps(data), headers={
-        "ce-specversion": "1.0", "ce-type": "Microsoft.Storage.BlobCreated", "ce-id": "ce-2", "ce-source": "/dev",
-        "content-type": "application/json"})
+    binary = client.post(
+        "/events/cloudevents",
+        content=json.dumps(data),
+        headers={
+            "ce-specversion": "1.0",
+            "ce-type": "Microsoft.Storage.BlobCreated",
+            "ce-id": "ce-2",
+            "ce-source": "/dev",
+            "content-type": "application/json",
+        },
+    )
     assert binary.status_code == 200 and binary.json()["results"][0]["status"] == "duplicate"
-    batch = client.post("/events/cloudevents", content=json.dumps([structured, {**structured, "id": "3",
-                                                                                "type": "other.type"}]),
-                        headers={"content-type": "application/cloudevents-batch+json"})
+    batch = client.post(
+        "/events/cloudevents",
+        content=json.dumps([structured, {**structured, "id": "3", "type": "other.type"}]),
+        headers={"content-type": "application/cloudevents-batch+json"},
+    )
     assert [r["status"] for r in batch.json()["results"]] == ["ignored", "duplicate"]
     assert finished(client, first.json()["results"][0]["job"], 120)["state"] == "succeeded"
 
 
-def test_s3_notifications_to_moto(client, moto_s3, testdata):  # noqa: F811
+def test_s3_notifications_to_moto(client, moto_s3, testdata):
     s3 = moto_s3.client()
     s3.create_bucket(Bucket="scans")
     key = "in/my slide.svs"
     s3.upload_file(str(testdata(SLIDE)), "scans", key)
     etag = s3.head_object(Bucket="scans", Key=key)["ETag"].strip('"')
-    record = {"eventVersion": "2.0", "eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
-              "s3": {"bucket": {"name": "scans"}, "object": {"key": "in/my+slide.svs", "size": 1, "eTag": etag}}}
-    answers = [client.post("/events/s3", json={"EventName": "s3:ObjectCreated:Put", "Key": "scans/in/my slide.svs",
-                                               "Records": [record]}) for _ in range(2)]
+    record = {
+        "eventVersion": "2.0",
+        "eventSource": "minio:s3",
+        "eventName": "s3:ObjectCreated:Put",
+        "s3": {"bucket": {"name": "scans"}, "object": {"key": "in/my+slide.svs", "size": 1, "eTag": etag}},
+    }
+    answers = [
+        client.post(
+            "/events/s3",
+            json={"EventName": "s3:ObjectCreated:Put", "Key": "scans/in/my slide.svs", "Records": [record]},
+        )
+        for _ in range(2)
+    ]
     assert [a.json()["results"][0]["status"] for a in answers] == ["submitted", "duplicate"]
     job = finished(client, answers[0].json()["results"][0]["job"], 120)
     assert job["state"] == "succeeded", job["error"]
-    names = [o["Key"] for o in s3.list_objects_v2(Bucket="scans", Prefix="scans/")["Contents"]] \
-        if "Contents" in s3.list_objects_v2(Bucket="scans", Prefix="scans/") else []
+    names = (
+        [o["Key"] for o in s3.list_objects_v2(Bucket="scans", Prefix="scans/")["Contents"]]
+        if "Contents" in s3.list_objects_v2(Bucket="scans", Prefix="scans/")
+        else []
+    )
     out = "web-slides-dzi-output/my slide/"
     listed = s3.list_objects_v2(Bucket="scans", Prefix=out)
     names = [o["Key"] for o in listed.get("Contents", [])]
     assert f"{out}manifest.json" in names and f"{out}my slide.dzi" in names
 
 
-def test_killed_worker_leaves_no_manifest_and_the_retry_publishes_a_complete_one(tmp_path, azurite):  # noqa: F811
+def test_killed_worker_leaves_no_manifest_and_the_retry_publishes_a_complete_one(tmp_path, azurite):
     slide = make_slow_tiff(tmp_path / "big.tiff", size=5000)
     url, etag = upload(azurite, "killed", "in/big.tiff", slide)
     data = tmp_path / "data"
-    env = clean_env(TILEWRIGHT_DATA_DIR=str(data), TILEWRIGHT_CONCURRENCY="1", TILEWRIGHT_STORAGE_CONNECTIONS="2",
-                    **azurite.env())
+    env = clean_env(
+        TILEWRIGHT_DATA_DIR=str(data), TILEWRIGHT_CONCURRENCY="1", TILEWRIGHT_STORAGE_CONNECTIONS="2", **azurite.env()
+    )
     port = free_port()
     import httpx
 
@@ -218,8 +285,14 @@ def test_killed_worker_leaves_no_manifest_and_the_retry_publishes_a_complete_one
     try:
         answer = httpx.post(f"http://127.0.0.1:{port}/events/eventgrid", json=[eventgrid_event(url, etag)]).json()
         job_id = answer["results"][0]["job"]
-        wait_until(lambda: "uploading" in httpx.get(f"http://127.0.0.1:{port}/jobs/{job_id}").json()["stage"]
-                   and len(blob_names(azurite, "killed", "web-slides-dzi-output/big/")) > 20, 120, "upload to start")
+        wait_until(
+            lambda: (
+                "uploading" in httpx.get(f"http://127.0.0.1:{port}/jobs/{job_id}").json()["stage"]
+                and len(blob_names(azurite, "killed", "web-slides-dzi-output/big/")) > 20
+            ),
+            120,
+            "upload to start",
+        )
     finally:
         server.kill()  # the server and its pool process, mid-upload
     out = "web-slides-dzi-output/big/"
@@ -231,8 +304,11 @@ def test_killed_worker_leaves_no_manifest_and_the_retry_publishes_a_complete_one
     assert store.read_manifest(f"killed/{out}") is None and store.verify_manifest(f"killed/{out}") == ["no manifest"]
     server = start_server(env, port, tmp_path / "serve2.log")
     try:
-        job = wait_until(lambda: (j := httpx.get(f"http://127.0.0.1:{port}/jobs/{job_id}").json())["state"]
-                         in FINISHED and j, 180, "the retried job")
+        job = wait_until(
+            lambda: (j := httpx.get(f"http://127.0.0.1:{port}/jobs/{job_id}").json())["state"] in FINISHED and j,
+            180,
+            "the retried job",
+        )
         assert job["state"] == "succeeded" and job["attempts"] == 2, job
     finally:
         server.stop()

@@ -64,10 +64,13 @@ def test_detection_is_by_content_not_extension(testdata, tmp_path):
         detect(text_named_png)
 
 
-@pytest.mark.parametrize(("relative", "reader"), [
-    ("ome-tiff/rand_uint16.ome.tiff", "ometiff"),  # the OME-TIFF checker's parse is the reader's
-    ("generic-tiff/small_HE_levels.tiff", "vips"),  # ... or the vips reader's, after the OME-TIFF checker said no
-])
+@pytest.mark.parametrize(
+    ("relative", "reader"),
+    [
+        ("ome-tiff/rand_uint16.ome.tiff", "ometiff"),  # the OME-TIFF checker's parse is the reader's
+        ("generic-tiff/small_HE_levels.tiff", "vips"),  # ... or the vips reader's, after the OME-TIFF checker said no
+    ],
+)
 def test_a_tiff_is_parsed_by_tifffile_once_per_open(testdata, monkeypatch, relative, reader):
     import tifffile
 
@@ -204,7 +207,8 @@ def test_checker_order_is_configurable(testdata):
 
 def test_third_party_reader_plugs_in_through_entry_points(tmp_path, monkeypatch):
     """A plug-in is a SlideReader subclass registered in the `tilewright.formats` entry-point group."""
-    (tmp_path / "tw_fake_plugin.py").write_text(textwrap.dedent('''
+    (tmp_path / "tw_fake_plugin.py").write_text(
+        textwrap.dedent("""
         import pyvips
         from tilewright.formats.base import Level, SlideReader
 
@@ -222,7 +226,8 @@ def test_third_party_reader_plugs_in_through_entry_points(tmp_path, monkeypatch)
 
             def _level_image(self, level, sequential):
                 return pyvips.Image.black(64, 32, bands=3) + 128
-    '''))
+    """)
+    )
     dist = tmp_path / "tw_fake_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tw-fake-plugin\nVersion: 1.0\n")
@@ -267,11 +272,14 @@ def _stored_bytes(path, page_index: int, tile_index: int) -> bytes:
         return page.jpegtables[:-2] + raw[2:]
 
 
-@pytest.mark.parametrize("source, tile, coding", [
-    ("generated Q90", 256, "rgb"),  # libvips writes RGB-coded JPEG (Photometric RGB) from Q 90 up
-    ("generated Q80", 256, "ycbcr"),  # ... and YCbCr below
-    ("svs/cmu-1-small-region.svs", 240, "rgb"),  # Aperio: RGB-coded, Photometric RGB, no Adobe marker
-])
+@pytest.mark.parametrize(
+    "source, tile, coding",
+    [
+        ("generated Q90", 256, "rgb"),  # libvips writes RGB-coded JPEG (Photometric RGB) from Q 90 up
+        ("generated Q80", 256, "ycbcr"),  # ... and YCbCr below
+        ("svs/cmu-1-small-region.svs", 240, "rgb"),  # Aperio: RGB-coded, Photometric RGB, no Adobe marker
+    ],
+)
 def test_stored_jpeg_tiles_are_handed_out_as_stored(testdata, big_pyramid, tmp_path, source, tile, coding):
     """Interior tiles come back as stored (plus the Adobe marker RGB-coded data needs), decode to the pixels
     libvips reads through libtiff; edge tiles do not come back (they are padded in the file)."""
@@ -279,8 +287,9 @@ def test_stored_jpeg_tiles_are_handed_out_as_stored(testdata, big_pyramid, tmp_p
 
     if source == "generated Q80":
         path = tmp_path / "ycbcr.tiff"
-        pyvips.Image.new_from_file(str(big_pyramid)).tiffsave(str(path), tile=True, pyramid=True, compression="jpeg",
-                                                             Q=80, tile_width=256, tile_height=256)
+        pyvips.Image.new_from_file(str(big_pyramid)).tiffsave(
+            str(path), tile=True, pyramid=True, compression="jpeg", Q=80, tile_width=256, tile_height=256
+        )
     else:
         path = big_pyramid if source.startswith("generated") else testdata(source)
     reader = open_slide(path, Settings())

@@ -11,13 +11,12 @@ import pytest
 import pyvips
 from azure.functions.blob import InputStream
 
-from azure_services import azurite  # noqa: F401 - fixture
 from tilewright.config import get_settings
 from tilewright.jobs import store as jobs
 
 
 @pytest.fixture
-def functions(tmp_path, azurite, monkeypatch):  # noqa: F811
+def functions(tmp_path, azurite, monkeypatch):
     monkeypatch.setenv("TILEWRIGHT_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("TILEWRIGHT_AZURE_CONNECTION_STRING", azurite.connection_string)
     get_settings.cache_clear()
@@ -38,10 +37,15 @@ def _upload(container, name, path):
 def test_event_grid_trigger_runs_the_job_inline_once(functions, testdata):
     module, container = functions
     url, etag = _upload(container, "eg/slide.svs", testdata("svs/cmu-1-small-region.svs"))
-    event = func.EventGridEvent(id="1", data={"url": url, "eTag": etag, "api": "PutBlob"}, topic="/t",
-                                subject="/blobServices/default/containers/funcs/blobs/eg/slide.svs",
-                                event_type="Microsoft.Storage.BlobCreated",
-                                event_time=datetime.datetime.now(datetime.timezone.utc), data_version="1")
+    event = func.EventGridEvent(
+        id="1",
+        data={"url": url, "eTag": etag, "api": "PutBlob"},
+        topic="/t",
+        subject="/blobServices/default/containers/funcs/blobs/eg/slide.svs",
+        event_type="Microsoft.Storage.BlobCreated",
+        event_time=datetime.datetime.now(datetime.UTC),
+        data_version="1",
+    )
     module.on_event_grid(event)
     module.on_event_grid(event)  # redelivered: no second job
     settings = get_settings()
@@ -49,11 +53,25 @@ def test_event_grid_trigger_runs_the_job_inline_once(functions, testdata):
     assert len(found) == 1 and found[0]["state"] == "succeeded", found
     manifest = json.loads(container.download_blob("web-slides-dzi-output/slide/manifest.json").readall())
     assert manifest["source"]["etag"] == etag
-    other = func.EventGridEvent(id="2", data={}, topic="/t", subject="s", event_type="Microsoft.Storage.BlobDeleted",
-                                event_time=None, data_version="1")
+    other = func.EventGridEvent(
+        id="2",
+        data={},
+        topic="/t",
+        subject="s",
+        event_type="Microsoft.Storage.BlobDeleted",
+        event_time=None,
+        data_version="1",
+    )
     module.on_event_grid(other)  # ignored
-    bad = func.EventGridEvent(id="3", data={"url": "https://evil.example/x.svs", "eTag": "1"}, topic="/t",
-                              subject="s", event_type="Microsoft.Storage.BlobCreated", event_time=None, data_version="1")
+    bad = func.EventGridEvent(
+        id="3",
+        data={"url": "https://evil.example/x.svs", "eTag": "1"},
+        topic="/t",
+        subject="s",
+        event_type="Microsoft.Storage.BlobCreated",
+        event_time=None,
+        data_version="1",
+    )
     module.on_event_grid(bad)  # refused and logged, never raised
     assert len(jobs.list_jobs(settings, kind="convert_blob")) == 1
 
@@ -61,8 +79,7 @@ def test_event_grid_trigger_runs_the_job_inline_once(functions, testdata):
 def test_blob_trigger_uses_the_same_job_key(functions, testdata):
     module, container = functions
     url, etag = _upload(container, "bt/other.svs", testdata("svs/cmu-1-small-region.svs"))
-    stream = InputStream(data=b"", name="funcs/bt/other.svs", uri=url, length=0,
-                              blob_properties={"ETag": f'"{etag}"'})
+    stream = InputStream(data=b"", name="funcs/bt/other.svs", uri=url, length=0, blob_properties={"ETag": f'"{etag}"'})
     module.on_blob(stream)
     outcome = module.handle_blob(url, etag)  # as if Event Grid reported it too
     assert outcome["status"] == "duplicate"
@@ -78,9 +95,12 @@ def test_http_resize_route(functions, testdata):
     assert response.status_code == 200 and response.mimetype == "image/jpeg"
     image = pyvips.Image.new_from_buffer(response.get_body(), "")
     assert max(image.width, image.height) == 128
-    for params, status in (({"url": url, "size": "0"}, 400), ({}, 400),
-                           ({"url": "https://evil.blob.core.windows.net/c/x.svs"}, 403),
-                           ({"url": f"{container.url}/rs/missing.svs"}, 404)):
+    for params, status in (
+        ({"url": url, "size": "0"}, 400),
+        ({}, 400),
+        ({"url": "https://evil.blob.core.windows.net/c/x.svs"}, 403),
+        ({"url": f"{container.url}/rs/missing.svs"}, 404),
+    ):
         response = module.resize(func.HttpRequest(method="GET", url="/api/resize", params=params, body=b""))
         assert response.status_code == status, (params, response.get_body())
         assert "detail" in json.loads(response.get_body())

@@ -15,41 +15,63 @@ def parse(region="full", size="max", rotation="0", qf="default.jpg", width=W, he
     return iiif.parse(region, size, rotation, qf, width, height, **{**LIMITS, **limits})
 
 
-@pytest.mark.parametrize("region, expected", [
-    ("full", (0, 0, W, H)),
-    ("square", (0, (H - W) // 2, W, W)),
-    ("0,0,256,256", (0, 0, 256, 256)),
-    ("2000,2900,1000,1000", (2000, 2900, 220, 67)),  # clipped to the image
-    ("pct:0,0,100,100", (0, 0, W, H)),
-    ("pct:50,50,50,50", (1110, 1483, 1110, 1484)),
-    ("pct:10.5,0,1.5,.5", (233, 0, 34, 15)),
-])
+@pytest.mark.parametrize(
+    "region, expected",
+    [
+        ("full", (0, 0, W, H)),
+        ("square", (0, (H - W) // 2, W, W)),
+        ("0,0,256,256", (0, 0, 256, 256)),
+        ("2000,2900,1000,1000", (2000, 2900, 220, 67)),  # clipped to the image
+        ("pct:0,0,100,100", (0, 0, W, H)),
+        ("pct:50,50,50,50", (1110, 1483, 1110, 1484)),
+        ("pct:10.5,0,1.5,.5", (233, 0, 34, 15)),
+    ],
+)
 def test_regions(region, expected):
     assert iiif.parse_region(region, W, H) == expected
 
 
-@pytest.mark.parametrize("region", [
-    "", "ful", "0,0,256", "0,0,0,10", "0,0,10,0", "-1,0,10,10", "2220,0,10,10", "0,2967,10,10",
-    "pct:", "pct:0,0,0,10", "pct:101,0,10,10", "pct:a,b,c,d", "1e3,0,10,10", "0,0,256,256,1", "0x0,1,1,1",
-    "99999999999,0,1,1",
-])
+@pytest.mark.parametrize(
+    "region",
+    [
+        "",
+        "ful",
+        "0,0,256",
+        "0,0,0,10",
+        "0,0,10,0",
+        "-1,0,10,10",
+        "2220,0,10,10",
+        "0,2967,10,10",
+        "pct:",
+        "pct:0,0,0,10",
+        "pct:101,0,10,10",
+        "pct:a,b,c,d",
+        "1e3,0,10,10",
+        "0,0,256,256,1",
+        "0x0,1,1,1",
+        "99999999999,0,1,1",
+    ],
+)
 def test_bad_regions(region):
     with pytest.raises(IiifError):
         iiif.parse_region(region, W, H)
 
 
-@pytest.mark.parametrize("size, expected", [
-    ("max", (1000, 800)),
-    ("500,", (500, 400)),
-    (",400", (500, 400)),
-    ("250,100", (250, 100)),
-    ("!500,500", (500, 400)),
-    ("pct:50", (500, 400)),
-    ("^2000,", (2000, 1600)),
-    ("^pct:150", (1500, 1200)),
-    ("^!2000,2000", (2000, 1600)),
-    ("!2000,2000", (1000, 800)),
-])
+@pytest.mark.parametrize(
+    "size, expected",
+    [
+        ("max", (1000, 800)),
+        ("500,", (500, 400)),
+        (",400", (500, 400)),
+        ("250,100", (250, 100)),
+        ("!500,500", (500, 400)),
+        ("pct:50", (500, 400)),
+        ("^2000,", (2000, 1600)),
+        ("^pct:150", (1500, 1200)),
+        ("^!2000,2000", (2000, 1600)),
+        ("!2000,2000", (1000, 800)),
+    ],
+)
 def test_sizes(size, expected):
     assert iiif.parse_size(size, 1000, 800, **LIMITS) == expected
 
@@ -61,10 +83,31 @@ def test_max_respects_the_area_limit():
     assert (w, h) == (1000, 500)
 
 
-@pytest.mark.parametrize("size", [
-    "", "full", "0,", ",0", ",", "1001,", ",801", "1001,800", "pct:0", "pct:101", "pct:-5", "!500,", "!,500",
-    "!0,0", "a,b", "^", "^^max", "max,", "50000,40000", "^20000,",
-])
+@pytest.mark.parametrize(
+    "size",
+    [
+        "",
+        "full",
+        "0,",
+        ",0",
+        ",",
+        "1001,",
+        ",801",
+        "1001,800",
+        "pct:0",
+        "pct:101",
+        "pct:-5",
+        "!500,",
+        "!,500",
+        "!0,0",
+        "a,b",
+        "^",
+        "^^max",
+        "max,",
+        "50000,40000",
+        "^20000,",
+    ],
+)
 def test_bad_sizes(size):
     with pytest.raises(IiifError):
         iiif.parse_size(size, 1000, 800, **LIMITS)
@@ -75,10 +118,17 @@ def test_size_over_the_area_limit_is_refused():
         iiif.parse_size("5000,5000", 5000, 5000, 16383, 16383, 4096 * 4096)
 
 
-@pytest.mark.parametrize("rotation, expected", [
-    ("0", (0.0, False)), ("90", (90.0, False)), ("!0", (0.0, True)), ("!270", (270.0, True)),
-    ("22.5", (22.5, False)), ("360", (0.0, False)),
-])
+@pytest.mark.parametrize(
+    "rotation, expected",
+    [
+        ("0", (0.0, False)),
+        ("90", (90.0, False)),
+        ("!0", (0.0, True)),
+        ("!270", (270.0, True)),
+        ("22.5", (22.5, False)),
+        ("360", (0.0, False)),
+    ],
+)
 def test_rotations(rotation, expected):
     assert iiif.parse_rotation(rotation) == expected
 
@@ -89,10 +139,15 @@ def test_bad_rotations(rotation):
         iiif.parse_rotation(rotation)
 
 
-@pytest.mark.parametrize("qf, expected", [
-    ("default.jpg", ("default", "jpg")), ("color.png", ("color", "png")), ("gray.webp", ("gray", "webp")),
-    ("bitonal.jpg", ("bitonal", "jpg")),
-])
+@pytest.mark.parametrize(
+    "qf, expected",
+    [
+        ("default.jpg", ("default", "jpg")),
+        ("color.png", ("color", "png")),
+        ("gray.webp", ("gray", "webp")),
+        ("bitonal.jpg", ("bitonal", "jpg")),
+    ],
+)
 def test_quality_format(qf, expected):
     assert iiif.parse_quality_format(qf) == expected
 

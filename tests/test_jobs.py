@@ -9,22 +9,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services import FINISHED, clean_env, free_port, slow_tiff, start_server, wait_until  # noqa: F401 - fixture
+from conftest import TESTDATA
+from services import FINISHED, clean_env, free_port, start_server, wait_until
 from tilewright.config import Settings
 from tilewright.db import init_db
 from tilewright.errors import InputError
 from tilewright.jobs import store
 from tilewright.jobs.executors import EmbeddedExecutor
 from tilewright.jobs.service import submit_job
-from conftest import TESTDATA
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Settings on a fresh data folder, and a started embedded executor with concurrency 2."""
     data = tmp_path_factory.mktemp("jobs")
-    settings = Settings(data_dir=data, input_roots=[str(TESTDATA), str(data / "in")], concurrency=2,
-                        job_retry_backoff_seconds=0.1)
+    settings = Settings(
+        data_dir=data, input_roots=[str(TESTDATA), str(data / "in")], concurrency=2, job_retry_backoff_seconds=0.1
+    )
     init_db(settings)
     executor = EmbeddedExecutor(settings)
     executor.start()
@@ -33,15 +34,20 @@ def env(tmp_path_factory):
 
 
 def _wait(settings, job_id: str, timeout: float = 60) -> dict:
-    return wait_until(lambda: (j := store.get(settings, job_id))["state"] in FINISHED and j, timeout,
-                      f"job {job_id} to finish")
+    return wait_until(
+        lambda: (j := store.get(settings, job_id))["state"] in FINISHED and j, timeout, f"job {job_id} to finish"
+    )
 
 
 def test_twenty_conversions_with_concurrency_two(env, testdata):
     settings, executor = env
     source = testdata("svs/cmu-1-small-region.svs")
-    ids = [submit_job(settings, executor, "convert", {"input": str(source), "collection": "twenty"},
-                      key=f"twenty-{i}")[0]["id"] for i in range(20)]
+    ids = [
+        submit_job(settings, executor, "convert", {"input": str(source), "collection": "twenty"}, key=f"twenty-{i}")[0][
+            "id"
+        ]
+        for i in range(20)
+    ]
     assert len(set(ids)) == 20
     jobs = [_wait(settings, i, timeout=120) for i in ids]
     assert [j["state"] for j in jobs] == ["succeeded"] * 20, [j["error"] for j in jobs]
@@ -67,7 +73,8 @@ def test_same_key_twice_runs_once(env, testdata):
     third, created_third = submit_job(settings, executor, "convert", params)
     assert not created_third and third["id"] == first["id"] and third["state"] == "succeeded"
     assert len(store.list_jobs(settings, kind="convert", limit=1000)) == len(
-        {j["id"] for j in store.list_jobs(settings, kind="convert", limit=1000)})
+        {j["id"] for j in store.list_jobs(settings, kind="convert", limit=1000)}
+    )
 
 
 def test_corrupt_input_fails_once_with_its_reason(env, testdata):
@@ -112,14 +119,18 @@ def test_input_outside_the_roots_is_refused(env, tmp_path):
 def test_server_killed_mid_job_completes_after_restart(tmp_path, slow_tiff):
     """SIGKILL `tilewright serve` while it converts; the next start picks the job up and finishes it."""
     port = free_port()
-    env = clean_env(TILEWRIGHT_DATA_DIR=str(tmp_path / "data"), TILEWRIGHT_INPUT_ROOTS=f'["{slow_tiff.parent}"]',
-                    TILEWRIGHT_CONCURRENCY="1")
+    env = clean_env(
+        TILEWRIGHT_DATA_DIR=str(tmp_path / "data"),
+        TILEWRIGHT_INPUT_ROOTS=f'["{slow_tiff.parent}"]',
+        TILEWRIGHT_CONCURRENCY="1",
+    )
     base = f"http://127.0.0.1:{port}"
     server = start_server(env, port, tmp_path / "serve1.log")
     try:
         job = httpx.post(f"{base}/jobs", json={"kind": "convert", "params": {"input": str(slow_tiff)}}).json()
-        wait_until(lambda: httpx.get(f"{base}/jobs/{job['id']}").json()["progress"] > 0.1, 60,
-                   "the conversion to be under way")
+        wait_until(
+            lambda: httpx.get(f"{base}/jobs/{job['id']}").json()["progress"] > 0.1, 60, "the conversion to be under way"
+        )
     finally:
         server.kill(group=False)  # only the server process: its pool children must die with it
     settings = Settings(data_dir=tmp_path / "data")
@@ -127,8 +138,11 @@ def test_server_killed_mid_job_completes_after_restart(tmp_path, slow_tiff):
     time.sleep(0.2)
     server = start_server(env, port, tmp_path / "serve2.log")
     try:
-        done = wait_until(lambda: (j := httpx.get(f"{base}/jobs/{job['id']}").json())["state"] in FINISHED and j,
-                          120, "the job to finish after the restart")
+        done = wait_until(
+            lambda: (j := httpx.get(f"{base}/jobs/{job['id']}").json())["state"] in FINISHED and j,
+            120,
+            "the job to finish after the restart",
+        )
         assert done["state"] == "succeeded", done
         assert done["attempts"] == 2
         assert Path(done["outputs"]["output"]).is_file()

@@ -11,13 +11,19 @@ from tilewright.config import Settings
 from tilewright.logs import redact, setup_logging
 
 
-@pytest.mark.parametrize("text, secret, kept", [
-    ("DefaultEndpointsProtocol=http;AccountName=dev;AccountKey=c2VjcmV0a2V5;BlobEndpoint=x", "c2VjcmV0a2V5",
-     "AccountName=dev"),
-    ("https://acct.blob.core.windows.net/c/b.svs?sv=2024&sig=AbC%2Fdef", "AbC%2Fdef", "sv=2024"),
-    ("tile cache: Redis at redis://:hunter2@10.0.0.5:6379/0 cannot be reached", "hunter2", "10.0.0.5:6379/0"),
-    ("broker amqp://guest:s3cr3t@rabbit:5672// unreachable", "s3cr3t", "amqp://guest:***@rabbit:5672//"),
-])
+@pytest.mark.parametrize(
+    "text, secret, kept",
+    [
+        (
+            "DefaultEndpointsProtocol=http;AccountName=dev;AccountKey=c2VjcmV0a2V5;BlobEndpoint=x",
+            "c2VjcmV0a2V5",
+            "AccountName=dev",
+        ),
+        ("https://acct.blob.core.windows.net/c/b.svs?sv=2024&sig=AbC%2Fdef", "AbC%2Fdef", "sv=2024"),
+        ("tile cache: Redis at redis://:hunter2@10.0.0.5:6379/0 cannot be reached", "hunter2", "10.0.0.5:6379/0"),
+        ("broker amqp://guest:s3cr3t@rabbit:5672// unreachable", "s3cr3t", "amqp://guest:***@rabbit:5672//"),
+    ],
+)
 def test_redact_masks_secrets_and_keeps_the_rest(text, secret, kept):
     masked = redact(text)
     assert secret not in masked and "***" in masked and kept in masked

@@ -27,8 +27,7 @@ def checkerboard(size: int = 256, cell: int = 2) -> pyvips.Image:
 
 
 def array(image: pyvips.Image) -> np.ndarray:
-    return np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8,
-                      shape=(image.height, image.width, image.bands))
+    return np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width, image.bands))
 
 
 def run(image: pyvips.Image, *chain) -> list[pyvips.Image]:
@@ -39,31 +38,48 @@ def run(image: pyvips.Image, *chain) -> list[pyvips.Image]:
 
 
 def test_parse_chain_reads_strings_shorthands_and_mappings():
-    steps = parse_chain(["split", "resize=0.5", "blur=5", {"op": "resize", "scale": 0.5},
-                         "resize=300x200", "resize=300x200!", "crop=1,2,30,40", "blur=sigma:2,size:7"])
+    steps = parse_chain(
+        [
+            "split",
+            "resize=0.5",
+            "blur=5",
+            {"op": "resize", "scale": 0.5},
+            "resize=300x200",
+            "resize=300x200!",
+            "crop=1,2,30,40",
+            "blur=sigma:2,size:7",
+        ]
+    )
     assert [s.to_dict() for s in steps] == [
-        {"op": "split"}, {"op": "resize", "scale": 0.5}, {"op": "blur", "sigma": 5.0},
-        {"op": "resize", "scale": 0.5}, {"op": "resize", "width": 300, "height": 200},
+        {"op": "split"},
+        {"op": "resize", "scale": 0.5},
+        {"op": "blur", "sigma": 5.0},
+        {"op": "resize", "scale": 0.5},
+        {"op": "resize", "width": 300, "height": 200},
         {"op": "resize", "width": 300, "height": 200, "mode": "exact"},
-        {"op": "crop", "x": 1, "y": 2, "width": 30, "height": 40}, {"op": "blur", "sigma": 2.0, "size": 7},
+        {"op": "crop", "x": 1, "y": 2, "width": 30, "height": 40},
+        {"op": "blur", "sigma": 2.0, "size": 7},
     ]
     assert [s.index for s in steps] == list(range(8))
 
 
-@pytest.mark.parametrize("spec, index, op, param, words", [
-    (["flatten", "sharpen=2"], 1, "sharpen", None, "unknown operation"),
-    (["resize=abc"], 0, "resize", "scale", "resize takes a factor"),
-    (["flatten", "flatten", "blur=-1"], 2, "blur", "sigma", "greater than or equal to 0"),
-    ([{"op": "crop", "x": 1, "y": 1, "width": 5}], 0, "crop", "height", "missing parameter"),
-    ([{"op": "blur", "sigma": 1, "radius": 2}], 0, "blur", "radius", "unknown parameter 'radius'"),
-    (["format=bmp"], 0, "format", "format", "'jpeg'"),
-    (["quality=0"], 0, "quality", "quality", "greater than or equal to 1"),
-    (["rotate=400"], 0, "rotate", "angle", "less than 360"),
-    ([{"op": "watermark", "text": "x", "opacity": 1.5}], 0, "watermark", "opacity", "less than or equal to 1"),
-    (["flatten=notacolour"], 0, "flatten", "background", "colour must be"),
-    ([{"scale": 2}], 0, None, None, "needs an \"op\""),
-    (["strip=yes"], 0, "strip", None, "takes no parameters"),
-])
+@pytest.mark.parametrize(
+    "spec, index, op, param, words",
+    [
+        (["flatten", "sharpen=2"], 1, "sharpen", None, "unknown operation"),
+        (["resize=abc"], 0, "resize", "scale", "resize takes a factor"),
+        (["flatten", "flatten", "blur=-1"], 2, "blur", "sigma", "greater than or equal to 0"),
+        ([{"op": "crop", "x": 1, "y": 1, "width": 5}], 0, "crop", "height", "missing parameter"),
+        ([{"op": "blur", "sigma": 1, "radius": 2}], 0, "blur", "radius", "unknown parameter 'radius'"),
+        (["format=bmp"], 0, "format", "format", "'jpeg'"),
+        (["quality=0"], 0, "quality", "quality", "greater than or equal to 1"),
+        (["rotate=400"], 0, "rotate", "angle", "less than 360"),
+        ([{"op": "watermark", "text": "x", "opacity": 1.5}], 0, "watermark", "opacity", "less than or equal to 1"),
+        (["flatten=notacolour"], 0, "flatten", "background", "colour must be"),
+        ([{"scale": 2}], 0, None, None, 'needs an "op"'),
+        (["strip=yes"], 0, "strip", None, "takes no parameters"),
+    ],
+)
 def test_bad_steps_are_refused_naming_the_step_and_parameter(spec, index, op, param, words):
     with pytest.raises(OperationError) as caught:
         steps = parse_chain(spec)
@@ -74,17 +90,20 @@ def test_bad_steps_are_refused_naming_the_step_and_parameter(spec, index, op, pa
     assert error.http_status == 400 and error.exit_code == 2
 
 
-@pytest.mark.parametrize("spec, param, words", [
-    ([{"op": "resize", "scale": 0.5, "width": 10}], "scale", "not both"),
-    (["resize"], "scale", "give a scale factor"),
-    ([{"op": "resize", "width": 10, "mode": "exact"}], "height", "needs both"),
-    (["crop=390,0,20,20"], "width", "past the image's width"),
-    (["crop=0,400,20,20"], "y", "outside the image"),
-    (["blur=sigma:1,size:4"], "size", "must be odd"),
-    (["blur=0"], "sigma", "give a sigma"),
-    (["watermark"], "text", "either text or logo"),
-    ([{"op": "watermark", "logo": "/no/such/logo.png"}], "logo", "no such file"),
-])
+@pytest.mark.parametrize(
+    "spec, param, words",
+    [
+        ([{"op": "resize", "scale": 0.5, "width": 10}], "scale", "not both"),
+        (["resize"], "scale", "give a scale factor"),
+        ([{"op": "resize", "width": 10, "mode": "exact"}], "height", "needs both"),
+        (["crop=390,0,20,20"], "width", "past the image's width"),
+        (["crop=0,400,20,20"], "y", "outside the image"),
+        (["blur=sigma:1,size:4"], "size", "must be odd"),
+        (["blur=0"], "sigma", "give a sigma"),
+        (["watermark"], "text", "either text or logo"),
+        ([{"op": "watermark", "logo": "/no/such/logo.png"}], "logo", "no such file"),
+    ],
+)
 def test_checks_that_need_the_image_fail_when_the_step_runs(spec, param, words):
     steps = parse_chain(spec)
     with pytest.raises(OperationError) as caught:
@@ -104,23 +123,26 @@ def test_a_step_may_not_enlarge_an_image_past_the_pixel_limit():
 # -- geometry -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec, size", [
-    ("resize=0.5", (200, 150)),
-    ("resize=2", (800, 600)),
-    ("resize=25%", (100, 75)),
-    ("resize=100x100", (100, 75)),        # fit inside, aspect kept
-    ("resize=1000x100", (133, 100)),
-    ("resize=100x", (100, 75)),
-    ("resize=x60", (80, 60)),
-    ("resize=800x800", (800, 600)),       # resize may enlarge
-    ("resize=123x45!", (123, 45)),        # exact
-    ("thumbnail=150", (150, 113)),
-    ("thumbnail=1000x1000", (400, 300)),  # thumbnail never enlarges
-    ("crop=10,20,30,40", (30, 40)),
-    ("rotate=90", (300, 400)),
-    ("rotate=-90", (300, 400)),
-    ("flip=v", (400, 300)),
-])
+@pytest.mark.parametrize(
+    "spec, size",
+    [
+        ("resize=0.5", (200, 150)),
+        ("resize=2", (800, 600)),
+        ("resize=25%", (100, 75)),
+        ("resize=100x100", (100, 75)),  # fit inside, aspect kept
+        ("resize=1000x100", (133, 100)),
+        ("resize=100x", (100, 75)),
+        ("resize=x60", (80, 60)),
+        ("resize=800x800", (800, 600)),  # resize may enlarge
+        ("resize=123x45!", (123, 45)),  # exact
+        ("thumbnail=150", (150, 113)),
+        ("thumbnail=1000x1000", (400, 300)),  # thumbnail never enlarges
+        ("crop=10,20,30,40", (30, 40)),
+        ("rotate=90", (300, 400)),
+        ("rotate=-90", (300, 400)),
+        ("flip=v", (400, 300)),
+    ],
+)
 def test_output_sizes(spec, size):
     (out,) = run(gradient(400, 300), spec)
     assert (out.width, out.height) == size
@@ -165,7 +187,7 @@ def test_split_gives_4_then_16_images_covering_the_source_exactly(width, height)
     assert sum(q.width * q.height for q in sixteen) == width * height
     rebuilt = []
     for quadrant in range(4):  # each group of four tiles one quadrant
-        part = [array(q) for q in sixteen[quadrant * 4:quadrant * 4 + 4]]
+        part = [array(q) for q in sixteen[quadrant * 4 : quadrant * 4 + 4]]
         rebuilt.append(np.concatenate([np.concatenate(part[:2], axis=1), np.concatenate(part[2:], axis=1)], axis=0))
     whole = np.concatenate([np.concatenate(rebuilt[:2], axis=1), np.concatenate(rebuilt[2:], axis=1)], axis=0)
     assert np.array_equal(whole, source)
@@ -195,8 +217,9 @@ def high_frequency_energy(image: pyvips.Image) -> float:
     return float(np.abs(np.diff(pixels, axis=1)).mean() + np.abs(np.diff(pixels, axis=0)).mean())
 
 
-@pytest.mark.parametrize("spec", ["blur=1", "blur=5", "blur=sigma:0,size:7", "blur=sigma:2,size:0",
-                                  "blur=sigma:2,size:13"])
+@pytest.mark.parametrize(
+    "spec", ["blur=1", "blur=5", "blur=sigma:0,size:7", "blur=sigma:2,size:0", "blur=sigma:2,size:13"]
+)
 def test_blur_reduces_high_frequency_energy(spec):
     board = checkerboard()
     (blurred,) = run(board, spec)
@@ -244,8 +267,9 @@ def test_watermark_positions_opacity_and_font_floor():
     (corner,) = run(image, {"op": "watermark", "text": "abc", "position": "top-left"})
     changed = np.argwhere((array(corner) != array(image)).any(axis=2))
     assert changed.max(axis=0)[0] < 75 and changed.max(axis=0)[1] < 100
-    faint, strong = (array(run(image, {"op": "watermark", "text": "abc", "opacity": o, "colour": "#ffffff"})[0])
-                     for o in (0.2, 1.0))
+    faint, strong = (
+        array(run(image, {"op": "watermark", "text": "abc", "opacity": o, "colour": "#ffffff"})[0]) for o in (0.2, 1.0)
+    )
     assert np.abs(faint.astype(int) - array(image)).max() < np.abs(strong.astype(int) - array(image)).max()
     from tilewright.ops.watermark import font_size_for
 
@@ -313,8 +337,21 @@ def test_jpeg_flattens_alpha_on_white():
 
 
 def test_registry_names_every_operation_in_the_issue():
-    assert set(ops.OPS) >= {"resize", "thumbnail", "crop", "split", "blur", "watermark", "flatten", "rotate",
-                            "flip", "format", "quality", "strip", "auto_orient"}
+    assert set(ops.OPS) >= {
+        "resize",
+        "thumbnail",
+        "crop",
+        "split",
+        "blur",
+        "watermark",
+        "flatten",
+        "rotate",
+        "flip",
+        "format",
+        "quality",
+        "strip",
+        "auto_orient",
+    }
     for name, op in ops.OPS.items():
         assert op.doc, f"{name} needs a docstring: docs/ops.md is made from them"
 
@@ -356,14 +393,17 @@ def test_source_decoded_once_reads_the_same_pixels_and_metadata(testdata, tmp_pa
         assert jpeg.shrinks_on_load
 
 
-@pytest.mark.parametrize(("chain", "expected"), [
-    (["thumbnail=200x100", "blur=1"], (200, 100, False, ["blur"])),
-    (["auto_orient", "thumbnail=150"], (150, 150, True, [])),
-    (["auto_orient", "auto_orient", "thumbnail=150"], None),  # only one auto_orient may come first
-    (["resize=0.5", "thumbnail=150"], None),
-    (["auto_orient"], None),
-    ([], None),
-])
+@pytest.mark.parametrize(
+    ("chain", "expected"),
+    [
+        (["thumbnail=200x100", "blur=1"], (200, 100, False, ["blur"])),
+        (["auto_orient", "thumbnail=150"], (150, 150, True, [])),
+        (["auto_orient", "auto_orient", "thumbnail=150"], None),  # only one auto_orient may come first
+        (["resize=0.5", "thumbnail=150"], None),
+        (["auto_orient"], None),
+        ([], None),
+    ],
+)
 def test_a_leading_thumbnail_is_found_in_one_place(chain, expected):
     lead = ops.lead_thumbnail(parse_chain(chain))
     found = None if lead is None else (lead.width, lead.height, lead.orient, [step.op for step in lead.rest])

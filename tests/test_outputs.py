@@ -18,8 +18,8 @@ import pyvips
 import tifffile
 from openslide.deepzoom import DeepZoomGenerator
 
-from tilewright.convert import convert, make_options
 from tilewright.config import Settings
+from tilewright.convert import convert, make_options
 
 DZ = "{http://schemas.microsoft.com/deepzoom/2008}"
 
@@ -27,14 +27,20 @@ DZ = "{http://schemas.microsoft.com/deepzoom/2008}"
 def read_dzi(path: Path) -> dict:
     root = ET.parse(path).getroot()
     size = root.find(f"{DZ}Size")
-    return {"tile": int(root.get("TileSize")), "overlap": int(root.get("Overlap")), "format": root.get("Format"),
-            "width": int(size.get("Width")), "height": int(size.get("Height"))}
+    return {
+        "tile": int(root.get("TileSize")),
+        "overlap": int(root.get("Overlap")),
+        "format": root.get("Format"),
+        "width": int(size.get("Width")),
+        "height": int(size.get("Height")),
+    }
 
 
 def load(path: Path) -> np.ndarray:
     image = pyvips.Image.new_from_file(str(path))
-    return np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8,
-                      shape=(image.height, image.width, image.bands)).astype(np.float32)
+    return np.ndarray(
+        buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width, image.bands)
+    ).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +84,9 @@ def test_dzi_tiles_match_openslide_deepzoom_tiles(ndpi_dzi, level_from_top, col,
     assert np.abs(ours - reference).mean() < (3.0 if level_from_top == 0 else 8.0)
     aligned = np.abs(ours[4:-4, 4:-4] - reference[4:-4, 4:-4]).mean()
     for dx, dy in [(3, 0), (-3, 0), (0, 3), (0, -3)]:
-        shifted = np.abs(ours[4 + dy:ours.shape[0] - 4 + dy, 4 + dx:ours.shape[1] - 4 + dx]
-                         - reference[4:-4, 4:-4]).mean()
+        shifted = np.abs(
+            ours[4 + dy : ours.shape[0] - 4 + dy, 4 + dx : ours.shape[1] - 4 + dx] - reference[4:-4, 4:-4]
+        ).mean()
         assert aligned <= shifted
 
 

@@ -18,7 +18,6 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image as PILImage
 
-from azure_services import azurite, moto_s3  # noqa: F401 - fixtures
 from conftest import TESTDATA
 from services import finished, wait_until
 from tilewright.config import Settings
@@ -58,9 +57,9 @@ class Blobs:
 
     def names(self, prefix: str) -> set[str]:
         if self.backend == "azurite":
-            return {b.name[len(prefix):] for b in self.client.list_blobs(name_starts_with=prefix)}
+            return {b.name[len(prefix) :] for b in self.client.list_blobs(name_starts_with=prefix)}
         found = self.client.list_objects_v2(Bucket=self.container, Prefix=prefix).get("Contents", [])
-        return {o["Key"][len(prefix):] for o in found}
+        return {o["Key"][len(prefix) :] for o in found}
 
 
 @pytest.fixture(scope="module", params=["azurite", "moto"])
@@ -75,9 +74,14 @@ def served(request, tmp_path_factory):
     else:
         credentials = {k[11:].lower(): v for k, v in server.env().items()}
     data_dir = tmp_path_factory.mktemp(f"prebuilt-{request.param}")
-    settings = Settings(data_dir=data_dir, input_roots=[str(TESTDATA), str(data_dir / "imports")],
-                        output_store=f"{scheme}://{container}/pyramids", concurrency=2,
-                        job_retry_backoff_seconds=0.1, **credentials)
+    settings = Settings(
+        data_dir=data_dir,
+        input_roots=[str(TESTDATA), str(data_dir / "imports")],
+        output_store=f"{scheme}://{container}/pyramids",
+        concurrency=2,
+        job_retry_backoff_seconds=0.1,
+        **credentials,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         client.get("/tiles/cache")  # the tile service exists from the start: a test may reach app.state.tiles first
         yield client, settings, Blobs(request.param, server, container), f"{scheme}://{container}"
@@ -104,8 +108,9 @@ def drop_local_copy(settings: Settings, collection: str, image_id: str) -> Path:
 
 def source_of(client, url: str, want: str, timeout: float = 4 * TTL) -> object:
     """GET url until its X-Tile-Source is `want` (the server notices a publication within the TTL)."""
-    return wait_until(lambda: (r := client.get(url)).headers.get("x-tile-source") == want and r, timeout,
-                      f"{url} to be served {want}")
+    return wait_until(
+        lambda: (r := client.get(url)).headers.get("x-tile-source") == want and r, timeout, f"{url} to be served {want}"
+    )
 
 
 def pixels(data: bytes) -> np.ndarray:
@@ -232,8 +237,9 @@ def test_a_new_version_is_picked_up_after_the_ttl(served, monkeypatch):
     changed.write_bytes(blank.jpegsave_buffer(Q=85))
     target, key = open_url(settings.output_store, settings)
     target.publish_pyramid(aside, f"{key}/versions/{image_id}")
-    new = wait_until(lambda: (r := client.get(url)).content == changed.read_bytes() and r, 4 * TTL,
-                     "the new version of the tile")
+    new = wait_until(
+        lambda: (r := client.get(url)).content == changed.read_bytes() and r, 4 * TTL, "the new version of the tile"
+    )
     assert new.headers["x-tile-source"] == "prebuilt" and new.headers["etag"] != old.headers["etag"]
     assert client.get(url, headers={"If-None-Match": old.headers["etag"]}).status_code == 200
     assert client.get(f"/images/{image_id}_files/12/2_3.jpeg").headers["x-tile-source"] == "prebuilt"
@@ -272,13 +278,21 @@ def test_a_recipe_upload_is_published_to_the_store_too(served):
     stored = job["outputs"]["store"]
     assert stored["output"] == f"{store_url}/pyramids/recipes/{image_id}" and stored["dzi"].endswith("/slide.dzi")
     names = blobs.names(prefix)
-    assert {"thumbnail_small.jpg", "optimized.jpg", "watermarked.jpg", "metadata.json", "slide.dzi",
-            "manifest.json"} <= names
+    assert {
+        "thumbnail_small.jpg",
+        "optimized.jpg",
+        "watermarked.jpg",
+        "metadata.json",
+        "slide.dzi",
+        "manifest.json",
+    } <= names
     manifest = json.loads(blobs.get(prefix + "manifest.json"))
     assert manifest["kind"] == "recipe" and manifest["recipe"] == "default"
     assert {f["path"] for f in manifest["files"]} | {"manifest.json"} == names
-    assert blobs.get(prefix + "metadata.json") == (settings.resolved_output_root() / "recipes" / image_id
-                                                   / "metadata.json").read_bytes()
+    assert (
+        blobs.get(prefix + "metadata.json")
+        == (settings.resolved_output_root() / "recipes" / image_id / "metadata.json").read_bytes()
+    )
     drop_local_copy(settings, "recipes", image_id)
     client.app.state.tiles.prebuilt.forget(image_id)
     tile = client.get(f"/images/{image_id}_files/12/1_1.jpeg")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyvips
 import pytest
+import pyvips
 from fastapi.testclient import TestClient
 
-from services import assert_error, finished, wait_until
+from conftest import TESTDATA
+from services import assert_error, finished
 from tilewright.config import Settings
 from tilewright.server import create_app
-from conftest import TESTDATA
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,14 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def client(data):
     (data / "in").mkdir()
-    settings = Settings(data_dir=data, input_roots=[str(TESTDATA), str(data / "in")],
-                        max_upload_bytes=3 * 2**20, max_image_pixels=50_000_000, concurrency=2,
-                        job_retry_backoff_seconds=0.1)
+    settings = Settings(
+        data_dir=data,
+        input_roots=[str(TESTDATA), str(data / "in")],
+        max_upload_bytes=3 * 2**20,
+        max_image_pixels=50_000_000,
+        concurrency=2,
+        job_retry_backoff_seconds=0.1,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         c.settings = settings
         yield c
@@ -50,8 +55,9 @@ def test_resize_fits_the_box_keeping_the_aspect(client, testdata):
     image = decoded(response.content)
     assert (image.width, image.height) == (300, 245)
 
-    tall = client.post("/resize?height=100&format=webp&quality=60", content=body,
-                       headers={"X-Filename": "my photo.jpg"})
+    tall = client.post(
+        "/resize?height=100&format=webp&quality=60", content=body, headers={"X-Filename": "my photo.jpg"}
+    )
     assert tall.status_code == 200, tall.text
     assert tall.headers["content-type"] == "image/webp"
     assert tall.headers["x-resized-size"] == "122x100"
@@ -66,17 +72,20 @@ def test_resize_keeps_png_and_enlarges_to_the_width(client, testdata):
     assert response.headers["x-resized-size"] == "600x500"
 
 
-@pytest.mark.parametrize("query, text", [
-    ("", "width and/or height"),
-    ("?quality=50", "width and/or height"),
-    ("?width=abc", "whole number"),
-    ("?width=12.5", "whole number"),
-    ("?height=0", "between 1 and 16384"),
-    ("?width=16385", "between 1 and 16384"),
-    ("?width=10&quality=0", "between 1 and 100"),
-    ("?width=10&quality=101", "between 1 and 100"),
-    ("?width=10&format=gif", "format must be"),
-])
+@pytest.mark.parametrize(
+    "query, text",
+    [
+        ("", "width and/or height"),
+        ("?quality=50", "width and/or height"),
+        ("?width=abc", "whole number"),
+        ("?width=12.5", "whole number"),
+        ("?height=0", "between 1 and 16384"),
+        ("?width=16385", "between 1 and 16384"),
+        ("?width=10&quality=0", "between 1 and 100"),
+        ("?width=10&quality=101", "between 1 and 100"),
+        ("?width=10&format=gif", "format must be"),
+    ],
+)
 def test_resize_bad_parameters_are_400(client, testdata, query, text):
     assert_error(client.post(f"/resize{query}", content=testdata("jpeg-png/boxes.png").read_bytes()), 400, text)
 
@@ -98,10 +107,13 @@ def test_resize_bad_bodies(client, testdata):
 
 def test_process_inline_split_then_resize(client, testdata):
     source = str(testdata("jpeg-png/gradients-rgb8.png"))  # 1000 x 1000
-    response = client.post("/process", json={
-        "images": [{"input": source, "output": "grid/quad.png"}],
-        "operations": ["split", "resize=0.5", "blur=5", {"op": "resize", "scale": 0.5}],
-    })
+    response = client.post(
+        "/process",
+        json={
+            "images": [{"input": source, "output": "grid/quad.png"}],
+            "operations": ["split", "resize=0.5", "blur=5", {"op": "resize", "scale": 0.5}],
+        },
+    )
     assert response.status_code == 200, response.text
     outputs = response.json()
     assert [o["path"] for o in outputs] == [f"processed/grid/quad_{i}.png" for i in range(4)]
@@ -115,12 +127,15 @@ def test_process_inline_split_then_resize(client, testdata):
 
 
 def test_process_an_uploaded_image_by_id_with_a_format(client, testdata):
-    created = client.post("/images?filename=boxes.png&collection=proc", content=testdata("jpeg-png/boxes.png")
-                          .read_bytes())
+    created = client.post(
+        "/images?filename=boxes.png&collection=proc", content=testdata("jpeg-png/boxes.png").read_bytes()
+    )
     assert created.status_code == 201, created.text
     image_id = created.json()["image"]["id"]
-    response = client.post("/process", json={"images": [{"input": image_id, "output": "boxes"}],
-                                             "operations": ["resize=0.5"], "format": "webp"})
+    response = client.post(
+        "/process",
+        json={"images": [{"input": image_id, "output": "boxes"}], "operations": ["resize=0.5"], "format": "webp"},
+    )
     assert response.status_code == 200, response.text
     assert [(o["path"], o["width"], o["height"]) for o in response.json()] == [("processed/boxes.webp", 150, 125)]
     finished(client, created.json()["job"]["id"])
@@ -129,8 +144,9 @@ def test_process_an_uploaded_image_by_id_with_a_format(client, testdata):
 def test_process_resolves_ids_and_paths_of_one_request_in_one_session(client, testdata, monkeypatch):
     from tilewright.server import routes_process
 
-    created = client.post("/images?filename=boxes.png&collection=proc-mixed",
-                          content=testdata("jpeg-png/boxes.png").read_bytes())
+    created = client.post(
+        "/images?filename=boxes.png&collection=proc-mixed", content=testdata("jpeg-png/boxes.png").read_bytes()
+    )
     assert created.status_code == 201, created.text
     sessions = []
     real = routes_process.session_scope
@@ -140,56 +156,87 @@ def test_process_resolves_ids_and_paths_of_one_request_in_one_session(client, te
         return real(settings)
 
     monkeypatch.setattr(routes_process, "session_scope", counted)
-    response = client.post("/process", json={"images": [
-        {"input": created.json()["image"]["id"], "output": "mixed/a.png"},
-        {"input": str(testdata("jpeg-png/gradients-rgb8.png")), "output": "mixed/b.png"},
-        {"input": created.json()["image"]["id"], "output": "mixed/c.png"},
-    ], "operations": ["resize=0.1"]})
+    response = client.post(
+        "/process",
+        json={
+            "images": [
+                {"input": created.json()["image"]["id"], "output": "mixed/a.png"},
+                {"input": str(testdata("jpeg-png/gradients-rgb8.png")), "output": "mixed/b.png"},
+                {"input": created.json()["image"]["id"], "output": "mixed/c.png"},
+            ],
+            "operations": ["resize=0.1"],
+        },
+    )
     assert response.status_code == 200, response.text
     assert [(o["path"], o["width"], o["height"]) for o in response.json()] == [
-        ("processed/mixed/a.png", 30, 25), ("processed/mixed/b.png", 100, 100), ("processed/mixed/c.png", 30, 25)]
+        ("processed/mixed/a.png", 30, 25),
+        ("processed/mixed/b.png", 100, 100),
+        ("processed/mixed/c.png", 30, 25),
+    ]
     assert len(sessions) == 1
     finished(client, created.json()["job"]["id"])
 
 
 def test_process_invalid_operation_is_422_with_its_index(client, testdata):
     source = str(testdata("jpeg-png/boxes.png"))
-    body = assert_error(client.post("/process", json={"images": [{"input": source, "output": "x.png"}],
-                                                      "operations": ["split", "resize=0.5", "blur=-3"]}), 422)
+    body = assert_error(
+        client.post(
+            "/process",
+            json={"images": [{"input": source, "output": "x.png"}], "operations": ["split", "resize=0.5", "blur=-3"]},
+        ),
+        422,
+    )
     assert (body["index"], body["op"]) == (2, "blur")
-    body = assert_error(client.post("/process", json={"images": [{"input": source, "output": "x.png"}],
-                                                      "operations": ["split", {"op": "explode"}]}), 422, "unknown")
+    body = assert_error(
+        client.post(
+            "/process",
+            json={"images": [{"input": source, "output": "x.png"}], "operations": ["split", {"op": "explode"}]},
+        ),
+        422,
+        "unknown",
+    )
     assert body["index"] == 1
 
 
 @pytest.mark.parametrize("output", ["/etc/passwd", "../escape.png", "a/../../escape.png", "", "..", "a/./../../b"])
 def test_process_outputs_escaping_the_root_are_400(client, testdata, output):
-    response = client.post("/process", json={"images": [{"input": str(testdata("jpeg-png/boxes.png")),
-                                                          "output": output}], "operations": ["resize=0.5"]})
+    response = client.post(
+        "/process",
+        json={
+            "images": [{"input": str(testdata("jpeg-png/boxes.png")), "output": output}],
+            "operations": ["resize=0.5"],
+        },
+    )
     assert_error(response, 400)
     assert not (client.settings.resolved_output_root().parent / "escape.png").exists()
 
 
 def test_process_inputs_outside_the_roots_and_bad_bodies_are_400(client, data):
     (data / "secret.png").write_bytes(b"x")
-    for source in ("/etc/passwd", str(data / "secret.png"), f"{TESTDATA}/../../../etc/passwd",
-                   "0" * 32):
-        assert_error(client.post("/process", json={"images": [{"input": source, "output": "a.png"}],
-                                                   "operations": []}), 400, "input")
+    for source in ("/etc/passwd", str(data / "secret.png"), f"{TESTDATA}/../../../etc/passwd", "0" * 32):
+        assert_error(
+            client.post("/process", json={"images": [{"input": source, "output": "a.png"}], "operations": []}),
+            400,
+            "input",
+        )
     assert_error(client.post("/process", content=b"{not json", headers={"content-type": "application/json"}), 400)
     assert_error(client.post("/process", json={"images": [], "operations": []}), 400)
     assert_error(client.post("/process", json={"images": [{"input": "x"}], "operations": []}), 400)
-    assert_error(client.post("/process", json={"images": [{"input": "x", "output": "y"}], "operations": "blur"}),
-                 400)
+    assert_error(client.post("/process", json={"images": [{"input": "x", "output": "y"}], "operations": "blur"}), 400)
 
 
 def test_a_large_process_request_becomes_a_job(client, testdata, monkeypatch):
     monkeypatch.setattr(client.settings, "process_inline_max_pixels", 10)
-    response = client.post("/process", json={
-        "images": [{"input": str(testdata("jpeg-png/boxes.png")), "output": "job/boxes.jpg"},
-                   {"input": str(testdata("jpeg-png/gradients-rgb8.png")), "output": "job/grad.jpg"}],
-        "operations": [{"op": "resize", "width": 100}],
-    })
+    response = client.post(
+        "/process",
+        json={
+            "images": [
+                {"input": str(testdata("jpeg-png/boxes.png")), "output": "job/boxes.jpg"},
+                {"input": str(testdata("jpeg-png/gradients-rgb8.png")), "output": "job/grad.jpg"},
+            ],
+            "operations": [{"op": "resize", "width": 100}],
+        },
+    )
     assert response.status_code == 202, response.text
     job = finished(client, response.json()["id"])
     assert job["state"] == "succeeded", job
@@ -211,8 +258,14 @@ def test_upload_with_a_recipe_makes_thumbnails_and_metadata(client, testdata):
     assert finished(client, job["id"])["state"] == "succeeded"
     folder = client.settings.resolved_output_root() / "recipes" / image["id"]
     names = {p.name for p in folder.iterdir()}
-    assert {"thumbnail_small.jpg", "thumbnail_medium.jpg", "thumbnail_large.jpg", "optimized.jpg",
-            "watermarked.jpg", "metadata.json"} <= names
+    assert {
+        "thumbnail_small.jpg",
+        "thumbnail_medium.jpg",
+        "thumbnail_large.jpg",
+        "optimized.jpg",
+        "watermarked.jpg",
+        "metadata.json",
+    } <= names
     metadata = json.loads((folder / "metadata.json").read_text())
     assert metadata["outputs"]
     record = client.get(f"/images/{image['id']}").json()
@@ -222,8 +275,9 @@ def test_upload_with_a_recipe_makes_thumbnails_and_metadata(client, testdata):
 def test_upload_of_a_slide_with_a_recipe_publishes_slide_dzi(client, testdata):
     source = testdata("svs/cmu-1-small-region.svs")
     with open(source, "rb") as handle:
-        created = client.post("/images?collection=rslides", files={"file": ("slide.svs", handle)},
-                              data={"recipe": "default"})
+        created = client.post(
+            "/images?collection=rslides", files={"file": ("slide.svs", handle)}, data={"recipe": "default"}
+        )
     assert created.status_code == 201, created.text
     image_id = created.json()["image"]["id"]
     assert finished(client, created.json()["job"]["id"], 120)["state"] == "succeeded"
@@ -237,6 +291,7 @@ def test_upload_with_an_unknown_recipe_is_400(client, testdata):
     body = testdata("jpeg-png/boxes.png").read_bytes()
     assert_error(client.post("/images?filename=boxes.png&recipe=nope", content=body), 400, "unknown recipe")
     assert_error(client.post("/images?filename=boxes.png&recipe=../etc", content=body), 400, "recipe")
-    assert_error(client.post("/images", files={"file": ("boxes.png", body)}, data={"recipe": "nope"}), 400,
-                 "unknown recipe")
+    assert_error(
+        client.post("/images", files={"file": ("boxes.png", body)}, data={"recipe": "nope"}), 400, "unknown recipe"
+    )
     assert not [p for p in client.settings.resolved_upload_dir().iterdir() if p.name.startswith(".incoming")]

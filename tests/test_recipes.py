@@ -6,7 +6,7 @@ import filecmp
 import json
 import re
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import pyvips
@@ -31,15 +31,26 @@ def size_of(path) -> tuple[int, int]:
 def test_default_recipe_on_a_photo(testdata, tmp_path):
     source = testdata(PHOTO)
     outdir = tmp_path / "out"
-    before = datetime.now(timezone.utc).replace(microsecond=0)
+    before = datetime.now(UTC).replace(microsecond=0)
     metadata = run_recipe(source, outdir)
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
 
     names = sorted(p.name for p in outdir.iterdir())
-    assert names == ["metadata.json", "optimized.jpg", "thumbnail_large.jpg", "thumbnail_medium.jpg",
-                     "thumbnail_small.jpg", "watermarked.jpg"]
-    expected = {"thumbnail_small": (150, 122), "thumbnail_medium": (300, 245), "thumbnail_large": (600, 490),
-                "optimized": (1920, 1568), "watermarked": (2725, 2225)}
+    assert names == [
+        "metadata.json",
+        "optimized.jpg",
+        "thumbnail_large.jpg",
+        "thumbnail_medium.jpg",
+        "thumbnail_small.jpg",
+        "watermarked.jpg",
+    ]
+    expected = {
+        "thumbnail_small": (150, 122),
+        "thumbnail_medium": (300, 245),
+        "thumbnail_large": (600, 490),
+        "optimized": (1920, 1568),
+        "watermarked": (2725, 2225),
+    }
     for name, size in expected.items():
         assert size_of(outdir / f"{name}.jpg") == size
     # colour at half resolution everywhere, as the Pillow pipeline wrote it (quality 90 included)
@@ -49,8 +60,17 @@ def test_default_recipe_on_a_photo(testdata, tmp_path):
     processed = datetime.fromisoformat(metadata.pop("processed_at").replace("Z", "+00:00"))
     assert before <= processed <= after
     outputs = metadata.pop("outputs")
-    assert metadata == {"filename": source.name, "width": 2725, "height": 2225, "size": [2725, 2225],
-                        "format": "jpeg", "mode": "RGB", "bytes": 829183, "recipe": "default", "slide": False}
+    assert metadata == {
+        "filename": source.name,
+        "width": 2725,
+        "height": 2225,
+        "size": [2725, 2225],
+        "format": "jpeg",
+        "mode": "RGB",
+        "bytes": 829183,
+        "recipe": "default",
+        "slide": False,
+    }
     assert [o["name"] for o in outputs] == list(expected)
     for entry in outputs:
         written = (outdir / entry["file"]).stat().st_size
@@ -62,8 +82,12 @@ def test_default_recipe_on_a_photo(testdata, tmp_path):
 
 def test_rgba_png_is_flattened_on_white_and_mode_reported(tmp_path):
     xy = pyvips.Image.xyz(400, 200)
-    rgba = (pyvips.Image.black(400, 200, bands=3) + [0, 0, 255]).cast("uchar").bandjoin(
-        ((xy[0] >= 200) * 255).cast("uchar")).copy(interpretation="srgb")  # left half transparent
+    rgba = (
+        (pyvips.Image.black(400, 200, bands=3) + [0, 0, 255])
+        .cast("uchar")
+        .bandjoin(((xy[0] >= 200) * 255).cast("uchar"))
+        .copy(interpretation="srgb")
+    )  # left half transparent
     source = tmp_path / "half.png"
     rgba.pngsave(str(source))
     metadata = run_recipe(source, tmp_path / "out")
@@ -132,11 +156,14 @@ def test_existing_outputs_need_overwrite_and_publishing_is_atomic(testdata, tmp_
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tw-")]
 
 
-@pytest.mark.parametrize("relative, error", [
-    ("broken/truncated.jpg", InputError),
-    ("broken/broken.svs", InputError),
-    (PHOTO, LimitExceededError),  # over a tiny max_image_pixels
-])
+@pytest.mark.parametrize(
+    "relative, error",
+    [
+        ("broken/truncated.jpg", InputError),
+        ("broken/broken.svs", InputError),
+        (PHOTO, LimitExceededError),  # over a tiny max_image_pixels
+    ],
+)
 def test_bad_inputs_publish_nothing(testdata, tmp_path, relative, error):
     outdir = tmp_path / "out"
     with pytest.raises(error):
@@ -176,7 +203,8 @@ def test_user_recipes_split_and_formats(testdata, tmp_path):
         'description = "quadrants"\n'
         '[[outputs]]\nname = "part"\nops = ["split", "split"]\nformat = "png"\n'
         '[[outputs]]\nname = "small"\nops = [{ op = "resize", width = 100 }, "blur=1"]\nformat = "webp"\n'
-        'quality = 60\n')
+        "quality = 60\n"
+    )
     settings = Settings(recipe_dir=folder)
     assert {"default", "tiles"} <= set(list_recipes(settings))
     metadata = run_recipe(testdata("jpeg-png/gradients-rgb8.png"), tmp_path / "out", "tiles", settings)
@@ -185,17 +213,20 @@ def test_user_recipes_split_and_formats(testdata, tmp_path):
     assert sum(o["width"] * o["height"] for o in metadata["outputs"] if o["name"] == "part") == 1000 * 1000
 
 
-@pytest.mark.parametrize("data, words", [
-    ({"outputs": []}, "outputs"),
-    ({"outputs": [{"name": "a", "ops": ["blur=-2"]}]}, "output 'a': operation 0 (blur): sigma"),
-    ({"outputs": [{"name": "a", "ops": ["nope"]}]}, "unknown operation"),
-    ({"outputs": [{"name": "../evil"}]}, "name"),
-    ({"outputs": [{"name": "a"}, {"name": "a"}]}, "used twice"),
-    ({"outputs": [{"name": "a", "colour": "red"}]}, "colour"),
-    ({"outputs": [{"name": "p", "kind": "dzi", "ops": ["blur=1"]}]}, "takes no ops"),
-    ({"outputs": [{"name": "a", "format": "png", "chroma": "420"}]}, "chroma is a JPEG setting"),
-    ({"outputs": [{"name": "a", "format": "jpeg", "chroma": "411"}]}, "outputs.0.chroma"),
-])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ({"outputs": []}, "outputs"),
+        ({"outputs": [{"name": "a", "ops": ["blur=-2"]}]}, "output 'a': operation 0 (blur): sigma"),
+        ({"outputs": [{"name": "a", "ops": ["nope"]}]}, "unknown operation"),
+        ({"outputs": [{"name": "../evil"}]}, "name"),
+        ({"outputs": [{"name": "a"}, {"name": "a"}]}, "used twice"),
+        ({"outputs": [{"name": "a", "colour": "red"}]}, "colour"),
+        ({"outputs": [{"name": "p", "kind": "dzi", "ops": ["blur=1"]}]}, "takes no ops"),
+        ({"outputs": [{"name": "a", "format": "png", "chroma": "420"}]}, "chroma is a JPEG setting"),
+        ({"outputs": [{"name": "a", "format": "jpeg", "chroma": "411"}]}, "outputs.0.chroma"),
+    ],
+)
 def test_bad_recipes_are_refused(data, words):
     with pytest.raises(RecipeError, match=re.escape(words)):
         parse_recipe(data, "bad")
@@ -219,12 +250,26 @@ def test_cli_process(testdata, tmp_path):
     assert json.loads(result.stdout)["filename"] == "boxes.png"
     again = runner.invoke(app, ["process", str(testdata("jpeg-png/boxes.png")), "-o", str(tmp_path / "o")])
     assert again.exit_code == 3 and "overwrite" in again.stderr
-    chain = runner.invoke(app, ["process", str(testdata("jpeg-png/boxes.png")), "-o", str(tmp_path / "c"),
-                                "--op", "split", "--op", "resize=0.5", "--format", "png"])
+    chain = runner.invoke(
+        app,
+        [
+            "process",
+            str(testdata("jpeg-png/boxes.png")),
+            "-o",
+            str(tmp_path / "c"),
+            "--op",
+            "split",
+            "--op",
+            "resize=0.5",
+            "--format",
+            "png",
+        ],
+    )
     assert chain.exit_code == 0, chain.output
     assert sorted(p.name for p in (tmp_path / "c").iterdir())[:2] == ["boxes_0.png", "boxes_1.png"]
-    bad = runner.invoke(app, ["process", str(testdata("jpeg-png/boxes.png")), "-o", str(tmp_path / "d"),
-                              "--op", "blur=sigma:1,size:4"])
+    bad = runner.invoke(
+        app, ["process", str(testdata("jpeg-png/boxes.png")), "-o", str(tmp_path / "d"), "--op", "blur=sigma:1,size:4"]
+    )
     assert bad.exit_code == 2 and "operation 0 (blur): size" in bad.stderr
 
 
@@ -234,8 +279,11 @@ def test_cli_process(testdata, tmp_path):
 def _photo_png(path, width=1200, height=800, orientation=6):
     """An RGBA PNG with smooth detail, half transparent at the left, and an EXIF orientation."""
     xy = pyvips.Image.xyz(width, height)
-    rgb = (xy[0] * 255 / width).cast("uchar").bandjoin([(xy[1] * 255 / height).cast("uchar"),
-                                                        ((xy[0] * xy[1]) % 251).cast("uchar")])
+    rgb = (
+        (xy[0] * 255 / width)
+        .cast("uchar")
+        .bandjoin([(xy[1] * 255 / height).cast("uchar"), ((xy[0] * xy[1]) % 251).cast("uchar")])
+    )
     image = rgb.bandjoin(((xy[0] >= width // 4) * 255).cast("uchar")).copy(interpretation="srgb")
     if orientation:
         image = image.copy()
@@ -244,16 +292,21 @@ def _photo_png(path, width=1200, height=800, orientation=6):
     return path
 
 
-_MIXED = {"outputs": [  # the default recipe's outputs, and chains that read the source out of order
-    {"name": "thumbnail_small", "ops": ["thumbnail=150x150", "flatten=white"]},
-    {"name": "thumbnail_large", "ops": ["thumbnail=600x600", "flatten=white"]},
-    {"name": "optimized", "ops": ["thumbnail=1920x1920", "flatten=white"]},
-    {"name": "upright", "ops": ["auto_orient", "thumbnail=500", "flatten=white"]},
-    {"name": "watermarked", "ops": ["thumbnail=65500x65500", "flatten=white", {"op": "watermark", "text": "(c)"}],
-     "quality": 90},
-    {"name": "turned", "ops": ["rotate=90", "resize=0.5"], "format": "png"},
-    {"name": "part", "ops": ["split", "blur=1"], "format": "webp"},
-]}
+_MIXED = {
+    "outputs": [  # the default recipe's outputs, and chains that read the source out of order
+        {"name": "thumbnail_small", "ops": ["thumbnail=150x150", "flatten=white"]},
+        {"name": "thumbnail_large", "ops": ["thumbnail=600x600", "flatten=white"]},
+        {"name": "optimized", "ops": ["thumbnail=1920x1920", "flatten=white"]},
+        {"name": "upright", "ops": ["auto_orient", "thumbnail=500", "flatten=white"]},
+        {
+            "name": "watermarked",
+            "ops": ["thumbnail=65500x65500", "flatten=white", {"op": "watermark", "text": "(c)"}],
+            "quality": 90,
+        },
+        {"name": "turned", "ops": ["rotate=90", "resize=0.5"], "format": "png"},
+        {"name": "part", "ops": ["split", "blur=1"], "format": "webp"},
+    ]
+}
 
 
 def _files(folder) -> list[str]:
@@ -326,7 +379,9 @@ def test_default_recipe_lanes(testdata):
     with Source(testdata(PHOTO)) as source:
         lanes = recipes._plan_lanes(source, [o for o in load_recipe("default").outputs if o.kind == "image"])
     assert [[o.name for o in lane.outputs] for lane in lanes] == [
-        ["watermarked"], ["optimized", "thumbnail_large", "thumbnail_medium", "thumbnail_small"]]
+        ["watermarked"],
+        ["optimized", "thumbnail_large", "thumbnail_medium", "thumbnail_small"],
+    ]
     assert [lane.shared for lane in lanes] == [False, True]
 
 
@@ -348,8 +403,14 @@ def test_decode_once_copy_is_removed_on_failure(testdata, tmp_path, monkeypatch,
         source, recipe, error = testdata("broken/truncated.png"), "default", "cannot decode the image: vipspng"
     else:
         source = _photo_png(tmp_path / "in.png")
-        recipe = parse_recipe({"outputs": [{"name": "t", "ops": ["rotate=90"]},
-                                           {"name": "w", "ops": [{"op": "watermark", "logo": "/nope.png"}]}]})
+        recipe = parse_recipe(
+            {
+                "outputs": [
+                    {"name": "t", "ops": ["rotate=90"]},
+                    {"name": "w", "ops": [{"op": "watermark", "logo": "/nope.png"}]},
+                ]
+            }
+        )
         error = "no such file"
     with pytest.raises(InputError, match=error):
         run_recipe(source, work / "out", recipe)
@@ -393,10 +454,14 @@ def test_lanes_side_by_side_match_one_at_a_time(testdata, tmp_path, monkeypatch)
 
 def test_a_failing_lane_stops_the_others_and_publishes_nothing(testdata, tmp_path, monkeypatch):
     monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 2)
-    recipe = parse_recipe({"outputs": [
-        {"name": "big", "ops": ["resize=2", "blur=3"]},
-        {"name": "bad", "ops": ["thumbnail=100", {"op": "watermark", "logo": str(tmp_path / "missing.png")}]},
-    ]})
+    recipe = parse_recipe(
+        {
+            "outputs": [
+                {"name": "big", "ops": ["resize=2", "blur=3"]},
+                {"name": "bad", "ops": ["thumbnail=100", {"op": "watermark", "logo": str(tmp_path / "missing.png")}]},
+            ]
+        }
+    )
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(InputError, match="operation 1 \\(watermark\\): logo: no such file"):

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import TESTDATA
 from services import assert_error, finished, wait_until
 from tilewright.config import Settings
 from tilewright.server import create_app
-from conftest import TESTDATA
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,13 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(data):
-    settings = Settings(data_dir=data, input_roots=[str(TESTDATA), str(data / "in")], max_upload_bytes=3 * 2**20,
-                        concurrency=2, job_retry_backoff_seconds=0.1)
+    settings = Settings(
+        data_dir=data,
+        input_roots=[str(TESTDATA), str(data / "in")],
+        max_upload_bytes=3 * 2**20,
+        concurrency=2,
+        job_retry_backoff_seconds=0.1,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         c.settings = settings
         yield c
@@ -85,8 +90,11 @@ def test_upload_errors(client, testdata, tmp_path):
     big = testdata("jpeg-png/PNG_2_RGB.png").read_bytes() + b"\0" * 2**20  # over the 3 MiB limit of this app
     assert_error(client.post("/images?filename=big.png", content=big), 413, "limit")
     assert_error(client.post("/images", files={"other": ("", b"")}, data={"collection": "x"}), 400)
-    assert_error(client.post("/images?collection=../etc", content=b"x", headers={"X-Filename": "a.png"}), 400,
-                 "invalid collection")
+    assert_error(
+        client.post("/images?collection=../etc", content=b"x", headers={"X-Filename": "a.png"}),
+        400,
+        "invalid collection",
+    )
     assert_error(client.post("/images?kind=gif&filename=a.png", content=b"x"), 400, "unknown output kind")
     assert not [p for p in client.settings.resolved_upload_dir().iterdir() if p.name.startswith(".incoming")]
 
@@ -128,8 +136,9 @@ def test_jobs_submit_idempotency_list_and_errors(client, testdata):
     assert_error(client.post("/jobs", json={"kind": "convert", "params": {"input": "/etc/passwd"}}), 400, "outside")
     assert_error(client.post("/jobs", json={"kind": "convert", "params": {}}), 400, "needs an 'input'")
     assert_error(client.post("/jobs", json={"kind": "convert", "params": {**params, "tile_size": 7}}), 400)
-    assert_error(client.post("/jobs", json={"kind": "import", "params": {"input": params["input"]}}), 400,
-                 "not a folder")
+    assert_error(
+        client.post("/jobs", json={"kind": "import", "params": {"input": params["input"]}}), 400, "not a folder"
+    )
     assert_error(client.post("/jobs", content=b"{not json", headers={"content-type": "application/json"}), 422)
     assert_error(client.post("/jobs", json={"params": {}}), 422, "kind")
 

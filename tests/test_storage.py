@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from azure_services import azurite, moto_s3  # noqa: F401 - fixtures
 from tilewright.config import Settings
 from tilewright.errors import CancelledError, LimitExceededError
 from tilewright.storage import BlobNotFoundError, ForbiddenSourceError, StorageError, open_url
@@ -35,7 +34,9 @@ def store(request, tmp_path):
         url = f"az://{container}"
     else:
         server = request.getfixturevalue("moto_s3")
-        settings = Settings(data_dir=tmp_path, storage_retries=2, **{k[11:].lower(): v for k, v in server.env().items()})
+        settings = Settings(
+            data_dir=tmp_path, storage_retries=2, **{k[11:].lower(): v for k, v in server.env().items()}
+        )
         url = f"s3://{container}"
     storage, key = open_url(url, settings)
     prefix = key or container
@@ -102,15 +103,16 @@ def test_publish_writes_manifest_last_and_removes_leftovers(store, tmp_path):
     calls = iter(range(10**6))
     after = 0 if type(storage).__name__ == "LocalStorage" else 10  # local checks once, before its rename
     with pytest.raises((CancelledError, StorageError)):
-        storage.publish_pyramid(_pyramid(tmp_path / "v2", 40, b"2"), out, source={"etag": "e2"},
-                                cancelled=lambda: next(calls) >= after)
+        storage.publish_pyramid(
+            _pyramid(tmp_path / "v2", 40, b"2"), out, source={"etag": "e2"}, cancelled=lambda: next(calls) >= after
+        )
     if type(storage).__name__ != "LocalStorage":  # local publishes by rename: the old version stays whole
         assert storage.read_manifest(out) is None
     else:
         assert storage.read_manifest(out)["source"]["etag"] == "e1"
     # the retry publishes a complete version and removes files the manifest does not list
     storage.publish_pyramid(_pyramid(tmp_path / "v3", 30, b"3"), out, source={"etag": "e3"})
-    names = {b.key[len(out) + 1:] for b in storage.list(out)}
+    names = {b.key[len(out) + 1 :] for b in storage.list(out)}
     manifest = storage.read_manifest(out)
     assert names == {f["path"] for f in manifest["files"]} | {MANIFEST} and manifest["source"]["etag"] == "e3"
     assert storage.verify_manifest(out) == []
@@ -158,14 +160,19 @@ def test_retries_transient_errors_but_not_others(store):
         storage.retry(lambda: (_ for _ in ()).throw(FileNotFoundError("x")), "k", "test")
 
 
-def test_url_rules(tmp_path, azurite):  # noqa: F811
-    settings = Settings(data_dir=tmp_path, azure_connection_string=azurite.connection_string,
-                        input_roots=[str(tmp_path / "in")])
+def test_url_rules(tmp_path, azurite):
+    settings = Settings(
+        data_dir=tmp_path, azure_connection_string=azurite.connection_string, input_roots=[str(tmp_path / "in")]
+    )
     store, key = open_url(f"{azurite.endpoint}/slides/a%20b/c.svs", settings)
     assert key == "slides/a b/c.svs" and store.url(key) == "az://slides/a b/c.svs"
     assert open_url("abfs://slides@devstoreaccount1.dfs.core.windows.net/x.svs", settings)[1] == "slides/x.svs"
-    for bad in ("https://other.blob.core.windows.net/slides/c.svs", f"{azurite.endpoint}/../x/c.svs",
-                "/etc/passwd", "file:///etc/passwd"):
+    for bad in (
+        "https://other.blob.core.windows.net/slides/c.svs",
+        f"{azurite.endpoint}/../x/c.svs",
+        "/etc/passwd",
+        "file:///etc/passwd",
+    ):
         with pytest.raises(ForbiddenSourceError):
             open_url(bad, settings)
     assert open_url(str(tmp_path / "in" / "x.svs"), settings)[1] == "x.svs"
@@ -173,7 +180,7 @@ def test_url_rules(tmp_path, azurite):  # noqa: F811
         open_url("ftp://host/x", settings)
 
 
-def test_azure_credentials_are_never_logged(tmp_path, azurite, caplog):  # noqa: F811
+def test_azure_credentials_are_never_logged(tmp_path, azurite, caplog):
     settings = Settings(data_dir=tmp_path, azure_connection_string=azurite.connection_string)
     assert "AccountKey" not in repr(settings) and azurite.connection_string not in str(settings.model_dump())
     store, _ = open_url("az://x", settings)
@@ -214,16 +221,21 @@ TRANSFER = textwrap.dedent("""
     ok = dest.stat().st_size == size
     dest.unlink()
     store.delete(key)
-    print(json.dumps({"ok": ok, "upload_s": up, "download_s": down, "max_rss_before_mb": rss_start, "max_rss_after_upload_mb": rss_up,
+    print(json.dumps({"ok": ok, "upload_s": up, "download_s": down, "max_rss_before_mb": rss_start,
+                      "max_rss_after_upload_mb": rss_up,
                       "max_rss_mb": peak_mb()}))
 """)
 
 
-def test_one_gigabyte_streamed_through_azurite_stays_under_300_mb(tmp_path, azurite):  # noqa: F811
+def test_one_gigabyte_streamed_through_azurite_stays_under_300_mb(tmp_path, azurite):
     size = 2**30
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", TRANSFER, azurite.connection_string, str(size),
-                             str(tmp_path / "dl.bin")], capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-c", TRANSFER, azurite.connection_string, str(size), str(tmp_path / "dl.bin")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"1 GiB via Azurite: {figures} (total {time.perf_counter() - started:.1f} s)")

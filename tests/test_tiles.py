@@ -35,8 +35,20 @@ SLIDES = {
 def add_image(settings: Settings, image_id: str, path, collection: str = "default", kind: str = "dzi") -> None:
     """An image record as an upload makes it (the tiles only need its id, collection and source path)."""
     with session_scope(settings) as session:
-        session.add(Image(id=image_id, collection=collection, filename=path.name, path=str(path),
-                          size=path.stat().st_size, sha256="0" * 64, format="", width=0, height=0, kind=kind))
+        session.add(
+            Image(
+                id=image_id,
+                collection=collection,
+                filename=path.name,
+                path=str(path),
+                size=path.stat().st_size,
+                sha256="0" * 64,
+                format="",
+                width=0,
+                height=0,
+                kind=kind,
+            )
+        )
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +89,17 @@ def served_configured_grid(tmp_path_factory, testdata, big_pyramid):
         yield client, settings, None
 
 
-@pytest.mark.parametrize("image_id, grid", [
-    ("cmu", (240, 0)), ("ndpi", (254, 1)), ("tiff", (256, 0)),  # tiled sources: their own tiles; NDPI: strips
-    ("cmu", "configured"), ("ndpi", "configured"), ("tiff", "configured"),
-])
+@pytest.mark.parametrize(
+    "image_id, grid",
+    [
+        ("cmu", (240, 0)),
+        ("ndpi", (254, 1)),
+        ("tiff", (256, 0)),  # tiled sources: their own tiles; NDPI: strips
+        ("cmu", "configured"),
+        ("ndpi", "configured"),
+        ("tiff", "configured"),
+    ],
+)
 def test_dynamic_dzi_matches_openslide_deepzoom(request, testdata, big_pyramid, image_id, grid):
     client, _settings, _app = request.getfixturevalue("served" if grid != "configured" else "served_configured_grid")
     tile_size, overlap = (254, 1) if grid == "configured" else grid
@@ -94,8 +113,16 @@ def test_dynamic_dzi_matches_openslide_deepzoom(request, testdata, big_pyramid, 
     top = dz.level_count - 1
     cols, rows = dz.level_tiles[top]
     # full resolution (corner, middle, the ragged last tile), then lower levels read from smaller levels
-    cases = [(top, 0, 0), (top, cols // 2, rows // 2), (top, cols - 1, rows - 1),
-             (top - 1, 1, 1), (top - 2, 0, 0), (top - 3, 0, 1), (top - 5, 0, 0), (0, 0, 0)]
+    cases = [
+        (top, 0, 0),
+        (top, cols // 2, rows // 2),
+        (top, cols - 1, rows - 1),
+        (top - 1, 1, 1),
+        (top - 2, 0, 0),
+        (top - 3, 0, 1),
+        (top - 5, 0, 0),
+        (0, 0, 0),
+    ]
     for level, col, row in cases:
         col, row = min(col, dz.level_tiles[level][0] - 1), min(row, dz.level_tiles[level][1] - 1)
         got = pixels(client.get(f"/images/{image_id}_files/{level}/{col}_{row}.png"))
@@ -129,11 +156,18 @@ def test_low_resolution_tiles_never_read_the_base_level(served):
 
 def test_dzi_tile_errors_are_clean_4xx(served):
     client, _settings, _app = served
-    for url, status in [("/images/cmu_files/13/0_0.jpeg", 404), ("/images/cmu_files/12/99_0.jpeg", 404),
-                        ("/images/cmu_files/12/0_99.jpeg", 404), ("/images/cmu_files/12/0_0.gif", 400),
-                        ("/images/cmu_files/12/0_0.tiff", 400), ("/images/nosuch_files/0/0_0.jpeg", 404),
-                        ("/images/nosuch.dzi", 404), ("/images/bad%20id.dzi", 404),
-                        ("/images/cmu_files/x/0_0.jpeg", 404), ("/images/cmu_files/1/-1_0.jpeg", 404)]:
+    for url, status in [
+        ("/images/cmu_files/13/0_0.jpeg", 404),
+        ("/images/cmu_files/12/99_0.jpeg", 404),
+        ("/images/cmu_files/12/0_99.jpeg", 404),
+        ("/images/cmu_files/12/0_0.gif", 400),
+        ("/images/cmu_files/12/0_0.tiff", 400),
+        ("/images/nosuch_files/0/0_0.jpeg", 404),
+        ("/images/nosuch.dzi", 404),
+        ("/images/bad%20id.dzi", 404),
+        ("/images/cmu_files/x/0_0.jpeg", 404),
+        ("/images/cmu_files/1/-1_0.jpeg", 404),
+    ]:
         r = client.get(url)
         assert r.status_code == status, (url, r.status_code, r.text)
         assert r.headers["content-type"] == "application/json" and r.json()["detail"], url
@@ -149,8 +183,7 @@ def test_prebuilt_pyramid_is_served_from_disk(served, served_configured_grid, te
     assert 'TileSize="240"' in dynamic_dzi  # dynamic tiles follow the SVS's own 240 px grid
     assert client.get("/images/built_files/12/3_4.jpeg").headers["x-tile-source"] == "dynamic"
     folder.mkdir(parents=True)
-    convert(testdata(SLIDES["cmu"]), folder / "slide", "dzi", options=make_options("dzi", settings),
-            settings=settings)
+    convert(testdata(SLIDES["cmu"]), folder / "slide", "dzi", options=make_options("dzi", settings), settings=settings)
     _app.state.tiles.prebuilt.forget("built")  # (the server notices a publication within 2 s)
     r = client.get("/images/built.dzi")
     assert r.headers["x-tile-source"] == "prebuilt" and r.text.replace("'", '"').count("254") >= 1
@@ -234,8 +267,12 @@ def test_iiif_tiles_follow_the_source_grid_and_pass_stored_jpeg_through(served, 
     url = "/iiif/3/tiff/1536,1024,512,512/256,/0/default.jpg"
     assert client.get(url).content == stored and client.get(url.replace("256,", "256,256")).content == stored
     # anything else is rendered: another quality, a mirror, another size, png
-    for other in ("1536,1024,512,512/256,/0/gray.jpg", "1536,1024,512,512/256,/!0/default.jpg",
-                  "1536,1024,512,512/255,/0/default.jpg", "1536,1024,512,512/256,/0/default.png"):
+    for other in (
+        "1536,1024,512,512/256,/0/gray.jpg",
+        "1536,1024,512,512/256,/!0/default.jpg",
+        "1536,1024,512,512/255,/0/default.jpg",
+        "1536,1024,512,512/256,/0/default.png",
+    ):
         assert client.get(f"/iiif/3/tiff/{other}").content != stored, other
     # switched off: the same tile re-encoded at TILEWRIGHT_QUALITY, the same pixels
     off = Settings(data_dir=tmp_path_factory.mktemp("nopass"), tile_passthrough=False, tiles_follow_source=False)
@@ -250,13 +287,27 @@ def test_iiif_tiles_follow_the_source_grid_and_pass_stored_jpeg_through(served, 
     reader.close()
 
 
-@pytest.mark.parametrize("path", [
-    "bad/max/0/default.jpg", "0,0,0,0/max/0/default.jpg", "99999,0,10,10/max/0/default.jpg",
-    "full/0,/0/default.jpg", "full/99999,/0/default.jpg", "full/max/400/default.jpg", "full/max/x/default.jpg",
-    "full/max/0/native.jpg", "full/max/0/default.gif", "full/max/0/default", "pct:200,0,1,1/max/0/default.jpg",
-    "full/pct:0/0/default.jpg", "full/!,/0/default.jpg", "full/5000,5000/0/default.jpg",
-    "full/^99999,/0/default.jpg", "0,0,10,10/,/0/default.jpg",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "bad/max/0/default.jpg",
+        "0,0,0,0/max/0/default.jpg",
+        "99999,0,10,10/max/0/default.jpg",
+        "full/0,/0/default.jpg",
+        "full/99999,/0/default.jpg",
+        "full/max/400/default.jpg",
+        "full/max/x/default.jpg",
+        "full/max/0/native.jpg",
+        "full/max/0/default.gif",
+        "full/max/0/default",
+        "pct:200,0,1,1/max/0/default.jpg",
+        "full/pct:0/0/default.jpg",
+        "full/!,/0/default.jpg",
+        "full/5000,5000/0/default.jpg",
+        "full/^99999,/0/default.jpg",
+        "0,0,10,10/,/0/default.jpg",
+    ],
+)
 def test_iiif_bad_requests_are_400(served, path):
     client, _settings, _app = served
     r = client.get(f"/iiif/3/ndpi/{path}")
@@ -300,8 +351,14 @@ def test_region(served, testdata):
     assert mean_diff(got, as_array(slide.read_region((1000, 2000), 3, (300, 200)))) < 0.5
     edge = pixels(client.get("/images/ndpi/region?x=3900&y=4800&w=100&h=100&format=png"))
     assert edge.shape == (100, 100, 3) and (edge[-10:, -10:] == 255).all()  # outside: background
-    for query in ("x=0&y=0&w=5000&h=5000", "x=0&y=0&w=10&h=10&level=7", "x=0&y=0&w=0&h=10", "x=0&y=0&w=10",
-                  "x=a&y=0&w=10&h=10", "x=0&y=0&w=10&h=10&format=bmp"):
+    for query in (
+        "x=0&y=0&w=5000&h=5000",
+        "x=0&y=0&w=10&h=10&level=7",
+        "x=0&y=0&w=0&h=10",
+        "x=0&y=0&w=10",
+        "x=a&y=0&w=10&h=10",
+        "x=0&y=0&w=10&h=10&format=bmp",
+    ):
         r = client.get(f"/images/ndpi/region?{query}")
         assert 400 <= r.status_code < 500 and r.json()["detail"], query
 
@@ -333,8 +390,14 @@ def test_etag_and_304(served):
     assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
     # the same image spelled another way shares nothing wrongly: another size is another ETag
     assert client.get("/iiif/3/tiff/0,0,1024,1024/128,/0/default.jpg").headers["etag"] != etag
-    for url in ("/images/tiff.dzi", "/images/tiff_files/13/0_0.jpeg", "/images/tiff/thumbnail?size=100",
-                "/images/cmu/associated/label", "/images/tiff/region?x=0&y=0&w=64&h=64", "/iiif/3/tiff/info.json"):
+    for url in (
+        "/images/tiff.dzi",
+        "/images/tiff_files/13/0_0.jpeg",
+        "/images/tiff/thumbnail?size=100",
+        "/images/cmu/associated/label",
+        "/images/tiff/region?x=0&y=0&w=64&h=64",
+        "/iiif/3/tiff/info.json",
+    ):
         tag = client.get(url).headers["etag"]
         assert client.get(url, headers={"If-None-Match": tag}).status_code == 304, url
 
@@ -360,24 +423,31 @@ def test_a_changed_source_file_is_reopened_under_a_new_etag(served, testdata, tm
 def test_cached_tiles_are_answered_before_routing_with_the_same_headers(served):
     """A cache hit is answered by fastpath.CachedTiles: same bytes, type, ETag, CORS, Link, and it is counted."""
     client, _settings, _app = served
-    cases = [("/iiif/3/tiff/1024,0,1024,1024/256,/0/gray.png", "image/png"),
-             ("/images/tiff_files/12/1_1.webp", "image/webp")]
+    cases = [
+        ("/iiif/3/tiff/1024,0,1024,1024/256,/0/gray.png", "image/png"),
+        ("/images/tiff_files/12/1_1.webp", "image/webp"),
+    ]
     for url, media in cases:
         first = client.get(url, headers={"Origin": "https://viewer.example"})
         assert first.status_code == 200 and first.headers["x-tile-cache"] == "miss"
         hit = client.get(url, headers={"Origin": "https://viewer.example"})
         assert hit.headers["x-tile-cache"] == "hit" and hit.content == first.content
-        for name in ("content-type", "etag", "cache-control", "access-control-allow-origin", "link",
-                     "x-tile-source"):
+        for name in ("content-type", "etag", "cache-control", "access-control-allow-origin", "link", "x-tile-source"):
             assert hit.headers.get(name) == first.headers.get(name), name
         assert hit.headers["content-type"] == media and int(hit.headers["content-length"]) == len(hit.content)
         assert client.get(url, headers={"If-None-Match": hit.headers["etag"]}).status_code == 304
         head = client.head(url)  # `curl -I`: the same headers, no body
         assert head.status_code == 200 and head.content == b"" and head.headers["etag"] == hit.headers["etag"]
         assert head.headers["content-length"] == hit.headers["content-length"]
-    for url in ("/images/cmu.dzi", "/iiif/3/cmu/info.json", "/images/cmu/thumbnail?size=64",
-                "/images/cmu/associated/label", "/images/cmu/region?x=0&y=0&w=8&h=8",
-                "/images/cmu_files/9/0_0.jpeg", "/iiif/3/cmu/full/64,/0/default.jpg"):
+    for url in (
+        "/images/cmu.dzi",
+        "/iiif/3/cmu/info.json",
+        "/images/cmu/thumbnail?size=64",
+        "/images/cmu/associated/label",
+        "/images/cmu/region?x=0&y=0&w=8&h=8",
+        "/images/cmu_files/9/0_0.jpeg",
+        "/iiif/3/cmu/full/64,/0/default.jpg",
+    ):
         head = client.head(url)
         assert head.status_code == 200 and head.content == b"" and head.headers["etag"], url
     # a bad request that looks like a tile still gets the route's 400, never a cached answer
@@ -392,8 +462,10 @@ def test_cors(served):
     client, _settings, _app = served
     r = client.get("/iiif/3/cmu/info.json", headers={"Origin": "https://viewer.example"})
     assert r.headers["access-control-allow-origin"] == "*"
-    pre = client.options("/images/cmu_files/0/0_0.jpeg", headers={
-        "Origin": "https://viewer.example", "Access-Control-Request-Method": "GET"})
+    pre = client.options(
+        "/images/cmu_files/0/0_0.jpeg",
+        headers={"Origin": "https://viewer.example", "Access-Control-Request-Method": "GET"},
+    )
     assert pre.status_code == 200 and "GET" in pre.headers["access-control-allow-methods"]
 
 

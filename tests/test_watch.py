@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import threading
 
-from azure_services import azurite  # noqa: F401 - fixture
 from services import TILEWRIGHT, clean_env
 from tilewright.config import Settings
 from tilewright.db import init_db
@@ -27,8 +26,9 @@ def test_watch_local_folder_cli_cursor_and_changed_file(tmp_path, testdata):
     env = clean_env(TILEWRIGHT_DATA_DIR=str(tmp_path / "data"), TILEWRIGHT_STORAGE_ROOT=str(root))
 
     def run_once():
-        result = subprocess.run([TILEWRIGHT, "watch", str(root / "inbox"), "--once"], env=env, capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [TILEWRIGHT, "watch", str(root / "inbox"), "--once"], env=env, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stderr.strip().splitlines()[-1]), result.stdout
 
@@ -63,6 +63,7 @@ def test_a_poll_opens_its_store_once_and_filters_each_blob_once(tmp_path, monkey
         def call(*args, **kwargs):
             calls[name] += 1
             return function(*args, **kwargs)
+
         return call
 
     monkeypatch.setattr(watcher, "open_url", counted("open_url", watcher.open_url))
@@ -77,9 +78,12 @@ def test_a_poll_opens_its_store_once_and_filters_each_blob_once(tmp_path, monkey
     assert sources == {(root / "inbox" / name).as_uri() for name in ("a.svs", "b.svs")}
 
 
-def test_watch_azurite_container_with_a_thread_and_cursor(tmp_path, azurite, testdata):  # noqa: F811
-    settings = Settings(data_dir=tmp_path, azure_connection_string=azurite.connection_string,
-                        event_sources=[{"container": "watched", "prefix": "in/", "suffixes": [".svs"]}])
+def test_watch_azurite_container_with_a_thread_and_cursor(tmp_path, azurite, testdata):
+    settings = Settings(
+        data_dir=tmp_path,
+        azure_connection_string=azurite.connection_string,
+        event_sources=[{"container": "watched", "prefix": "in/", "suffixes": [".svs"]}],
+    )
     init_db(settings)
     container = azurite.service().get_container_client("watched")
     container.create_container()
@@ -89,8 +93,9 @@ def test_watch_azurite_container_with_a_thread_and_cursor(tmp_path, azurite, tes
     stop = threading.Event()
     lines: list[str] = []
     totals: dict = {}
-    thread = threading.Thread(target=lambda: totals.update(watch("az://watched", settings, interval=0.2, stop=stop,
-                                                                 echo=lines.append)))
+    thread = threading.Thread(
+        target=lambda: totals.update(watch("az://watched", settings, interval=0.2, stop=stop, echo=lines.append))
+    )
     thread.start()
     try:
         from services import wait_until
@@ -109,5 +114,7 @@ def test_watch_azurite_container_with_a_thread_and_cursor(tmp_path, azurite, tes
     newest = jobs.list_jobs(settings, kind="convert_blob")[-1]
     assert newest["params"]["source"] == "az://watched/in/one.svs"
     assert execute(newest["id"], settings).status == "succeeded"
-    assert jobs.get(settings, newest["id"])["outputs"]["manifest"] == \
-        "az://watched/web-slides-dzi-output/one/manifest.json"
+    assert (
+        jobs.get(settings, newest["id"])["outputs"]["manifest"]
+        == "az://watched/web-slides-dzi-output/one/manifest.json"
+    )

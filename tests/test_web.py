@@ -19,8 +19,16 @@ from PIL import Image as PILImage
 from services import REPO, clean_env, free_port, start_server
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = REPO / "test-artifacts"
 OSD = REPO / "build" / "openseadragon" / "openseadragon.min.js"
 
@@ -31,8 +39,9 @@ def server(tmp_path_factory):
         pytest.fail(f"{OSD} is missing: run `make web-assets` (npm installs OpenSeadragon)")
     folder = tmp_path_factory.mktemp("web")
     port = free_port()
-    proc = start_server(clean_env(TILEWRIGHT_DATA_DIR=str(folder / "data"), TILEWRIGHT_CONCURRENCY="1"), port,
-                        folder / "server.log")
+    proc = start_server(
+        clean_env(TILEWRIGHT_DATA_DIR=str(folder / "data"), TILEWRIGHT_CONCURRENCY="1"), port, folder / "server.log"
+    )
     yield f"http://127.0.0.1:{port}"
     proc.stop()
 
@@ -67,8 +76,7 @@ def test_upload_watch_and_view(server, browser, testdata):
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     tile_requests: list[str] = []
-    page.on("requestfinished", lambda request: tile_requests.append(request.url)
-            if "_files/" in request.url else None)
+    page.on("requestfinished", lambda request: tile_requests.append(request.url) if "_files/" in request.url else None)
 
     page.goto(server + "/")
     assert page.title() == "tilewright"
@@ -94,7 +102,9 @@ def test_upload_watch_and_view(server, browser, testdata):
     page.wait_for_selector("#viewer .openseadragon-canvas", timeout=15_000)
     page.wait_for_function(
         "window.tilewrightViewer && window.tilewrightViewer.world.getItemCount() > 0 && "
-        "window.tilewrightViewer.world.getItemAt(0).getFullyLoaded()", timeout=30_000)
+        "window.tilewrightViewer.world.getItemAt(0).getFullyLoaded()",
+        timeout=30_000,
+    )
     meta = page.inner_text("#meta")
     assert "2220 × 2967 px" in meta and "aperio" in meta
     assert tile_requests, "the viewer requested no tiles"

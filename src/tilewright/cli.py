@@ -12,10 +12,11 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated
 
 import typer
 
@@ -58,8 +59,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log what happens; tracebacks on errors.")] = False,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                    help="Print the version.")] = None,
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = None,
 ) -> None:
     _state["verbose"] = verbose
     from tilewright.logs import setup_logging
@@ -82,7 +84,7 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort):
         raise
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback to a user
+    except Exception as exc:
         if _state["verbose"]:
             log.exception("internal error")
         reason = " ".join(str(exc).split())[:300]
@@ -120,51 +122,77 @@ def show_config(
 @app.command()
 def convert(
     slide: Annotated[Path, typer.Argument(help="Image, slide file or DICOM folder.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output path without extension (OUT.dzi + OUT_files/, OUT.tiff, OUT/).")],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="Output path without extension (OUT.dzi + OUT_files/, OUT.tiff, OUT/)."),
+    ],
     to: Annotated[OutputKind, typer.Option("--to", help="Output kind.")] = OutputKind.dzi,
-    tile_size: Annotated[Optional[int], typer.Option(min=16, max=8192, help="Tile size (default 254 DZI, 256 TIFF, 512 IIIF).")] = None,
-    overlap: Annotated[Optional[int], typer.Option(min=0, max=64, help="DZI tile overlap (default 1).")] = None,
-    fmt: Annotated[Optional[TileFormat], typer.Option("--format", help="Tile encoding.")] = None,
-    quality: Annotated[Optional[int], typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = None,
-    base_only: Annotated[bool, typer.Option("--base-only", help="TIFF: full resolution only, no lower levels.")] = False,
+    tile_size: Annotated[
+        int | None, typer.Option(min=16, max=8192, help="Tile size (default 254 DZI, 256 TIFF, 512 IIIF).")
+    ] = None,
+    overlap: Annotated[int | None, typer.Option(min=0, max=64, help="DZI tile overlap (default 1).")] = None,
+    fmt: Annotated[TileFormat | None, typer.Option("--format", help="Tile encoding.")] = None,
+    quality: Annotated[int | None, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = None,
+    base_only: Annotated[
+        bool, typer.Option("--base-only", help="TIFF: full resolution only, no lower levels.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be written; write nothing.")] = False,
-    iiif_id: Annotated[Optional[str], typer.Option(help="IIIF: base URL the output folder is served under.")] = None,
+    iiif_id: Annotated[str | None, typer.Option(help="IIIF: base URL the output folder is served under.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
 ) -> None:
     """Convert one image or slide to a Deep Zoom, pyramidal TIFF or IIIF pyramid."""
-    from tilewright.convert import convert as run_convert, make_options
+    from tilewright.convert import convert as run_convert
+    from tilewright.convert import make_options
 
     settings = get_settings()
     with _errors():
-        options = make_options(to.value, settings, tile_size=tile_size, overlap=overlap,
-                               tile_format=fmt.value if fmt else None, quality=quality, base_only=base_only,
-                               overwrite=overwrite, iiif_id=iiif_id)
+        options = make_options(
+            to.value,
+            settings,
+            tile_size=tile_size,
+            overlap=overlap,
+            tile_format=fmt.value if fmt else None,
+            quality=quality,
+            base_only=base_only,
+            overwrite=overwrite,
+            iiif_id=iiif_id,
+        )
         with _progress_bar(f"{slide.name} -> {to.value}", enabled=not as_json and not dry_run) as progress:
-            result = run_convert(slide, output, to.value, options=options, settings=settings,
-                                 dry_run=dry_run, progress=progress)
+            result = run_convert(
+                slide, output, to.value, options=options, settings=settings, dry_run=dry_run, progress=progress
+            )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     elif dry_run:
-        typer.echo(f"would write {result.kind} of {result.width} x {result.height}: {result.levels} levels, "
-                   f"{result.tiles} tiles")
+        typer.echo(
+            f"would write {result.kind} of {result.width} x {result.height}: {result.levels} levels, "
+            f"{result.tiles} tiles"
+        )
         for path in result.paths:
             typer.echo(f"  {path}")
     else:
         rate = result.tiles / result.seconds if result.seconds else 0
-        typer.echo(f"wrote {result.output}: {result.width} x {result.height}, {result.levels} levels, "
-                   f"{result.tiles} tiles, {result.bytes / 2**20:.1f} MiB in {result.seconds:.1f} s "
-                   f"({rate:.0f} tiles/s)")
+        typer.echo(
+            f"wrote {result.output}: {result.width} x {result.height}, {result.levels} levels, "
+            f"{result.tiles} tiles, {result.bytes / 2**20:.1f} MiB in {result.seconds:.1f} s "
+            f"({rate:.0f} tiles/s)"
+        )
 
 
 @app.command()
 def process(
     file: Annotated[Path, typer.Argument(help="Image or slide to process.")],
     outdir: Annotated[Path, typer.Option("-o", "--output", help="Folder the outputs and metadata.json go into.")],
-    recipe: Annotated[Optional[str], typer.Option("--recipe", help="Recipe name or .toml path (default: TILEWRIGHT_DEFAULT_RECIPE).")] = None,
-    op: Annotated[Optional[list[str]], typer.Option("--op", help="Run this chain instead of a recipe, e.g. --op resize=0.5 --op blur=2 (repeat).")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="With --op: jpeg, png, webp, avif or tiff.")] = None,
-    quality: Annotated[Optional[int], typer.Option(min=1, max=100, help="With --op: encoder quality.")] = None,
+    recipe: Annotated[
+        str | None, typer.Option("--recipe", help="Recipe name or .toml path (default: TILEWRIGHT_DEFAULT_RECIPE).")
+    ] = None,
+    op: Annotated[
+        list[str] | None,
+        typer.Option("--op", help="Run this chain instead of a recipe, e.g. --op resize=0.5 --op blur=2 (repeat)."),
+    ] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="With --op: jpeg, png, webp, avif or tiff.")] = None,
+    quality: Annotated[int | None, typer.Option(min=1, max=100, help="With --op: encoder quality.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,
 ) -> None:
@@ -185,8 +213,10 @@ def process(
         typer.echo(json.dumps(metadata, indent=2))
     else:
         outputs = metadata.get("outputs", [])
-        typer.echo(f"wrote {len(outputs)} outputs for {file.name} ({metadata.get('width')} x "
-                   f"{metadata.get('height')}) into {outdir}")
+        typer.echo(
+            f"wrote {len(outputs)} outputs for {file.name} ({metadata.get('width')} x "
+            f"{metadata.get('height')}) into {outdir}"
+        )
         for item in outputs:
             typer.echo(f"  {item['file']}: {item['width']} x {item['height']}, {item['bytes']:,} bytes")
 
@@ -196,7 +226,9 @@ def import_(
     directory: Annotated[Path, typer.Argument(help="Folder to scan recursively.", exists=True, file_okay=False)],
     outdir: Annotated[Path, typer.Option("-o", "--output", help="Folder for the outputs (same layout as DIRECTORY).")],
     to: Annotated[OutputKind, typer.Option("--to", help="Output kind.")] = OutputKind.dzi,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Files converted at once (default: TILEWRIGHT_WORKERS).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Files converted at once (default: TILEWRIGHT_WORKERS).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Convert again files whose output exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
 ) -> None:
@@ -232,8 +264,8 @@ def import_(
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Listen address (default: TILEWRIGHT_HOST).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port (default: TILEWRIGHT_PORT).")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default: TILEWRIGHT_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: TILEWRIGHT_PORT).")] = None,
 ) -> None:
     """Run the HTTP server (FastAPI on uvicorn) with its job executor; docs at /docs."""
     import uvicorn
@@ -242,28 +274,36 @@ def serve(
 
     settings = get_settings()
     with _errors():
-        uvicorn.run(create_app(settings), host=host or settings.host, port=settings.port if port is None else port,
-                    log_level="info" if _state["verbose"] else "warning", log_config=None)
+        uvicorn.run(
+            create_app(settings),
+            host=host or settings.host,
+            port=settings.port if port is None else port,
+            log_level="info" if _state["verbose"] else "warning",
+            log_config=None,
+        )
 
 
 @app.command()
 def worker(
-    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Jobs at once (default: TILEWRIGHT_CONCURRENCY).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Celery node name, e.g. w1@%h.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Jobs at once (default: TILEWRIGHT_CONCURRENCY).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Celery node name, e.g. w1@%h.")] = None,
 ) -> None:
     """Run a Celery worker that executes jobs from TILEWRIGHT_BROKER_URL."""
     from tilewright.jobs.celery_app import run_worker
 
     with _errors():
-        run_worker(get_settings(), concurrency=concurrency, hostname=name,
-                   loglevel="DEBUG" if _state["verbose"] else "INFO")
+        run_worker(
+            get_settings(), concurrency=concurrency, hostname=name, loglevel="DEBUG" if _state["verbose"] else "INFO"
+        )
 
 
 @app.command()
 def submit(
     kind: Annotated[str, typer.Argument(help="Job kind: convert, import or ping.")],
-    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="A parameter, k=v (repeatable).")] = None,
-    key: Annotated[Optional[str], typer.Option(help="Idempotency key (default: hash of kind, params, input).")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A parameter, k=v (repeatable).")] = None,
+    key: Annotated[str | None, typer.Option(help="Idempotency key (default: hash of kind, params, input).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job with a progress bar until it ends.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job record as JSON.")] = False,
 ) -> None:
@@ -324,8 +364,8 @@ def _follow(settings, job_id: str) -> dict:
 
 @app.command()
 def jobs(
-    job_id: Annotated[Optional[str], typer.Argument(help="Show one job in full.")] = None,
-    state: Annotated[Optional[str], typer.Option(help="Only jobs in this state.")] = None,
+    job_id: Annotated[str | None, typer.Argument(help="Show one job in full.")] = None,
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -344,17 +384,21 @@ def jobs(
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        typer.echo(f"{row['id']}  {row['kind']:<8} {row['state']:<10} {row['progress'] * 100:5.1f}%  "
-                   f"{row['created_at']}  {row['error'] or row['stage']}")
+        typer.echo(
+            f"{row['id']}  {row['kind']:<8} {row['state']:<10} {row['progress'] * 100:5.1f}%  "
+            f"{row['created_at']}  {row['error'] or row['stage']}"
+        )
 
 
 @app.command()
 def watch(
     url: Annotated[str, typer.Argument(help="What to poll: az://container/prefix, s3://bucket/prefix or a folder.")],
-    interval: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds between listings "
-                                                      "(default TILEWRIGHT_WATCH_INTERVAL_SECONDS).")] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Seconds between listings (default TILEWRIGHT_WATCH_INTERVAL_SECONDS)."),
+    ] = None,
     once: Annotated[bool, typer.Option("--once", help="List once, submit, and exit.")] = False,
-    cursor: Annotated[Optional[Path], typer.Option(help="Cursor file (default DATA_DIR/watch/<hash>.json).")] = None,
+    cursor: Annotated[Path | None, typer.Option(help="Cursor file (default DATA_DIR/watch/<hash>.json).")] = None,
 ) -> None:
     """Poll a store that sends no events; submit a convert_blob job for every new or changed blob."""
     from tilewright.db import init_db
@@ -369,8 +413,9 @@ def watch(
 
             if broker_reachable(settings.broker_url)[0]:
                 executor = CeleryExecutor(settings)
-        totals = run_watch(url, settings, executor, once=once, interval=interval, cursor=cursor,
-                           echo=lambda line: typer.echo(line))
+        totals = run_watch(
+            url, settings, executor, once=once, interval=interval, cursor=cursor, echo=lambda line: typer.echo(line)
+        )
         if once:
             typer.echo(json.dumps(totals), err=True)
 
@@ -383,8 +428,14 @@ def _progress_bar(label: str, *, enabled: bool, total: int = 100) -> Iterator:
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-               TextColumn("{task.fields[stage]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[stage]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, transient=False, redirect_stdout=False) as bar:
         task = bar.add_task(label, total=1.0, stage="")
         yield lambda fraction, stage: bar.update(task, completed=fraction, stage=stage)

@@ -55,87 +55,141 @@ class Settings(BaseSettings):
     background: str = Field("#ffffff", description="Colour transparent or out-of-slide pixels are flattened onto.")
 
     # -- work -------------------------------------------------------------------
-    workers: int = Field(
-        max(1, (os.cpu_count() or 2) // 2), ge=1, description="Files converted at once by `import`."
-    )
+    workers: int = Field(max(1, (os.cpu_count() or 2) // 2), ge=1, description="Files converted at once by `import`.")
     vips_concurrency: int = Field(0, ge=0, description="libvips worker threads per conversion (0: one per core).")
 
     # -- server and jobs --------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `tilewright serve` listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port `tilewright serve` listens on.")
-    data_dir: Path = Field(Path("./data"), description="Root of the server's state: database, uploads, outputs, "
-                           "job work directories (each derived path below defaults inside it).")
-    database_url: str = Field("", description="SQLAlchemy URL of the job database (empty: SQLite file "
-                              "`DATA_DIR/tilewright.db`; `postgresql+psycopg://...` for PostgreSQL).")
+    data_dir: Path = Field(
+        Path("./data"),
+        description="Root of the server's state: database, uploads, outputs, "
+        "job work directories (each derived path below defaults inside it).",
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the job database (empty: SQLite file "
+        "`DATA_DIR/tilewright.db`; `postgresql+psycopg://...` for PostgreSQL).",
+    )
     executor: Literal["embedded", "celery"] = Field(
-        "embedded", description="Where jobs run: a process pool inside `tilewright serve`, or Celery workers.")
-    concurrency: int = Field(2, ge=1, description="Jobs run at once by the embedded pool or by one "
-                             "`tilewright worker`.")
-    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker URL (Redis or "
-                            "`amqp://` RabbitMQ).")
-    result_backend: str = Field("", description="Celery result backend URL (empty: the broker URL; job "
-                                "state itself lives in the job database).")
-    broker_fallback: bool = Field(True, description="If the broker is unreachable when the server starts, "
-                                  "warn and run jobs embedded instead of refusing to start.")
-    celery_visibility_timeout: int = Field(3600, ge=1, description="Redis broker: seconds before a job "
-                                           "taken by a worker that died is delivered to another worker.")
-    input_roots: list[Path] = Field([], description="Folders whose files `convert`/`import` jobs may read "
-                                    "(uploads are always allowed); any other input path is refused.")
-    output_root: Path | None = Field(None, description="Where job outputs are published (default "
-                                     "`DATA_DIR/outputs`; uploads go to `OUTPUT_ROOT/COLLECTION/IMAGE_ID/`).")
-    upload_dir: Path | None = Field(None, description="Where uploaded files are stored (default "
-                                    "`DATA_DIR/uploads`).")
-    api_token: SecretStr | None = Field(None, description="If set, POST and DELETE requests need "
-                                        "`Authorization: Bearer TOKEN`.")
-    job_max_attempts: int = Field(3, ge=1, description="Attempts of a job failing for a transient reason "
-                                  "(storage errors); bad input fails at once.")
-    job_retry_backoff_seconds: float = Field(2.0, ge=0, description="First retry delay; doubles with each "
-                                             "attempt.")
-    job_stale_seconds: float = Field(30.0, gt=0, description="A running job whose worker (on another host) "
-                                     "has not reported for this long is taken over.")
+        "embedded", description="Where jobs run: a process pool inside `tilewright serve`, or Celery workers."
+    )
+    concurrency: int = Field(
+        2, ge=1, description="Jobs run at once by the embedded pool or by one `tilewright worker`."
+    )
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker URL (Redis or `amqp://` RabbitMQ).")
+    result_backend: str = Field(
+        "", description="Celery result backend URL (empty: the broker URL; job state itself lives in the job database)."
+    )
+    broker_fallback: bool = Field(
+        True,
+        description="If the broker is unreachable when the server starts, "
+        "warn and run jobs embedded instead of refusing to start.",
+    )
+    celery_visibility_timeout: int = Field(
+        3600,
+        ge=1,
+        description="Redis broker: seconds before a job taken by a worker that died is delivered to another worker.",
+    )
+    input_roots: list[Path] = Field(
+        [],
+        description="Folders whose files `convert`/`import` jobs may read "
+        "(uploads are always allowed); any other input path is refused.",
+    )
+    output_root: Path | None = Field(
+        None,
+        description="Where job outputs are published (default "
+        "`DATA_DIR/outputs`; uploads go to `OUTPUT_ROOT/COLLECTION/IMAGE_ID/`).",
+    )
+    upload_dir: Path | None = Field(None, description="Where uploaded files are stored (default `DATA_DIR/uploads`).")
+    api_token: SecretStr | None = Field(
+        None, description="If set, POST and DELETE requests need `Authorization: Bearer TOKEN`."
+    )
+    job_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Attempts of a job failing for a transient reason (storage errors); bad input fails at once.",
+    )
+    job_retry_backoff_seconds: float = Field(2.0, ge=0, description="First retry delay; doubles with each attempt.")
+    job_stale_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A running job whose worker (on another host) has not reported for this long is taken over.",
+    )
 
     # -- storage and events --------------------------------------------------------
-    storage_root: Path | None = Field(None, description="Root of the local store (`file://` and plain paths in "
-                                      "`watch` and blob jobs; default `DATA_DIR/storage`).")
-    output_store: str = Field("", description="Where blob jobs publish (`az://`, `s3://BUCKET/PREFIX`, a local "
-                              "folder); empty: the source blob's own store (account or bucket). When it names a "
-                              "container or bucket, uploads are also published there (`COLLECTION/IMAGE_ID/`) "
-                              "and served from it, and import jobs (`COLLECTION/JOB_ID/`).")
-    output_template: str = Field("{container}/web-slides-dzi-output/{stem}/", description="Output folder of a "
-                                 "blob job inside the output store; fields `{container}` (or bucket), `{path}`, "
-                                 "`{dir}`, `{name}`, `{stem}`, `{etag}`.")
-    storage_connections: int = Field(16, ge=1, le=256, description="Concurrent connections uploading a "
-                                     "pyramid's tiles.")
-    storage_retries: int = Field(4, ge=0, le=20, description="Retries of a storage request failing for a "
-                                 "transient reason (timeouts, 5xx, throttling), with exponential backoff.")
-    storage_chunk_bytes: int = Field(4 * 2**20, ge=2**16, description="Chunk size of streamed downloads "
-                                     "and uploads (memory per transfer is a few chunks).")
-    azure_connection_string: SecretStr | None = Field(None, description="Azure Storage connection string "
-                                                      "(Azurite: `UseDevelopmentStorage=true` style or full).")
-    azure_account_name: str = Field("", description="Azure Storage account (with a key, SAS or managed "
-                                    "identity instead of a connection string).")
+    storage_root: Path | None = Field(
+        None,
+        description="Root of the local store (`file://` and plain paths in "
+        "`watch` and blob jobs; default `DATA_DIR/storage`).",
+    )
+    output_store: str = Field(
+        "",
+        description="Where blob jobs publish (`az://`, `s3://BUCKET/PREFIX`, a local "
+        "folder); empty: the source blob's own store (account or bucket). When it names a "
+        "container or bucket, uploads are also published there (`COLLECTION/IMAGE_ID/`) "
+        "and served from it, and import jobs (`COLLECTION/JOB_ID/`).",
+    )
+    output_template: str = Field(
+        "{container}/web-slides-dzi-output/{stem}/",
+        description="Output folder of a "
+        "blob job inside the output store; fields `{container}` (or bucket), `{path}`, "
+        "`{dir}`, `{name}`, `{stem}`, `{etag}`.",
+    )
+    storage_connections: int = Field(
+        16, ge=1, le=256, description="Concurrent connections uploading a pyramid's tiles."
+    )
+    storage_retries: int = Field(
+        4,
+        ge=0,
+        le=20,
+        description="Retries of a storage request failing for a "
+        "transient reason (timeouts, 5xx, throttling), with exponential backoff.",
+    )
+    storage_chunk_bytes: int = Field(
+        4 * 2**20,
+        ge=2**16,
+        description="Chunk size of streamed downloads and uploads (memory per transfer is a few chunks).",
+    )
+    azure_connection_string: SecretStr | None = Field(
+        None, description="Azure Storage connection string (Azurite: `UseDevelopmentStorage=true` style or full)."
+    )
+    azure_account_name: str = Field(
+        "", description="Azure Storage account (with a key, SAS or managed identity instead of a connection string)."
+    )
     azure_account_key: SecretStr | None = Field(None, description="Azure Storage account key.")
-    azure_sas_token: SecretStr | None = Field(None, description="Azure Storage SAS token (account or "
-                                              "container).")
-    azure_use_identity: bool = Field(False, description="Authenticate with azure-identity's "
-                                     "DefaultAzureCredential (managed identity, workload identity, az login).")
+    azure_sas_token: SecretStr | None = Field(None, description="Azure Storage SAS token (account or container).")
+    azure_use_identity: bool = Field(
+        False,
+        description="Authenticate with azure-identity's "
+        "DefaultAzureCredential (managed identity, workload identity, az login).",
+    )
     s3_endpoint_url: str = Field("", description="S3-compatible endpoint (MinIO, moto, Ceph); empty: AWS.")
     s3_region: str = Field("", description="S3 region (empty: the SDK's default).")
     s3_access_key_id: str = Field("", description="S3 access key id (empty: the SDK's credential chain).")
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
-    event_sources: list[dict[str, Any]] = Field([], description="Filters of event and watch sources, JSON list of "
-                                                "`{\"container\": ..., \"prefix\": ..., \"suffixes\": [...]}` "
-                                                "(container = bucket); empty: any container.")
-    event_suffixes: list[str] = Field([".svs", ".ndpi", ".tif", ".tiff", ".scn", ".bif", ".qptiff", ".vms"],
-                                      description="Blob name endings that make a job when a source names none.")
-    events_key: SecretStr | None = Field(None, description="If set, `/events/*` need it as `?key=` or the "
-                                         "`aeg-sas-key` (or `x-tilewright-key`) header.")
-    webhook_allowed_origins: list[str] = Field([], description="CloudEvents webhook origins allowed by the "
-                                               "OPTIONS handshake (empty: any).")
-    watch_interval_seconds: float = Field(30.0, gt=0, description="Seconds between two listings of "
-                                          "`tilewright watch`.")
-    functions_run_inline: bool = Field(True, description="Azure Functions adapter: run the job inside the "
-                                       "function invocation (true) or only submit it to the job database (false).")
+    event_sources: list[dict[str, Any]] = Field(
+        [],
+        description="Filters of event and watch sources, JSON list of "
+        '`{"container": ..., "prefix": ..., "suffixes": [...]}` '
+        "(container = bucket); empty: any container.",
+    )
+    event_suffixes: list[str] = Field(
+        [".svs", ".ndpi", ".tif", ".tiff", ".scn", ".bif", ".qptiff", ".vms"],
+        description="Blob name endings that make a job when a source names none.",
+    )
+    events_key: SecretStr | None = Field(
+        None, description="If set, `/events/*` need it as `?key=` or the `aeg-sas-key` (or `x-tilewright-key`) header."
+    )
+    webhook_allowed_origins: list[str] = Field(
+        [], description="CloudEvents webhook origins allowed by the OPTIONS handshake (empty: any)."
+    )
+    watch_interval_seconds: float = Field(30.0, gt=0, description="Seconds between two listings of `tilewright watch`.")
+    functions_run_inline: bool = Field(
+        True,
+        description="Azure Functions adapter: run the job inside the "
+        "function invocation (true) or only submit it to the job database (false).",
+    )
 
     # -- recipes and operations ---------------------------------------------------
     recipe_dir: Path | None = Field(
@@ -144,35 +198,64 @@ class Settings(BaseSettings):
     default_recipe: str = Field("default", description="Recipe run when an upload or `process` names none.")
     watermark_text: str = Field("tilewright", description="Text of the watermark step when a recipe gives none.")
     watermark_font: str = Field("sans bold", description="Pango font (family and style) of text watermarks.")
-    upload_recipe: str = Field("", description="Recipe run on every upload that names none (`POST /images`); "
-                               "empty: uploads are plainly converted (dzi/tiff/iiif).")
-    process_inline_max_pixels: int = Field(50_000_000, ge=0, description="`POST /process` answers inline "
-                                           "up to this many input pixels in total; larger requests become a job.")
+    upload_recipe: str = Field(
+        "",
+        description="Recipe run on every upload that names none (`POST /images`); "
+        "empty: uploads are plainly converted (dzi/tiff/iiif).",
+    )
+    process_inline_max_pixels: int = Field(
+        50_000_000,
+        ge=0,
+        description="`POST /process` answers inline "
+        "up to this many input pixels in total; larger requests become a job.",
+    )
 
     # -- serving ------------------------------------------------------------------
-    cache_url: str = Field("", description="Redis URL of the tile cache (`redis://HOST:6379/1`); empty: an "
-                           "in-process LRU. If Redis cannot be reached the server warns once and caches in memory "
-                           "until it answers again.")
+    cache_url: str = Field(
+        "",
+        description="Redis URL of the tile cache (`redis://HOST:6379/1`); empty: an "
+        "in-process LRU. If Redis cannot be reached the server warns once and caches in memory "
+        "until it answers again.",
+    )
     cache_bytes: int = Field(256 * 2**20, ge=0, description="Size of the in-process tile cache in bytes (0: none).")
     cache_ttl_seconds: int = Field(7 * 86400, ge=0, description="Expiry of tiles kept in Redis (0: never).")
-    slide_handles: int = Field(32, ge=1, description="Slides the tile server keeps open (least recently used "
-                               "closed first).")
-    tile_passthrough: bool = Field(True, description="Serve a source's stored JPEG tile as it is when a request "
-                                   "asks for exactly that tile (no decode, no re-encode; its quality is the file's).")
-    tiles_follow_source: bool = Field(True, description="Dynamic tiles follow a tiled source's own grid: the dynamic "
-                                      "`.dzi` uses its tile size with no overlap and `info.json` its tile size (false: "
-                                      "`DZI_TILE_SIZE`/`DZI_OVERLAP` and `IIIF_TILE_SIZE`).")
-    tile_threads: int = Field(16, ge=1,
-                              description="Threads rendering tiles; libvips work never runs on the event loop.")
-    cors_origins: list[str] = Field(["*"], description="Origins allowed to GET tiles, info.json and metadata "
-                                    "from other sites (CORS); empty: no CORS headers.")
-    tile_cache_control: str = Field("public, max-age=86400", description="`Cache-Control` header of tiles, "
-                                    "thumbnails, regions and associated images.")
-    max_region_pixels: int = Field(4096 * 4096, ge=1, description="Largest output (width x height) of a "
-                                   "`/region`, IIIF or thumbnail request; larger ones get a 400.")
-    openseadragon_dir: Path | None = Field(None, description="Folder with `openseadragon.min.js` and `images/` "
-                                           "for the web page's viewer (default: `build/openseadragon` of the "
-                                           "source tree, put there by `make`).")
+    slide_handles: int = Field(
+        32, ge=1, description="Slides the tile server keeps open (least recently used closed first)."
+    )
+    tile_passthrough: bool = Field(
+        True,
+        description="Serve a source's stored JPEG tile as it is when a request "
+        "asks for exactly that tile (no decode, no re-encode; its quality is the file's).",
+    )
+    tiles_follow_source: bool = Field(
+        True,
+        description="Dynamic tiles follow a tiled source's own grid: the dynamic "
+        "`.dzi` uses its tile size with no overlap and `info.json` its tile size (false: "
+        "`DZI_TILE_SIZE`/`DZI_OVERLAP` and `IIIF_TILE_SIZE`).",
+    )
+    tile_threads: int = Field(
+        16, ge=1, description="Threads rendering tiles; libvips work never runs on the event loop."
+    )
+    cors_origins: list[str] = Field(
+        ["*"],
+        description="Origins allowed to GET tiles, info.json and metadata "
+        "from other sites (CORS); empty: no CORS headers.",
+    )
+    tile_cache_control: str = Field(
+        "public, max-age=86400",
+        description="`Cache-Control` header of tiles, thumbnails, regions and associated images.",
+    )
+    max_region_pixels: int = Field(
+        4096 * 4096,
+        ge=1,
+        description="Largest output (width x height) of a `/region`, IIIF or thumbnail request; larger ones get a 400.",
+    )
+    openseadragon_dir: Path | None = Field(
+        None,
+        description="Folder with `openseadragon.min.js` and `images/` "
+        "for the web page's viewer (default: `build/openseadragon` of the "
+        "source tree, put there by `make`).",
+    )
 
     # -- logging ----------------------------------------------------------------
     log_level: str = Field("WARNING", description="Python logging level.")
@@ -194,7 +277,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"TILEWRIGHT_CONFIG names {config_file!r}, which is not a file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
-
 
     # -- derived paths (server and jobs) -----------------------------------------
     def resolved_database_url(self) -> str:
@@ -230,4 +312,3 @@ def settings_table() -> str:
         description = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{name}` | `TILEWRIGHT_{name.upper()}` | `{shown}` | {description} |")
     return "\n".join(rows)
-

@@ -59,12 +59,22 @@ class _Context:
     bytes: int = 0
 
 
-def make_options(kind: str, settings: Settings, *, tile_size: int | None = None, overlap: int | None = None,
-                 tile_format: str | None = None, quality: int | None = None, base_only: bool = False,
-                 overwrite: bool = False, iiif_id: str | None = None) -> WriteOptions:
+def make_options(
+    kind: str,
+    settings: Settings,
+    *,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    tile_format: str | None = None,
+    quality: int | None = None,
+    base_only: bool = False,
+    overwrite: bool = False,
+    iiif_id: str | None = None,
+) -> WriteOptions:
     """Write options from explicit values, falling back to the settings for each kind."""
-    default_size = {"dzi": settings.dzi_tile_size, "tiff": settings.tiff_tile_size,
-                    "iiif": settings.iiif_tile_size}[kind]
+    default_size = {"dzi": settings.dzi_tile_size, "tiff": settings.tiff_tile_size, "iiif": settings.iiif_tile_size}[
+        kind
+    ]
     size = tile_size or default_size
     if kind == "tiff" and size % 16:
         raise InputError(f"TIFF tile size must be a multiple of 16, not {size}")
@@ -79,9 +89,17 @@ def make_options(kind: str, settings: Settings, *, tile_size: int | None = None,
     )
 
 
-def convert(source: str | Path, output: str | Path, kind: str = "dzi", *, options: WriteOptions | None = None,
-            settings: Settings | None = None, dry_run: bool = False, progress: ProgressFn = _no_progress,
-            cancelled=_never) -> ConvertResult:
+def convert(
+    source: str | Path,
+    output: str | Path,
+    kind: str = "dzi",
+    *,
+    options: WriteOptions | None = None,
+    settings: Settings | None = None,
+    dry_run: bool = False,
+    progress: ProgressFn = _no_progress,
+    cancelled=_never,
+) -> ConvertResult:
     settings = settings or get_settings()
     if kind not in WRITERS:
         raise InputError(f"unknown output kind {kind!r}; choose one of {', '.join(WRITERS)}")
@@ -104,10 +122,18 @@ def convert(source: str | Path, output: str | Path, kind: str = "dzi", *, option
             ctx.reader.close()
     assert ctx.plan is not None and ctx.reader is not None and ctx.writer is not None
     return ConvertResult(
-        source=str(ctx.source), kind=kind, output=str(ctx.writer.final_paths()[-1]),
-        paths=[str(p) for p in ctx.writer.final_paths()], width=ctx.reader.width, height=ctx.reader.height,
-        levels=len(ctx.plan.levels), tiles=ctx.files or ctx.plan.tiles, bytes=ctx.bytes,
-        seconds=round(time.perf_counter() - started, 3), dry_run=dry_run, reader=ctx.reader.name,
+        source=str(ctx.source),
+        kind=kind,
+        output=str(ctx.writer.final_paths()[-1]),
+        paths=[str(p) for p in ctx.writer.final_paths()],
+        width=ctx.reader.width,
+        height=ctx.reader.height,
+        levels=len(ctx.plan.levels),
+        tiles=ctx.files or ctx.plan.tiles,
+        bytes=ctx.bytes,
+        seconds=round(time.perf_counter() - started, 3),
+        dry_run=dry_run,
+        reader=ctx.reader.name,
     )
 
 
@@ -172,7 +198,9 @@ def _explain(ctx: _Context, exc: pyvips.Error) -> TilewrightError:
         return failure
     text = vips_reason(exc, lines=2)
     lowered = text.lower()
-    if any(s in lowered for s in ("no space left", "permission denied", "unable to write", "read-only file system",
-                                  "disk quota")):
+    if any(
+        s in lowered
+        for s in ("no space left", "permission denied", "unable to write", "read-only file system", "disk quota")
+    ):
         return OutputWriteError(f"cannot write output: {text}", path=ctx.output)
     return InputError(f"image data is corrupt or truncated: {text}", path=ctx.source)

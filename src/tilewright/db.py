@@ -88,7 +88,7 @@ def init_db(settings: Settings) -> None:
 def dispose_engines() -> None:
     """Forget inherited engines (call in a freshly forked worker)."""
     with _lock:
-        for (pid, _url), engine in list(_engines.items()):
+        for pid, _url in list(_engines):
             if pid != os.getpid():
                 _engines.pop((pid, _url))
         for engine in _engines.values():

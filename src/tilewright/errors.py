@@ -67,4 +67,3 @@ def vips_reason(exc: BaseException, lines: int = 1, fallback: str = "libvips err
     text = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in text if not line.startswith("unable to call")]
     return " ".join((useful or [fallback])[:lines])[:300]
-

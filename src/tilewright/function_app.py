@@ -98,9 +98,13 @@ def resize(req: func.HttpRequest) -> func.HttpResponse:
         body = thumbnail(url, size)
     except TilewrightError as exc:
         return _error(exc.http_status if exc.http_status < 500 else 503, " ".join(str(exc).split()))
-    return func.HttpResponse(body=body, status_code=200, mimetype="image/jpeg",
-                             headers={"Cache-Control": "public, max-age=3600"}) if body else \
-        func.HttpResponse(json.dumps({"error": "empty"}), status_code=500)
+    return (
+        func.HttpResponse(
+            body=body, status_code=200, mimetype="image/jpeg", headers={"Cache-Control": "public, max-age=3600"}
+        )
+        if body
+        else func.HttpResponse(json.dumps({"error": "empty"}), status_code=500)
+    )
 
 
 def thumbnail(url: str, size: int, settings: Settings | None = None) -> bytes:
@@ -122,5 +126,8 @@ def thumbnail(url: str, size: int, settings: Settings | None = None) -> bytes:
 def _error(status: int, detail: str) -> func.HttpResponse:
     import json
 
-    return func.HttpResponse(json.dumps({"error": "bad request" if status < 500 else "unavailable",
-                                         "detail": detail}), status_code=status, mimetype="application/json")
+    return func.HttpResponse(
+        json.dumps({"error": "bad request" if status < 500 else "unavailable", "detail": detail}),
+        status_code=status,
+        mimetype="application/json",
+    )

@@ -14,8 +14,29 @@ from tilewright.outputs import WRITERS, WriteOptions
 from tilewright.outputs.base import STAGING_PREFIX
 
 IMAGE_SUFFIXES = {
-    ".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".tif", ".tiff", ".btf", ".qptiff", ".dcm", ".dicom",
-    ".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif", ".avif", ".jp2", ".svslide",
+    ".svs",
+    ".ndpi",
+    ".mrxs",
+    ".scn",
+    ".bif",
+    ".vms",
+    ".vmu",
+    ".tif",
+    ".tiff",
+    ".btf",
+    ".qptiff",
+    ".dcm",
+    ".dicom",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".gif",
+    ".heic",
+    ".heif",
+    ".avif",
+    ".jp2",
+    ".svslide",
 }
 
 
@@ -25,7 +46,9 @@ def output_for(source: Path, root: Path, outdir: Path) -> Path:
     return outdir / relative.parent / relative.name.split(".")[0]
 
 
-def plan_import(root: Path, outdir: Path, kind: str, options: WriteOptions) -> tuple[list[tuple[Path, Path]], list[Path]]:
+def plan_import(
+    root: Path, outdir: Path, kind: str, options: WriteOptions
+) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """(files to convert with their outputs, files skipped because their output is finished)."""
     todo, skipped = [], []
     outdir_resolved = outdir.resolve()

@@ -58,7 +58,9 @@ class Runner:
         if self.cancelled():
             raise CancelledError("cancelled")
         if self.over_time():
-            raise CancelledError(f"stopped after the time limit of {self.time_limit:g} s (TILEWRIGHT_TIME_LIMIT_SECONDS)")
+            raise CancelledError(
+                f"stopped after the time limit of {self.time_limit:g} s (TILEWRIGHT_TIME_LIMIT_SECONDS)"
+            )
 
     def run(self, steps: list[Step], context: Any) -> None:
         total = sum(s.weight for s in steps) or 1.0

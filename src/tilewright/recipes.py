@@ -33,17 +33,24 @@ import sys
 import threading
 import tomllib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import pyvips
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import (CancelledError, InputError, OutputExistsError, OutputWriteError, TilewrightError,
-                               vips_reason)
+from tilewright.errors import (
+    CancelledError,
+    InputError,
+    OutputExistsError,
+    OutputWriteError,
+    TilewrightError,
+    vips_reason,
+)
 from tilewright.ops import LeadThumbnail, Source, Step, apply_chain, lead_thumbnail, parse_chain
 from tilewright.ops.base import OperationError, ParamError
 from tilewright.ops.encode import output_format, save
@@ -104,8 +111,9 @@ class Recipe:
     source: str = "<memory>"
 
 
-def parse_recipe(data: dict[str, Any], name: str | None = None, *, settings: Settings | None = None,
-                 source: str = "<memory>") -> Recipe:
+def parse_recipe(
+    data: dict[str, Any], name: str | None = None, *, settings: Settings | None = None, source: str = "<memory>"
+) -> Recipe:
     """Check a recipe (as read from TOML or JSON) and parse every chain; `RecipeError` if anything is wrong."""
     settings = settings or get_settings()
     try:
@@ -123,14 +131,18 @@ def parse_recipe(data: dict[str, Any], name: str | None = None, *, settings: Set
         seen.add(spec.name)
         if spec.kind == "dzi":
             if spec.ops or spec.format or spec.quality or spec.chroma:
-                raise RecipeError(f"recipe {recipe_name}: output {spec.name!r}: a dzi output takes no ops, format, "
-                                  "quality or chroma (tiles use TILEWRIGHT_TILE_FORMAT and TILEWRIGHT_QUALITY)",
-                                  path=_path(source))
+                raise RecipeError(
+                    f"recipe {recipe_name}: output {spec.name!r}: a dzi output takes no ops, format, "
+                    "quality or chroma (tiles use TILEWRIGHT_TILE_FORMAT and TILEWRIGHT_QUALITY)",
+                    path=_path(source),
+                )
             outputs.append(Output(spec.name, [], "dzi", spec.when))
             continue
         if spec.chroma and spec.format not in ("jpeg", "jpg"):
-            raise RecipeError(f"recipe {recipe_name}: output {spec.name!r}: chroma is a JPEG setting: it needs "
-                              'format = "jpeg"', path=_path(source))
+            raise RecipeError(
+                f'recipe {recipe_name}: output {spec.name!r}: chroma is a JPEG setting: it needs format = "jpeg"',
+                path=_path(source),
+            )
         chain: list[Any] = list(spec.ops)
         if spec.format:
             chain.append({"op": "format", "format": spec.format, **({"chroma": spec.chroma} if spec.chroma else {})})
@@ -201,8 +213,13 @@ def _read(path: Path, name: str, settings: Settings) -> Recipe:
     return parse_recipe(data, name, settings=settings, source=str(path))
 
 
-def chain_recipe(ops: list[str | dict], name: str, fmt: str | None = None, quality: int | None = None,
-                 settings: Settings | None = None) -> Recipe:
+def chain_recipe(
+    ops: list[str | dict],
+    name: str,
+    fmt: str | None = None,
+    quality: int | None = None,
+    settings: Settings | None = None,
+) -> Recipe:
     """A one-output recipe from an ad-hoc chain (what `tilewright process --op ...` runs)."""
     data: dict[str, Any] = {"name": "chain", "outputs": [{"name": name, "ops": list(ops)}]}
     if fmt:
@@ -233,9 +250,16 @@ class _Run:
     tracker: _Tracker | None = None
 
 
-def run_recipe(source_path: str | Path, outdir: str | Path, recipe: Recipe | str | None = None,
-               settings: Settings | None = None, *, progress: ProgressFn = _no_progress,
-               cancelled: Callable[[], bool] = _never, overwrite: bool = False) -> dict[str, Any]:
+def run_recipe(
+    source_path: str | Path,
+    outdir: str | Path,
+    recipe: Recipe | str | None = None,
+    settings: Settings | None = None,
+    *,
+    progress: ProgressFn = _no_progress,
+    cancelled: Callable[[], bool] = _never,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Make every output of `recipe` for `source_path` into `outdir`; return the metadata dict.
 
     `progress(fraction, stage)` is called as work advances (from several threads, one
@@ -357,8 +381,18 @@ def _decode_once(source: Source, lanes: list[_Lane]) -> bool:
     return header is not None and _decoded_bytes(header) <= DECODE_ONCE_MAX_BYTES
 
 
-_SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4, "double": 8,
-                 "complex": 8, "dpcomplex": 16}
+_SAMPLE_BYTES = {
+    "uchar": 1,
+    "char": 1,
+    "ushort": 2,
+    "short": 2,
+    "uint": 4,
+    "int": 4,
+    "float": 4,
+    "double": 8,
+    "complex": 8,
+    "dpcomplex": 16,
+}
 
 
 def _decoded_bytes(image: pyvips.Image) -> int:
@@ -535,11 +569,18 @@ def _make_image(run: _Run, output: Output, kept: dict[bool, pyvips.Image], keep:
         stem = run.staging / (f"{output.name}_{number}" if many else output.name)
         path = _save(run, result, stem, output.name)
         written = path.stat().st_size
-        run.entries.append({
-            "name": output.name, "file": path.name, "format": output_format(result),
-            "width": result.width, "height": result.height, "size": [result.width, result.height],
-            "bytes": written, "compression_ratio": ratio(run.original_bytes, written),
-        })
+        run.entries.append(
+            {
+                "name": output.name,
+                "file": path.name,
+                "format": output_format(result),
+                "width": result.width,
+                "height": result.height,
+                "size": [result.width, result.height],
+                "bytes": written,
+                "compression_ratio": ratio(run.original_bytes, written),
+            }
+        )
 
 
 def _thumbnail(run: _Run, lead: LeadThumbnail, kept: dict[bool, pyvips.Image], keep: bool) -> pyvips.Image:
@@ -614,14 +655,30 @@ def _make_dzi(run: _Run, output: Output) -> None:
     def sub_progress(fraction: float, stage: str) -> None:
         runner.progress(base + span * fraction, f"{output.name}: {stage}")
 
-    result = convert(run.source_path, run.staging / output.name, "dzi", options=make_options("dzi", run.settings),
-                     settings=run.settings, progress=sub_progress, cancelled=runner.stopped)
-    run.entries.append({
-        "name": output.name, "file": f"{output.name}.dzi", "format": "dzi", "kind": "dzi",
-        "width": result.width, "height": result.height, "size": [result.width, result.height],
-        "levels": result.levels, "tiles": result.tiles, "bytes": result.bytes,
-        "compression_ratio": ratio(run.original_bytes, result.bytes),
-    })
+    result = convert(
+        run.source_path,
+        run.staging / output.name,
+        "dzi",
+        options=make_options("dzi", run.settings),
+        settings=run.settings,
+        progress=sub_progress,
+        cancelled=runner.stopped,
+    )
+    run.entries.append(
+        {
+            "name": output.name,
+            "file": f"{output.name}.dzi",
+            "format": "dzi",
+            "kind": "dzi",
+            "width": result.width,
+            "height": result.height,
+            "size": [result.width, result.height],
+            "levels": result.levels,
+            "tiles": result.tiles,
+            "bytes": result.bytes,
+            "compression_ratio": ratio(run.original_bytes, result.bytes),
+        }
+    )
 
 
 def ratio(original: int, written: int) -> float:
@@ -640,7 +697,7 @@ def _write_metadata(run: _Run) -> None:
         "format": source.reader.format,
         "mode": image_mode(source),
         "bytes": run.original_bytes,
-        "processed_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "processed_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "recipe": run.recipe.name,
         "slide": source.is_slide,
         "outputs": _in_recipe_order(run),
@@ -713,5 +770,16 @@ def _publish(run: _Run) -> None:
         remove_staging(old)
 
 
-__all__ = ["BUILTIN_DIR", "Output", "Recipe", "RecipeError", "chain_recipe", "list_recipes", "load_recipe",
-           "parse_recipe", "pil_mode", "recipe_dirs", "run_recipe"]
+__all__ = [
+    "BUILTIN_DIR",
+    "Output",
+    "Recipe",
+    "RecipeError",
+    "chain_recipe",
+    "list_recipes",
+    "load_recipe",
+    "parse_recipe",
+    "pil_mode",
+    "recipe_dirs",
+    "run_recipe",
+]

@@ -34,14 +34,19 @@ def _sources(settings: Settings) -> list[dict[str, Any]]:
     checked = []
     for index, entry in enumerate(settings.event_sources):
         if not isinstance(entry, dict) or set(entry) - {"container", "bucket", "prefix", "suffixes"}:
-            raise InputError(f"TILEWRIGHT_EVENT_SOURCES[{index}] must be an object with container (or bucket), "
-                             "prefix and suffixes")
+            raise InputError(
+                f"TILEWRIGHT_EVENT_SOURCES[{index}] must be an object with container (or bucket), prefix and suffixes"
+            )
         suffixes = entry.get("suffixes") or settings.event_suffixes
         if isinstance(suffixes, str):
             suffixes = [s for s in suffixes.split(",") if s.strip()]
-        checked.append({"container": str(entry.get("container") or entry.get("bucket") or ""),
-                        "prefix": clean_key(str(entry.get("prefix") or "")),
-                        "suffixes": [s.strip().lower() for s in suffixes]})
+        checked.append(
+            {
+                "container": str(entry.get("container") or entry.get("bucket") or ""),
+                "prefix": clean_key(str(entry.get("prefix") or "")),
+                "suffixes": [s.strip().lower() for s in suffixes],
+            }
+        )
     return checked
 
 
@@ -65,8 +70,9 @@ def accept(key: str, settings: Settings, *, local: bool = False) -> tuple[bool, 
         if local:  # a local store has no containers: the filter's prefix applies to the whole key
             inside = key.startswith(source["prefix"])
         else:
-            inside = (not source["container"] or source["container"] == container) and \
-                     (not source["prefix"] or path.startswith(source["prefix"]))
+            inside = (not source["container"] or source["container"] == container) and (
+                not source["prefix"] or path.startswith(source["prefix"])
+            )
         if inside and key.lower().endswith(tuple(source["suffixes"])):
             return True, ""
     return False, "no configured source (TILEWRIGHT_EVENT_SOURCES) matches its container, prefix and suffix"

@@ -56,9 +56,14 @@ def _blob_from_storage_data(data: Any, event_id: str, origin: str) -> BlobEvent:
     if not isinstance(data, dict) or not isinstance(data.get("url"), str) or not data["url"]:
         raise EventError(f"event {event_id!r}: BlobCreated data has no 'url'")
     size = data.get("contentLength")
-    return BlobEvent(url=data["url"], etag=str(data.get("eTag") or data.get("etag") or "").strip('"'),
-                     version=str(data.get("versionId") or ""), size=size if isinstance(size, int) else None,
-                     event_id=event_id, origin=origin)
+    return BlobEvent(
+        url=data["url"],
+        etag=str(data.get("eTag") or data.get("etag") or "").strip('"'),
+        version=str(data.get("versionId") or ""),
+        size=size if isinstance(size, int) else None,
+        event_id=event_id,
+        origin=origin,
+    )
 
 
 def parse_eventgrid(payload: Any) -> Parsed:
@@ -137,8 +142,11 @@ def parse_s3(payload: Any) -> Parsed:
         if not isinstance(record, dict) or not isinstance(record.get("s3"), dict):
             raise EventError(f"record {index} has no 's3' object")
         name = str(record.get("eventName") or "")
-        event_id = str((record.get("responseElements") or {}).get("x-amz-request-id") or index) \
-            if isinstance(record.get("responseElements"), dict) else str(index)
+        event_id = (
+            str((record.get("responseElements") or {}).get("x-amz-request-id") or index)
+            if isinstance(record.get("responseElements"), dict)
+            else str(index)
+        )
         s3 = record["s3"]
         bucket = (s3.get("bucket") or {}).get("name") if isinstance(s3.get("bucket"), dict) else None
         obj = s3.get("object") if isinstance(s3.get("object"), dict) else None
@@ -149,8 +157,15 @@ def parse_s3(payload: Any) -> Parsed:
             raise EventError(f"record {index}: s3.bucket.name and s3.object.key are required")
         key = unquote_plus(obj["key"])  # S3 URL-encodes keys in notifications ('+' is a space)
         size = obj.get("size")
-        parsed.blobs.append(BlobEvent(url=f"s3://{bucket}/{key}", etag=str(obj.get("eTag") or "").strip('"'),
-                                      version=str(obj.get("versionId") or ""),
-                                      size=size if isinstance(size, int) else None, event_id=event_id,
-                                      event_type=name, origin="s3"))
+        parsed.blobs.append(
+            BlobEvent(
+                url=f"s3://{bucket}/{key}",
+                etag=str(obj.get("eTag") or "").strip('"'),
+                version=str(obj.get("versionId") or ""),
+                size=size if isinstance(size, int) else None,
+                event_id=event_id,
+                event_type=name,
+                origin="s3",
+            )
+        )
     return parsed

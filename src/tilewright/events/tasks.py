@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 KIND = "convert_blob"
 
 
-def submit_blob(settings: Settings, executor: Any, url: str, *, etag: str = "", version: str = "",
-                origin: str = "") -> dict[str, Any]:
+def submit_blob(
+    settings: Settings, executor: Any, url: str, *, etag: str = "", version: str = "", origin: str = ""
+) -> dict[str, Any]:
     """Check the blob at `url` against the filters and submit its job (or find the existing one).
 
     -> {"status": "submitted" | "duplicate" | "ignored", ...}. Raises InputError (4xx) for a URL outside
@@ -41,8 +42,9 @@ def submit_blob(settings: Settings, executor: Any, url: str, *, etag: str = "", 
     return submit_accepted(settings, executor, store, key, etag=etag, version=version, origin=origin)
 
 
-def submit_accepted(settings: Settings, executor: Any, store: Storage, key: str, *, etag: str = "",
-                    version: str = "", origin: str = "") -> dict[str, Any]:
+def submit_accepted(
+    settings: Settings, executor: Any, store: Storage, key: str, *, etag: str = "", version: str = "", origin: str = ""
+) -> dict[str, Any]:
     """Submit the job of a blob that already passed `filters.accept`, in a store the caller has open
     (a watcher lists, filters and submits a whole listing with one store).
 
@@ -56,8 +58,13 @@ def submit_accepted(settings: Settings, executor: Any, store: Storage, key: str,
         etag, version = info.etag, info.version
     params = {"source": canonical, "etag": etag.strip('"'), "version": version, "origin": origin}
     job, created = submit_job(settings, executor, KIND, params, key=job_key(canonical, params["etag"], version))
-    return {"status": "submitted" if created else "duplicate", "url": canonical, "etag": params["etag"],
-            "job": job["id"], "state": job["state"]}
+    return {
+        "status": "submitted" if created else "duplicate",
+        "url": canonical,
+        "etag": params["etag"],
+        "job": job["id"],
+        "state": job["state"],
+    }
 
 
 def prepare_convert_blob(params: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], str]:
@@ -68,8 +75,12 @@ def prepare_convert_blob(params: dict[str, Any], settings: Settings) -> tuple[di
     if not isinstance(source, str) or not source:
         raise InputError("convert_blob needs a 'source' URL (az://, s3://, https://ACCOUNT.blob..., file://)")
     store, key = open_url(source, settings)  # refuses URLs outside the configured stores
-    clean = {"source": store.url(key), "etag": str(params.get("etag") or "").strip('"'),
-             "version": str(params.get("version") or ""), "origin": str(params.get("origin") or "")}
+    clean = {
+        "source": store.url(key),
+        "etag": str(params.get("etag") or "").strip('"'),
+        "version": str(params.get("version") or ""),
+        "origin": str(params.get("origin") or ""),
+    }
     return clean, f"{clean['etag']}\0{clean['version']}"
 
 
@@ -79,7 +90,7 @@ def _transient(exc: StorageError):
     return TransientError(exc.reason)
 
 
-def run_convert_blob(ctx: "TaskContext") -> dict[str, Any]:
+def run_convert_blob(ctx: TaskContext) -> dict[str, Any]:
     """Download (streamed) -> convert to DZI -> publish with manifest last; temp files live in the work dir."""
     from tilewright.convert import convert, make_options
 
@@ -89,14 +100,19 @@ def run_convert_blob(ctx: "TaskContext") -> dict[str, Any]:
         store, key = open_url(params["source"], settings)
         info = store.info(key)
         if params.get("etag") and info.etag != params["etag"] and not params.get("version"):
-            return {"source": params["source"], "superseded": True, "etag": params["etag"], "current_etag": info.etag,
-                    "detail": "the blob was overwritten after this event; its new version has its own job"}
-        suffix = "".join(Path(key).suffixes[-2:]) if key.lower().endswith((".ome.tif", ".ome.tiff")) \
-            else Path(key).suffix
+            return {
+                "source": params["source"],
+                "superseded": True,
+                "etag": params["etag"],
+                "current_etag": info.etag,
+                "detail": "the blob was overwritten after this event; its new version has its own job",
+            }
+        suffix = (
+            "".join(Path(key).suffixes[-2:]) if key.lower().endswith((".ome.tif", ".ome.tiff")) else Path(key).suffix
+        )
         local = ctx.work_dir / f"source{suffix.lower()}"
         ctx.progress(0.0, "downloading")
-        store.download(key, local, progress=lambda done, total: ctx.progress(0.2 * done / max(total, 1),
-                                                                                "downloading"))
+        store.download(key, local, progress=lambda done, total: ctx.progress(0.2 * done / max(total, 1), "downloading"))
         if ctx.cancelled():
             from tilewright.errors import CancelledError
 
@@ -106,8 +122,15 @@ def run_convert_blob(ctx: "TaskContext") -> dict[str, Any]:
         from tilewright.storage.base import key_parts
 
         stem = key_parts(key)["stem"] or "slide"
-        result = convert(local, out / stem, "dzi", options=make_options("dzi", settings), settings=settings,
-                         progress=lambda f, stage: ctx.progress(0.2 + 0.5 * f, stage), cancelled=ctx.cancelled)
+        result = convert(
+            local,
+            out / stem,
+            "dzi",
+            options=make_options("dzi", settings),
+            settings=settings,
+            progress=lambda f, stage: ctx.progress(0.2 + 0.5 * f, stage),
+            cancelled=ctx.cancelled,
+        )
         local.unlink(missing_ok=True)  # the source copy is not needed any more: free the disk now
         if settings.output_store:
             target, base = open_url(settings.output_store, settings)
@@ -115,17 +138,34 @@ def run_convert_blob(ctx: "TaskContext") -> dict[str, Any]:
             target, base = store, ""
         prefix = output_prefix(key, info.etag, settings, base)
         manifest = target.publish_pyramid(
-            out, prefix, source={"url": params["source"], "etag": info.etag, "version": info.version,
-                                 "size": info.size},
-            extra={"job_id": ctx.job_id, "kind": "dzi", "width": result.width, "height": result.height,
-                   "levels": result.levels, "tiles": result.tiles},
+            out,
+            prefix,
+            source={"url": params["source"], "etag": info.etag, "version": info.version, "size": info.size},
+            extra={
+                "job_id": ctx.job_id,
+                "kind": "dzi",
+                "width": result.width,
+                "height": result.height,
+                "levels": result.levels,
+                "tiles": result.tiles,
+            },
             progress=lambda done, total: ctx.progress(0.7 + 0.3 * done / max(total, 1), f"uploading {done}/{total}"),
-            cancelled=ctx.cancelled)
+            cancelled=ctx.cancelled,
+        )
     except BlobNotFoundError as exc:
         raise InputError(exc.reason) from None
     except StorageError as exc:
         raise _transient(exc) from exc
-    return {"source": params["source"], "etag": info.etag, "output": target.url(prefix),
-            "dzi": target.url(join_key(prefix, f"{stem}.dzi")), "manifest": target.url(join_key(prefix, MANIFEST)),
-            "files": manifest["file_count"], "tiles": result.tiles, "bytes": manifest["bytes"],
-            "width": result.width, "height": result.height, "seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "source": params["source"],
+        "etag": info.etag,
+        "output": target.url(prefix),
+        "dzi": target.url(join_key(prefix, f"{stem}.dzi")),
+        "manifest": target.url(join_key(prefix, MANIFEST)),
+        "files": manifest["file_count"],
+        "tiles": result.tiles,
+        "bytes": manifest["bytes"],
+        "width": result.width,
+        "height": result.height,
+        "seconds": round(time.perf_counter() - started, 3),
+    }

@@ -46,8 +46,9 @@ def _save(path: Path, url: str, seen: dict[str, str]) -> None:
     os.replace(temp, path)
 
 
-def poll(url: str, settings: Settings, executor: Any, seen: dict[str, str],
-         echo: Callable[[str], None] = lambda _line: None) -> dict[str, int]:
+def poll(
+    url: str, settings: Settings, executor: Any, seen: dict[str, str], echo: Callable[[str], None] = lambda _line: None
+) -> dict[str, int]:
     """One listing: submit a job for each blob whose etag is new; updates `seen` in place.
 
     One store serves the whole listing and each blob is filtered once, here (`submit_accepted` does not filter)."""
@@ -65,8 +66,9 @@ def poll(url: str, settings: Settings, executor: Any, seen: dict[str, str],
             seen[blob.key] = marker
             continue
         try:
-            outcome = submit_accepted(settings, executor, store, blob.key, etag=blob.etag, version=blob.version,
-                                      origin="watch")
+            outcome = submit_accepted(
+                settings, executor, store, blob.key, etag=blob.etag, version=blob.version, origin="watch"
+            )
         except TilewrightError as exc:
             counts["failed"] += 1
             echo(f"{store.url(blob.key)}: {exc}")
@@ -78,9 +80,17 @@ def poll(url: str, settings: Settings, executor: Any, seen: dict[str, str],
     return counts
 
 
-def watch(url: str, settings: Settings, executor: Any = None, *, once: bool = False, interval: float | None = None,
-          cursor: Path | None = None, stop: threading.Event | None = None,
-          echo: Callable[[str], None] = lambda _line: None) -> dict[str, int]:
+def watch(
+    url: str,
+    settings: Settings,
+    executor: Any = None,
+    *,
+    once: bool = False,
+    interval: float | None = None,
+    cursor: Path | None = None,
+    stop: threading.Event | None = None,
+    echo: Callable[[str], None] = lambda _line: None,
+) -> dict[str, int]:
     """Poll until `stop` is set (or once); returns the totals."""
     store, prefix = open_url(url, settings)  # bad URLs fail now, not in the loop
     canonical = store.url(prefix)

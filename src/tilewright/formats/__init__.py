@@ -4,6 +4,9 @@ import logging
 
 import pyvips
 
+from tilewright.formats.base import Level, SlideInfo, SlideReader
+from tilewright.formats.registry import available_readers, detect, open_slide
+
 # libvips' operation cache hands back the *same* image object for the same file and options.
 # tilewright attaches progress/kill handlers to the images it writes, so a cached image would
 # carry a finished run's handler into the next run (and crash once that handler is freed).
@@ -12,8 +15,5 @@ pyvips.cache_set_max(0)
 
 # tifffile warns at length about every odd tag of a damaged file; our own error says it in one line
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
-
-from tilewright.formats.base import Level, SlideInfo, SlideReader
-from tilewright.formats.registry import available_readers, detect, open_slide
 
 __all__ = ["Level", "SlideInfo", "SlideReader", "available_readers", "detect", "open_slide"]

@@ -67,7 +67,7 @@ def parse_colour(text: str) -> list[int]:
     value = text.strip().lstrip("#")
     if len(value) != 6:
         raise ValueError(f"colour must be #rrggbb, not {text!r}")
-    return [int(value[i:i + 2], 16) for i in (0, 2, 4)]
+    return [int(value[i : i + 2], 16) for i in (0, 2, 4)]
 
 
 def to_web(image: pyvips.Image, background: list[int]) -> pyvips.Image:
@@ -248,8 +248,7 @@ class SlideReader(ABC):
         ds = self.levels[level].downsample
         image = self.level_image(level)
         lx, ly = int(round(x / ds)), int(round(y / ds))
-        return image.embed(-lx, -ly, width, height, extend="background",
-                           background=self.background[: image.bands])
+        return image.embed(-lx, -ly, width, height, extend="background", background=self.background[: image.bands])
 
     def tile(self, level: int, col: int, row: int) -> pyvips.Image:
         """Tile (`col`, `row`) of `level` on the reader's native tile grid."""

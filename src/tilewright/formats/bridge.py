@@ -37,8 +37,9 @@ _CACHED_TILES = 16
 class VirtualTiff:
     """One stripe of a level, served as an uncompressed tiled BigTIFF through a `pyvips.SourceCustom`."""
 
-    def __init__(self, width: int, height: int, bands: int, tile: int, read_tile: TileReader,
-                 x_offset: int = 0) -> None:
+    def __init__(
+        self, width: int, height: int, bands: int, tile: int, read_tile: TileReader, x_offset: int = 0
+    ) -> None:
         if bands not in _PHOTOMETRIC:
             raise ValueError(f"bridge supports 1 or 3 bands, not {bands}")
         self.width, self.height, self.bands, self.tile = width, height, bands, tile
@@ -75,19 +76,25 @@ class VirtualTiff:
             counts_value = struct.pack("<Q", self.tile_bytes)
         else:
             offsets_value, counts_value = struct.pack("<Q", offsets_at), struct.pack("<Q", counts_at)
-        ifd = struct.pack("<Q", entries) + b"".join([
-            entry(256, _TIFF_LONG, 1, struct.pack("<I", self.width)),
-            entry(257, _TIFF_LONG, 1, struct.pack("<I", self.height)),
-            entry(258, _TIFF_SHORT, self.bands, bps),
-            entry(259, _TIFF_SHORT, 1, struct.pack("<H", 1)),
-            entry(262, _TIFF_SHORT, 1, struct.pack("<H", _PHOTOMETRIC[self.bands])),
-            entry(277, _TIFF_SHORT, 1, struct.pack("<H", self.bands)),
-            entry(284, _TIFF_SHORT, 1, struct.pack("<H", 1)),
-            entry(322, _TIFF_LONG, 1, struct.pack("<I", self.tile)),
-            entry(323, _TIFF_LONG, 1, struct.pack("<I", self.tile)),
-            entry(324, _TIFF_LONG8, n, offsets_value),
-            entry(325, _TIFF_LONG8, n, counts_value),
-        ]) + struct.pack("<Q", 0)
+        ifd = (
+            struct.pack("<Q", entries)
+            + b"".join(
+                [
+                    entry(256, _TIFF_LONG, 1, struct.pack("<I", self.width)),
+                    entry(257, _TIFF_LONG, 1, struct.pack("<I", self.height)),
+                    entry(258, _TIFF_SHORT, self.bands, bps),
+                    entry(259, _TIFF_SHORT, 1, struct.pack("<H", 1)),
+                    entry(262, _TIFF_SHORT, 1, struct.pack("<H", _PHOTOMETRIC[self.bands])),
+                    entry(277, _TIFF_SHORT, 1, struct.pack("<H", self.bands)),
+                    entry(284, _TIFF_SHORT, 1, struct.pack("<H", 1)),
+                    entry(322, _TIFF_LONG, 1, struct.pack("<I", self.tile)),
+                    entry(323, _TIFF_LONG, 1, struct.pack("<I", self.tile)),
+                    entry(324, _TIFF_LONG8, n, offsets_value),
+                    entry(325, _TIFF_LONG8, n, counts_value),
+                ]
+            )
+            + struct.pack("<Q", 0)
+        )
         header = b"II" + struct.pack("<HHHQ", 43, 8, 0, ifd_offset) + ifd
         if n > 1:
             import numpy as np  # here: a process that never bridges a level never imports numpy
@@ -141,14 +148,14 @@ class VirtualTiff:
                 return -1
             try:
                 if pos < self.data_start:
-                    out = self._header[pos:pos + len(buffer)]
+                    out = self._header[pos : pos + len(buffer)]
                 else:
                     index, within = divmod(pos - self.data_start, self.tile_bytes)
-                    out = self._tile_bytes(index)[within:within + len(buffer)]
+                    out = self._tile_bytes(index)[within : within + len(buffer)]
             except BaseException as exc:  # noqa: BLE001 - kept for the caller, who re-raises it with context
                 self.error = exc
                 return -1
-            buffer[:len(out)] = out
+            buffer[: len(out)] = out
             self._pos += len(out)
             return len(out)
 
@@ -159,8 +166,9 @@ class VirtualTiff:
 class BridgedLevel:
     """A whole level as one lazy pyvips image, made of vertical stripes of `VirtualTiff`."""
 
-    def __init__(self, width: int, height: int, bands: int, read_tile: TileReader,
-                 tile: int = 256, stripes: int | None = None) -> None:
+    def __init__(
+        self, width: int, height: int, bands: int, read_tile: TileReader, tile: int = 256, stripes: int | None = None
+    ) -> None:
         # libvips refuses a tile much larger than the image: shrink it to fit (TIFF wants multiples of 16)
         tile = min(tile, -(-max(width, height) // 16) * 16)
         tiles_across = -(-width // tile)

@@ -42,7 +42,7 @@ class DicomReader(SlideReader):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self._wsi = WsiDicom.open(files)
-        except Exception as exc:  # noqa: BLE001 - wsidicom raises many kinds
+        except Exception as exc:
             raise InputError(f"not a readable DICOM whole-slide image: {exc}", path=self.path) from exc
         wsi = self._wsi
         self.format = "dicom"
@@ -112,9 +112,19 @@ def _dicom_properties(wsi) -> dict[str, str]:
         dataset = wsi.levels[0].datasets[0]
     except (AttributeError, IndexError):
         return props
-    for keyword in ("Manufacturer", "ManufacturerModelName", "SeriesInstanceUID", "StudyInstanceUID",
-                    "ContainerIdentifier", "SamplesPerPixel", "PhotometricInterpretation",
-                    "TotalPixelMatrixColumns", "TotalPixelMatrixRows", "Rows", "Columns"):
+    for keyword in (
+        "Manufacturer",
+        "ManufacturerModelName",
+        "SeriesInstanceUID",
+        "StudyInstanceUID",
+        "ContainerIdentifier",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "TotalPixelMatrixColumns",
+        "TotalPixelMatrixRows",
+        "Rows",
+        "Columns",
+    ):
         value = getattr(dataset, keyword, None)
         if value is not None:
             props[f"dicom.{keyword}"] = str(value)

@@ -75,8 +75,7 @@ class JpegTiles:
         found = self._levels.get(level)
         return None if found is None else (found.tile_width, found.tile_height)
 
-    def tile(self, level: int, col: int, row: int,
-             level_image: Callable[[int], pyvips.Image]) -> bytes | None:
+    def tile(self, level: int, col: int, row: int, level_image: Callable[[int], pyvips.Image]) -> bytes | None:
         """Tile (col, row) of `level` as a complete JPEG file, or None when it must be rendered."""
         found = self._levels.get(level)
         if found is None or found.verified is False:
@@ -110,8 +109,9 @@ class JpegTiles:
             return None  # truncated or not a JPEG: let the renderer report it
         return found.tables + data[2:] if found.tables else data
 
-    def _verify(self, level: int, found: _Level, col: int, row: int, data: bytes,
-                level_image: Callable[[int], pyvips.Image]) -> bool:
+    def _verify(
+        self, level: int, found: _Level, col: int, row: int, data: bytes, level_image: Callable[[int], pyvips.Image]
+    ) -> bool:
         """Decode `data` as a browser would, with and without an Adobe RGB marker, against libtiff's reading."""
         import numpy as np
 
@@ -121,19 +121,28 @@ class JpegTiles:
             markers = [ADOBE_RGB, b""] if found.photometric == _RGB else [b"", ADOBE_RGB]
             diffs = []
             try:
-                theirs = level_image(level).crop(col * found.tile_width, row * found.tile_height,
-                                                 found.tile_width, found.tile_height).numpy().astype(np.int16)
+                theirs = (
+                    level_image(level)
+                    .crop(col * found.tile_width, row * found.tile_height, found.tile_width, found.tile_height)
+                    .numpy()
+                    .astype(np.int16)
+                )
                 for marker in markers:
                     ours = pyvips.Image.jpegload_buffer(b"\xff\xd8" + marker + data[2:]).numpy().astype(np.int16)
                     diffs.append(float(np.abs(ours - theirs).mean()) if ours.shape == theirs.shape else float("inf"))
             except (pyvips.Error, ValueError, OSError) as exc:
                 log.debug("stored JPEG tiles of %s level %d: %s", self.path, level, exc)
-            for marker, diff in zip(markers, diffs):
+            for marker, diff in zip(markers, diffs, strict=True):
                 if diff < 2.0:
                     found.marker, found.verified = marker, True
                     return True
-            log.info("%s level %d: stored JPEG tiles decode differently from libtiff (mean differences %s); "
-                     "they are re-encoded instead", self.path.name, level, diffs)
+            log.info(
+                "%s level %d: stored JPEG tiles decode differently from libtiff (mean differences %s); "
+                "they are re-encoded instead",
+                self.path.name,
+                level,
+                diffs,
+            )
             found.verified = False
             return False
 
@@ -149,9 +158,16 @@ def _level_of(page) -> _Level | None:
         tables = page.jpegtables or b""
         if tables and not (tables.startswith(b"\xff\xd8") and tables.endswith(b"\xff\xd9")):
             return None
-        return _Level(page.imagewidth, page.imagelength, page.tilewidth, page.tilelength,
-                      tuple(page.dataoffsets), tuple(page.databytecounts),  # tifffile's tuples: not copied
-                      tables[:-2], int(page.photometric))
+        return _Level(
+            page.imagewidth,
+            page.imagelength,
+            page.tilewidth,
+            page.tilelength,
+            tuple(page.dataoffsets),
+            tuple(page.databytecounts),  # tifffile's tuples: not copied
+            tables[:-2],
+            int(page.photometric),
+        )
     except (AttributeError, TypeError, ValueError) as exc:
         log.debug("no stored JPEG tiles: %s", exc)
         return None

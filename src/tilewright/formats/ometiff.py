@@ -59,7 +59,7 @@ class OmeTiffReader(SlideReader):
             try:
                 tif = probe.tiff()
                 series = tif.series[0]
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise InputError(f"not a readable OME-TIFF: {exc}", path=self.path) from exc
             self._describe(tif, series)
             self._tif = probe.take_tiff()
@@ -72,17 +72,22 @@ class OmeTiffReader(SlideReader):
         keyframes = [level.keyframe for level in series.levels]
         y_axis, x_axis = self._axes.index("Y"), self._axes.index("X")
         sizes = [(level.shape[x_axis], level.shape[y_axis]) for level in series.levels]
-        self.levels = [Level(w, h, d) for (w, h), d in zip(sizes, pyramid_downsamples(sizes[0], sizes))]
+        self.levels = [Level(w, h, d) for (w, h), d in zip(sizes, pyramid_downsamples(sizes[0], sizes), strict=True)]
         key = keyframes[0]
         self.tiled = bool(key.is_tiled)
-        self.tile_size = (key.tilewidth, key.tilelength) if key.is_tiled else (min(512, sizes[0][0]), min(512, sizes[0][1]))
+        self.tile_size = (
+            (key.tilewidth, key.tilelength) if key.is_tiled else (min(512, sizes[0][0]), min(512, sizes[0][1]))
+        )
         channels = 1
         for axis in "CS":
             if axis in self._axes:
                 channels *= series.shape[self._axes.index(axis)]
         self.bands = 3 if channels >= 3 else 1
-        self.properties = {"ome.axes": self._axes, "ome.dtype": str(self._dtype),
-                           "ome.shape": "x".join(map(str, series.shape))}
+        self.properties = {
+            "ome.axes": self._axes,
+            "ome.dtype": str(self._dtype),
+            "ome.shape": "x".join(map(str, series.shape)),
+        }
         self.mpp = _ome_mpp(tif)
         import zarr  # imported here: only OME-TIFF needs it, and it is slow to import
 
@@ -106,8 +111,15 @@ class OmeTiffReader(SlideReader):
         def read_tile(x: int, y: int, w: int, h: int) -> np.ndarray:
             index = []
             for axis in axes:
-                index.append(slice(y, y + h) if axis == "Y" else slice(x, x + w) if axis == "X"
-                             else slice(None) if axis in "CS" else 0)
+                index.append(
+                    slice(y, y + h)
+                    if axis == "Y"
+                    else slice(x, x + w)
+                    if axis == "X"
+                    else slice(None)
+                    if axis in "CS"
+                    else 0
+                )
             block = np.asarray(store[tuple(index)])
             kept = [a for a in axes if a in "YXCS"]
             # move to (Y, X, channels...)

@@ -55,7 +55,9 @@ class OpenSlideReader(SlideReader):
         self.properties = props
         self.vendor = props.get(openslide.PROPERTY_NAME_VENDOR)
         self.format = self.vendor or "openslide"
-        self.levels = [Level(w, h, float(d)) for (w, h), d in zip(slide.level_dimensions, slide.level_downsamples)]
+        self.levels = [
+            Level(w, h, float(d)) for (w, h), d in zip(slide.level_dimensions, slide.level_downsamples, strict=True)
+        ]
         tw = int(props.get("openslide.level[0].tile-width", 256) or 256)
         th = int(props.get("openslide.level[0].tile-height", 256) or 256)
         self.tile_size = (tw, th)

@@ -140,7 +140,9 @@ def _plugins(search_path: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 def _ordered_names(settings: Settings) -> list[tuple[str, str]]:
     """(name, 'module:Class') in checking order: the configured order, then the plug-ins."""
     known = available_readers()
-    names = list(settings.format_checkers) + [n for n in known if n not in _BUILTIN and n not in settings.format_checkers]
+    names = list(settings.format_checkers) + [
+        n for n in known if n not in _BUILTIN and n not in settings.format_checkers
+    ]
     for name in names:
         if name not in known:
             raise ValueError(f"unknown format checker {name!r} in format_checkers; known: {', '.join(known)}")
@@ -192,7 +194,7 @@ def open_slide(path: str | Path, settings: Settings | None = None, *, check_limi
             reader = reader_cls.from_probe(probe, settings)
         except InputError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any library error on open is a bad input
+        except Exception as exc:
             raise InputError(f"cannot open as {reader_cls.name}: {one_line(exc)}", path=path) from exc
     if check_limits:
         try:
@@ -201,4 +203,3 @@ def open_slide(path: str | Path, settings: Settings | None = None, *, check_limi
             reader.close()
             raise
     return reader
-

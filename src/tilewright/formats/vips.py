@@ -66,7 +66,7 @@ class VipsReader(SlideReader):
         self.tile_size = (min(256, header.width), min(256, header.height))
         if self.format == "tiff":
             sizes = self._scan_tiff(sizes, probe if probe is not None else Probe(self.path))
-        self.levels = [Level(w, h, d) for (w, h), d in zip(sizes, pyramid_downsamples(sizes[0], sizes))]
+        self.levels = [Level(w, h, d) for (w, h), d in zip(sizes, pyramid_downsamples(sizes[0], sizes), strict=True)]
         self.properties = _vips_properties(header)
         self.mpp = _mpp_from_resolution(header)
 

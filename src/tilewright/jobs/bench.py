@@ -47,26 +47,55 @@ def main() -> None:
     parser.add_argument("--executor", choices=["embedded", "celery"], default="embedded")
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2, help="embedded concurrency, or Celery worker processes")
-    parser.add_argument("--input", default=str(Path(__file__).resolve().parents[3].parent / "shared" / "testdata"
-                                               / "svs" / "cmu-1-small-region.svs"))
+    parser.add_argument(
+        "--input",
+        default=str(
+            Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "svs" / "cmu-1-small-region.svs"
+        ),
+    )
     args = parser.parse_args()
     source = Path(args.input).resolve()
     folder = Path(tempfile.mkdtemp(prefix="tw-bench-"))
     procs: list[subprocess.Popen] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILEWRIGHT_")}
-    env.update(TILEWRIGHT_DATA_DIR=str(folder / "data"), TILEWRIGHT_INPUT_ROOTS=f'["{source.parent}"]',
-               TILEWRIGHT_CONCURRENCY=str(args.workers), TILEWRIGHT_EXECUTOR=args.executor)
+    env.update(
+        TILEWRIGHT_DATA_DIR=str(folder / "data"),
+        TILEWRIGHT_INPUT_ROOTS=f'["{source.parent}"]',
+        TILEWRIGHT_CONCURRENCY=str(args.workers),
+        TILEWRIGHT_EXECUTOR=args.executor,
+    )
     try:
         if args.executor == "celery":
             redis_port = _port()
-            procs.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                           "--save", "", "--dir", str(folder)], stdout=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--dir",
+                        str(folder),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
             env["TILEWRIGHT_BROKER_URL"] = f"redis://127.0.0.1:{redis_port}/0"
             env["TILEWRIGHT_BROKER_FALLBACK"] = "false"
             for n in range(args.workers):
                 log = open(folder / f"worker{n}.log", "wb")
-                procs.append(subprocess.Popen([TILEWRIGHT, "worker", "--concurrency", "1", "--name", f"b{n}@%h"],
-                                              env=env, stdout=log, stderr=log, start_new_session=True))
+                procs.append(
+                    subprocess.Popen(
+                        [TILEWRIGHT, "worker", "--concurrency", "1", "--name", f"b{n}@%h"],
+                        env=env,
+                        stdout=log,
+                        stderr=log,
+                        start_new_session=True,
+                    )
+                )
             for n in range(args.workers):
                 _wait(lambda n=n: b"ready." in (folder / f"worker{n}.log").read_bytes(), 60)
         port = _port()
@@ -74,16 +103,23 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         _wait(lambda: httpx.get(f"{base}/readyz").status_code == 200, 60)
         started = time.monotonic()
-        ids = [httpx.post(f"{base}/jobs", json={"kind": "convert", "params": {"input": str(source)}},
-                          headers={"Idempotency-Key": f"bench-{i}"}).json()["id"] for i in range(args.jobs)]
-        _wait(lambda: all(httpx.get(f"{base}/jobs/{i}").json()["state"] in ("succeeded", "failed") for i in ids),
-              3600)
+        ids = [
+            httpx.post(
+                f"{base}/jobs",
+                json={"kind": "convert", "params": {"input": str(source)}},
+                headers={"Idempotency-Key": f"bench-{i}"},
+            ).json()["id"]
+            for i in range(args.jobs)
+        ]
+        _wait(lambda: all(httpx.get(f"{base}/jobs/{i}").json()["state"] in ("succeeded", "failed") for i in ids), 3600)
         elapsed = time.monotonic() - started
         jobs = [httpx.get(f"{base}/jobs/{i}").json() for i in ids]
         ok = sum(j["state"] == "succeeded" for j in jobs)
         mean = sum(j["duration_seconds"] or 0 for j in jobs) / len(jobs)
-        print(f"{args.executor} x{args.workers}: {ok}/{len(jobs)} succeeded in {elapsed:.1f} s = "
-              f"{len(jobs) / elapsed * 60:.0f} jobs/min (mean job run time {mean:.2f} s; input {source.name})")
+        print(
+            f"{args.executor} x{args.workers}: {ok}/{len(jobs)} succeeded in {elapsed:.1f} s = "
+            f"{len(jobs) / elapsed * 60:.0f} jobs/min (mean job run time {mean:.2f} s; input {source.name})"
+        )
     finally:
         for proc in reversed(procs):
             try:

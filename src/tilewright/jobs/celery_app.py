@@ -40,8 +40,9 @@ def make_celery(settings: Settings) -> Celery:
             "unacked_restore_throttle": 1,
         },
     )
-    app.task(bind=True, name="tilewright.run_job", acks_late=True, reject_on_worker_lost=True,
-             max_retries=None)(_run_job)
+    app.task(bind=True, name="tilewright.run_job", acks_late=True, reject_on_worker_lost=True, max_retries=None)(
+        _run_job
+    )
     return app
 
 
@@ -65,16 +66,23 @@ def _child_started(**_kwargs) -> None:
     set_pdeathsig()
 
 
-def run_worker(settings: Settings, *, concurrency: int | None = None, hostname: str | None = None,
-               loglevel: str = "INFO") -> None:
+def run_worker(
+    settings: Settings, *, concurrency: int | None = None, hostname: str | None = None, loglevel: str = "INFO"
+) -> None:
     """`tilewright worker`: migrate the database, then consume jobs until stopped."""
     from tilewright.db import dispose_engines, init_db
 
     init_db(settings)
     dispose_engines()
     app = make_celery(settings)
-    argv = ["worker", f"--concurrency={concurrency or settings.concurrency}", f"--loglevel={loglevel}",
-            "--without-gossip", "--without-mingle", "--pool=prefork"]
+    argv = [
+        "worker",
+        f"--concurrency={concurrency or settings.concurrency}",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+        "--pool=prefork",
+    ]
     if hostname:
         argv.append(f"--hostname={hostname}")
     app.worker_main(argv)

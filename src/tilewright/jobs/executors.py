@@ -96,8 +96,12 @@ class EmbeddedExecutor:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the server has threads (and libvips state) a fork would copy half-way
-        return ProcessPoolExecutor(max_workers=self.concurrency, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_pool_worker, initargs=(self.settings,))
+        return ProcessPoolExecutor(
+            max_workers=self.concurrency,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_pool_worker,
+            initargs=(self.settings,),
+        )
 
     def start(self) -> None:
         requeued = store.requeue_dead(self.settings)
@@ -210,7 +214,9 @@ def make_executor(settings: Settings) -> Executor:
             return CeleryExecutor(settings)
         if not settings.broker_fallback:
             raise BrokerUnavailableError(f"{reason}; refusing to start (TILEWRIGHT_BROKER_FALLBACK=false)")
-        message = f"WARNING: {reason}; FALLING BACK TO THE EMBEDDED EXECUTOR (set TILEWRIGHT_BROKER_FALLBACK=false to refuse)"
+        message = (
+            f"WARNING: {reason}; FALLING BACK TO THE EMBEDDED EXECUTOR (set TILEWRIGHT_BROKER_FALLBACK=false to refuse)"
+        )
         log.error(message)
         print(f"tilewright: {message}", file=sys.stderr, flush=True)
     return EmbeddedExecutor(settings)

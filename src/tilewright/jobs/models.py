@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, String, Text
@@ -13,7 +13,7 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -51,12 +51,23 @@ class Job(Base):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "kind": self.kind, "params": self.params, "key": self.key, "state": self.state,
-            "progress": round(self.progress or 0.0, 4), "stage": self.stage, "attempts": self.attempts,
-            "max_attempts": self.max_attempts, "error": self.error, "error_type": self.error_type,
-            "outputs": self.outputs, "cancel_requested": self.cancel_requested,
-            "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at), "duration_seconds": self.duration_seconds,
+            "id": self.id,
+            "kind": self.kind,
+            "params": self.params,
+            "key": self.key,
+            "state": self.state,
+            "progress": round(self.progress or 0.0, 4),
+            "stage": self.stage,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "error": self.error,
+            "error_type": self.error_type,
+            "outputs": self.outputs,
+            "cancel_requested": self.cancel_requested,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration_seconds": self.duration_seconds,
         }
 
 
@@ -78,7 +89,15 @@ class Image(Base):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "collection": self.collection, "filename": self.filename, "size": self.size,
-            "sha256": self.sha256, "format": self.format, "width": self.width, "height": self.height,
-            "kind": self.kind, "job_id": self.job_id, "created_at": _iso(self.created_at),
+            "id": self.id,
+            "collection": self.collection,
+            "filename": self.filename,
+            "size": self.size,
+            "sha256": self.sha256,
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "kind": self.kind,
+            "job_id": self.job_id,
+            "created_at": _iso(self.created_at),
         }

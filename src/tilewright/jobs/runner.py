@@ -86,8 +86,15 @@ def execute(job_id: str, settings: Settings) -> Outcome:
         store.finish(settings, job_id, me, "failed", error=f"unknown job kind {job['kind']!r}", error_type="InputError")
         return Outcome("failed")
     reporter.start()
-    ctx = TaskContext(job_id=job_id, params=job["params"], settings=settings, work_dir=work_dir,
-                      attempt=job["attempts"], progress=reporter.update, cancelled=reporter.cancel.is_set)
+    ctx = TaskContext(
+        job_id=job_id,
+        params=job["params"],
+        settings=settings,
+        work_dir=work_dir,
+        attempt=job["attempts"],
+        progress=reporter.update,
+        cancelled=reporter.cancel.is_set,
+    )
     log.info("job %s (%s) attempt %d started by %s", job_id, job["kind"], job["attempts"], me)
     try:
         work_dir.mkdir(parents=True, exist_ok=False)
@@ -107,8 +114,14 @@ def execute(job_id: str, settings: Settings) -> Outcome:
             log.warning("job %s: transient failure (%s); retrying in %g s", job_id, reason, delay)
             store.requeue_later(settings, job_id, me, delay, reason)
             return Outcome("retry", delay)
-        store.finish(settings, job_id, me, "failed", error=f"gave up after {job['attempts']} attempts: {reason}",
-                     error_type="transient")
+        store.finish(
+            settings,
+            job_id,
+            me,
+            "failed",
+            error=f"gave up after {job['attempts']} attempts: {reason}",
+            error_type="transient",
+        )
         return Outcome("failed")
     except TilewrightError as exc:
         reporter.stop()
@@ -118,11 +131,17 @@ def execute(job_id: str, settings: Settings) -> Outcome:
             return Outcome("retry", delay)
         store.finish(settings, job_id, me, "failed", error=" ".join(str(exc).split()), error_type=type(exc).__name__)
         return Outcome("failed")
-    except Exception as exc:  # noqa: BLE001 - a bug in a task: record it, never crash the worker
+    except Exception as exc:
         reporter.stop()
         log.exception("job %s: internal error", job_id)
-        store.finish(settings, job_id, me, "failed", error=f"internal error: {type(exc).__name__}: {exc}"[:500],
-                     error_type="internal")
+        store.finish(
+            settings,
+            job_id,
+            me,
+            "failed",
+            error=f"internal error: {type(exc).__name__}: {exc}"[:500],
+            error_type="internal",
+        )
         return Outcome("failed")
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

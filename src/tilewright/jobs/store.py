@@ -66,9 +66,20 @@ def is_dead(job: Job, settings: Settings) -> bool:
 
 def submit(settings: Settings, kind: str, params: dict[str, Any], key: str, executor: str) -> tuple[dict, bool]:
     """Insert a queued job, or return the existing job with the same key. -> (job, created)."""
-    job = Job(id=new_id(), kind=kind, params=params, key=key, state="queued", progress=0.0, stage="queued",
-              attempts=0, max_attempts=settings.job_max_attempts, cancel_requested=False, executor=executor,
-              created_at=utcnow())
+    job = Job(
+        id=new_id(),
+        kind=kind,
+        params=params,
+        key=key,
+        state="queued",
+        progress=0.0,
+        stage="queued",
+        attempts=0,
+        max_attempts=settings.job_max_attempts,
+        cancel_requested=False,
+        executor=executor,
+        created_at=utcnow(),
+    )
     try:
         with session_scope(settings) as session:
             session.add(job)
@@ -98,8 +109,9 @@ def get_many(settings: Settings, job_ids: list[str]) -> dict[str, dict]:
         return {job.id: job.to_dict() for job in session.scalars(select(Job).where(Job.id.in_(ids)))}
 
 
-def list_jobs(settings: Settings, *, state: str | None = None, kind: str | None = None,
-              limit: int = 100, offset: int = 0) -> list[dict]:
+def list_jobs(
+    settings: Settings, *, state: str | None = None, kind: str | None = None, limit: int = 100, offset: int = 0
+) -> list[dict]:
     if state is not None and state not in STATES:
         raise InputError(f"unknown state {state!r}; choose one of {', '.join(STATES)}")
     query = select(Job).order_by(Job.created_at.desc()).limit(limit).offset(offset)
@@ -114,23 +126,37 @@ def list_jobs(settings: Settings, *, state: str | None = None, kind: str | None 
 def claim(settings: Settings, job_id: str, me: str, *, take_over_dead: bool = True) -> dict | None:
     """Make `me` the owner of a due queued job (or of a running job whose owner died). None if not won."""
     now = utcnow()
-    values = dict(state="running", worker=me, attempts=Job.attempts + 1, started_at=now, heartbeat_at=now,
-                  stage="starting", progress=0.0, error=None, error_type=None, not_before=None)
+    values = {
+        "state": "running",
+        "worker": me,
+        "attempts": Job.attempts + 1,
+        "started_at": now,
+        "heartbeat_at": now,
+        "stage": "starting",
+        "progress": 0.0,
+        "error": None,
+        "error_type": None,
+        "not_before": None,
+    }
     with session_scope(settings) as session:
         won = session.execute(
-            update(Job).where(Job.id == job_id, Job.state == "queued",
-                              or_(Job.not_before.is_(None), Job.not_before <= now)).values(**values)
+            update(Job)
+            .where(Job.id == job_id, Job.state == "queued", or_(Job.not_before.is_(None), Job.not_before <= now))
+            .values(**values)
         ).rowcount
         if not won and take_over_dead:
             job = session.get(Job, job_id)
             if job is not None and job.state == "running" and is_dead(job, settings):
                 if job.attempts >= job.max_attempts:  # it keeps killing its worker: stop here
-                    session.execute(update(Job).where(Job.id == job_id, Job.worker == job.worker)
-                                    .values(**_worker_lost(job, now)))
+                    session.execute(
+                        update(Job).where(Job.id == job_id, Job.worker == job.worker).values(**_worker_lost(job, now))
+                    )
                     return None
                 won = session.execute(
-                    update(Job).where(Job.id == job_id, Job.state == "running", Job.worker == job.worker)
-                    .values(**values)).rowcount
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == "running", Job.worker == job.worker)
+                    .values(**values)
+                ).rowcount
     if not won:
         return None
     return get(settings, job_id)
@@ -140,49 +166,82 @@ def report(settings: Settings, job_id: str, me: str, progress: float, stage: str
     """Write progress and a heartbeat. -> (still the owner, cancel requested)."""
     with session_scope(settings) as session:
         owned = session.execute(
-            update(Job).where(Job.id == job_id, Job.worker == me, Job.state == "running")
-            .values(progress=progress, stage=stage[:200], heartbeat_at=utcnow())).rowcount
+            update(Job)
+            .where(Job.id == job_id, Job.worker == me, Job.state == "running")
+            .values(progress=progress, stage=stage[:200], heartbeat_at=utcnow())
+        ).rowcount
         cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
     return bool(owned), bool(cancel)
 
 
-def finish(settings: Settings, job_id: str, me: str, state: str, *, outputs: dict | None = None,
-           error: str | None = None, error_type: str | None = None) -> bool:
+def finish(
+    settings: Settings,
+    job_id: str,
+    me: str,
+    state: str,
+    *,
+    outputs: dict | None = None,
+    error: str | None = None,
+    error_type: str | None = None,
+) -> bool:
     """Record the end of the owner's run; False if `me` no longer owns it (its result is then dropped)."""
     assert state in FINISHED
     now = utcnow()
     with session_scope(settings) as session:
         job = session.get(Job, job_id)
         started = job.started_at if job else None
-        values: dict[str, Any] = dict(state=state, finished_at=now, heartbeat_at=now, error=error,
-                                      error_type=error_type, outputs=outputs,
-                                      duration_seconds=(now - started).total_seconds() if started else None)
+        values: dict[str, Any] = {
+            "state": state,
+            "finished_at": now,
+            "heartbeat_at": now,
+            "error": error,
+            "error_type": error_type,
+            "outputs": outputs,
+            "duration_seconds": (now - started).total_seconds() if started else None,
+        }
         if state == "succeeded":
             values.update(progress=1.0, stage="done")
         else:
             values.update(stage=state)
-        return bool(session.execute(
-            update(Job).where(Job.id == job_id, Job.worker == me, Job.state == "running").values(**values)
-        ).rowcount)
+        return bool(
+            session.execute(
+                update(Job).where(Job.id == job_id, Job.worker == me, Job.state == "running").values(**values)
+            ).rowcount
+        )
 
 
 def requeue_later(settings: Settings, job_id: str, me: str, delay: float, error: str) -> bool:
     """Put a job that failed for a transient reason back in the queue, due after `delay` seconds."""
     with session_scope(settings) as session:
-        return bool(session.execute(
-            update(Job).where(Job.id == job_id, Job.worker == me, Job.state == "running")
-            .values(state="queued", stage=f"retrying in {delay:g} s", error=error, error_type="transient",
-                    not_before=utcnow() + timedelta(seconds=delay), worker=None)).rowcount)
+        return bool(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker == me, Job.state == "running")
+                .values(
+                    state="queued",
+                    stage=f"retrying in {delay:g} s",
+                    error=error,
+                    error_type="transient",
+                    not_before=utcnow() + timedelta(seconds=delay),
+                    worker=None,
+                )
+            ).rowcount
+        )
 
 
 def cancel(settings: Settings, job_id: str) -> dict:
     """Cancel a queued job at once; ask a running one to stop (it stops at its next progress report)."""
     with session_scope(settings) as session:
-        session.execute(update(Job).where(Job.id == job_id, Job.state == "queued")
-                        .values(state="cancelled", stage="cancelled", cancel_requested=True,
-                                finished_at=utcnow()))
-        session.execute(update(Job).where(Job.id == job_id, Job.state == "running")
-                        .values(cancel_requested=True, stage="cancelling"))
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == "queued")
+            .values(state="cancelled", stage="cancelled", cancel_requested=True, finished_at=utcnow())
+        )
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == "running")
+            .values(cancel_requested=True, stage="cancelling")
+        )
     job = get(settings, job_id)
     if job["state"] in ("succeeded", "failed"):
         raise JobStateError(f"job {job_id} has already {job['state']}; nothing to cancel")
@@ -196,10 +255,22 @@ def retry(settings: Settings, job_id: str) -> dict:
         if job is None:
             raise JobNotFoundError(f"no job {job_id!r}")
         changed = session.execute(
-            update(Job).where(Job.id == job_id, Job.state.in_(("failed", "cancelled")))
-            .values(state="queued", stage="queued", progress=0.0, error=None, error_type=None, outputs=None,
-                    cancel_requested=False, finished_at=None, not_before=None, worker=None,
-                    max_attempts=Job.attempts + settings.job_max_attempts)).rowcount
+            update(Job)
+            .where(Job.id == job_id, Job.state.in_(("failed", "cancelled")))
+            .values(
+                state="queued",
+                stage="queued",
+                progress=0.0,
+                error=None,
+                error_type=None,
+                outputs=None,
+                cancel_requested=False,
+                finished_at=None,
+                not_before=None,
+                worker=None,
+                max_attempts=Job.attempts + settings.job_max_attempts,
+            )
+        ).rowcount
         if not changed:
             raise JobStateError(f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried")
     return get(settings, job_id)
@@ -208,16 +279,25 @@ def retry(settings: Settings, job_id: str) -> dict:
 def due_jobs(settings: Settings, *, exclude: set[str], limit: int) -> list[str]:
     """Ids of queued jobs whose time has come, oldest first."""
     now = utcnow()
-    query = (select(Job.id).where(Job.state == "queued", or_(Job.not_before.is_(None), Job.not_before <= now))
-             .order_by(Job.created_at).limit(limit + len(exclude)))
+    query = (
+        select(Job.id)
+        .where(Job.state == "queued", or_(Job.not_before.is_(None), Job.not_before <= now))
+        .order_by(Job.created_at)
+        .limit(limit + len(exclude))
+    )
     with session_scope(settings) as session:
         return [i for i in session.scalars(query) if i not in exclude][:limit]
 
 
 def _worker_lost(job: Job, now) -> dict[str, Any]:
     """The values that fail a job whose worker died `max_attempts` times: it keeps killing its worker."""
-    return {"state": "failed", "stage": "failed", "finished_at": now, "error_type": "worker_lost",
-            "error": f"the worker running this job died {job.attempts} times"}
+    return {
+        "state": "failed",
+        "stage": "failed",
+        "finished_at": now,
+        "error_type": "worker_lost",
+        "error": f"the worker running this job died {job.attempts} times",
+    }
 
 
 def requeue_dead(settings: Settings) -> list[str]:
@@ -231,11 +311,13 @@ def requeue_dead(settings: Settings) -> list[str]:
             if job.attempts >= job.max_attempts:
                 session.execute(update(Job).where(*where).values(**_worker_lost(job, utcnow())))
             elif job.cancel_requested:
-                session.execute(update(Job).where(*where).values(state="cancelled", stage="cancelled",
-                                                                 finished_at=utcnow()))
+                session.execute(
+                    update(Job).where(*where).values(state="cancelled", stage="cancelled", finished_at=utcnow())
+                )
             else:
-                session.execute(update(Job).where(*where).values(state="queued", stage="requeued (worker died)",
-                                                                 worker=None))
+                session.execute(
+                    update(Job).where(*where).values(state="queued", stage="requeued (worker died)", worker=None)
+                )
                 requeued.append(job.id)
     return requeued
 
@@ -243,8 +325,8 @@ def requeue_dead(settings: Settings) -> list[str]:
 def counts_by_state(settings: Settings) -> dict[str, int]:
     with session_scope(settings) as session:
         rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
-    counts = {state: 0 for state in STATES}
-    counts.update({state: count for state, count in rows})
+    counts = dict.fromkeys(STATES, 0)
+    counts.update(dict(rows))
     return counts
 
 
@@ -253,8 +335,11 @@ def duration_buckets(settings: Settings, bounds: list[float]) -> tuple[dict[str,
     from sqlalchemy import case
 
     columns = [func.sum(case((Job.duration_seconds <= b, 1), else_=0)) for b in bounds]
-    query = (select(Job.kind, *columns, func.count(), func.coalesce(func.sum(Job.duration_seconds), 0.0))
-             .where(Job.duration_seconds.is_not(None)).group_by(Job.kind))
+    query = (
+        select(Job.kind, *columns, func.count(), func.coalesce(func.sum(Job.duration_seconds), 0.0))
+        .where(Job.duration_seconds.is_not(None))
+        .group_by(Job.kind)
+    )
     buckets: dict[str, list[int]] = {}
     sums: dict[str, float] = {}
     with session_scope(settings) as session:

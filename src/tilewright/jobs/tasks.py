@@ -17,14 +17,14 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tilewright.config import Settings
 from tilewright.errors import InputError, TilewrightError
-from tilewright.pipeline import ProgressFn
 from tilewright.events import tasks as blob_tasks  # the convert_blob kind (issue 5)
+from tilewright.pipeline import ProgressFn
 from tilewright.storage.base import file_sha256
 
 COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -123,8 +123,12 @@ def prepare_convert(params: dict[str, Any], settings: Settings) -> tuple[dict[st
     if kind not in KINDS:
         raise InputError(f"unknown output kind {kind!r}; choose one of {', '.join(KINDS)}")
     source = allowed_input(params["input"], settings)
-    clean = {**params, "input": str(source), "kind": kind,
-             "collection": check_collection(params.get("collection", "default"))}
+    clean = {
+        **params,
+        "input": str(source),
+        "kind": kind,
+        "collection": check_collection(params.get("collection", "default")),
+    }
     from tilewright.convert import make_options
 
     _options(clean, settings, make_options)  # bad option values fail now, not in the worker
@@ -178,8 +182,15 @@ def describe_input(path: Path) -> dict[str, Any]:
     return {"name": path.name, "size": sum(sizes), "files": len(sizes)}
 
 
-def publish_to_store(ctx: TaskContext, location: tuple, folder: Path, params: dict[str, Any], target_id: str,
-                     extra: dict[str, Any], start: float) -> dict[str, Any]:
+def publish_to_store(
+    ctx: TaskContext,
+    location: tuple,
+    folder: Path,
+    params: dict[str, Any],
+    target_id: str,
+    extra: dict[str, Any],
+    start: float,
+) -> dict[str, Any]:
     """Publish `folder` at OUTPUT_STORE/COLLECTION/ID/ (manifest last), the bar going from `start` to 1;
     -> the job result's `store` entry. A storage failure is transient: the job is retried."""
     from tilewright.storage import MANIFEST, StorageError, join_key
@@ -187,15 +198,23 @@ def publish_to_store(ctx: TaskContext, location: tuple, folder: Path, params: di
     store, prefix = location[0], store_prefix(location[1], params["collection"], target_id)
     try:
         manifest = store.publish_pyramid(
-            folder, prefix, source=describe_input(Path(params["input"])),
+            folder,
+            prefix,
+            source=describe_input(Path(params["input"])),
             extra={"job_id": ctx.job_id, "image_id": target_id, "collection": params["collection"], **extra},
-            progress=lambda done, total: ctx.progress(start + (1 - start) * done / max(total, 1),
-                                                      f"uploading {done}/{total}"),
-            cancelled=ctx.cancelled)
+            progress=lambda done, total: ctx.progress(
+                start + (1 - start) * done / max(total, 1), f"uploading {done}/{total}"
+            ),
+            cancelled=ctx.cancelled,
+        )
     except StorageError as exc:
         raise TransientError(exc.reason) from exc
-    entry = {"output": store.url(prefix), "manifest": store.url(join_key(prefix, MANIFEST)),
-             "files": manifest["file_count"], "bytes": manifest["bytes"]}
+    entry = {
+        "output": store.url(prefix),
+        "manifest": store.url(join_key(prefix, MANIFEST)),
+        "files": manifest["file_count"],
+        "bytes": manifest["bytes"],
+    }
     if any(f["path"] == "slide.dzi" for f in manifest["files"]):
         entry["dzi"] = store.url(join_key(prefix, "slide.dzi"))
     return entry
@@ -211,24 +230,47 @@ def run_convert(ctx: TaskContext) -> dict[str, Any]:
     final = settings.resolved_output_root() / params["collection"] / target_id
     location = output_store(settings)  # a bad output_store fails before converting, not after
     if params["kind"] == "iiif" and not params.get("iiif_id"):
-        params = {**params, "iiif_id": f"http://{settings.host}:{settings.port}/outputs/"
-                                       f"{params['collection']}/{target_id}/slide"}
+        params = {
+            **params,
+            "iiif_id": f"http://{settings.host}:{settings.port}/outputs/{params['collection']}/{target_id}/slide",
+        }
     options = _options(params, settings, make_options)
     staged = ctx.work_dir / "out"
     staged.mkdir(parents=True)
     share = 1.0 if location is None else 0.8  # the rest of the bar is the upload
-    result = convert(params["input"], staged / "slide", params["kind"], options=options, settings=settings,
-                     progress=lambda fraction, stage: ctx.progress(share * fraction, stage), cancelled=ctx.cancelled)
+    result = convert(
+        params["input"],
+        staged / "slide",
+        params["kind"],
+        options=options,
+        settings=settings,
+        progress=lambda fraction, stage: ctx.progress(share * fraction, stage),
+        cancelled=ctx.cancelled,
+    )
     outputs = result.to_dict()
     if location is not None:
         outputs["store"] = publish_to_store(
-            ctx, location, staged, params, target_id,
-            extra={"kind": params["kind"], "width": result.width, "height": result.height, "levels": result.levels,
-                   "tiles": result.tiles}, start=share)
+            ctx,
+            location,
+            staged,
+            params,
+            target_id,
+            extra={
+                "kind": params["kind"],
+                "width": result.width,
+                "height": result.height,
+                "levels": result.levels,
+                "tiles": result.tiles,
+            },
+            start=share,
+        )
     publish_dir(staged, final)
     paths = [str(final / Path(p).relative_to(staged)) for p in result.paths]
-    outputs.update(output=str(final / Path(result.output).relative_to(staged)), paths=paths,
-                   urls=["/outputs/" + p for p in _relative_outputs(paths, settings)])
+    outputs.update(
+        output=str(final / Path(result.output).relative_to(staged)),
+        paths=paths,
+        urls=["/outputs/" + p for p in _relative_outputs(paths, settings)],
+    )
     return outputs
 
 
@@ -267,30 +309,58 @@ def run_import(ctx: TaskContext) -> dict[str, Any]:
     converted: list[str] = []
     failed: list[dict[str, str]] = []
     for index, (source, output) in enumerate(todo):
+
         def progress(fraction: float, stage: str, index: int = index, name: str = source.name) -> None:
             ctx.progress(share * (index + fraction) / max(1, len(todo)), f"{name}: {stage}")
 
         try:
-            result = convert(source, output, params["kind"], options=options, settings=settings,
-                             progress=progress, cancelled=ctx.cancelled)
+            result = convert(
+                source,
+                output,
+                params["kind"],
+                options=options,
+                settings=settings,
+                progress=progress,
+                cancelled=ctx.cancelled,
+            )
         except InputError as exc:
             failed.append({"source": str(source), "error": str(exc)})
             continue
         converted.append(str(final / Path(result.output).relative_to(staged)))
-    outputs: dict[str, Any] = {"output": str(final), "converted": converted, "failed": failed,
-                               "urls": ["/outputs/" + p for p in _relative_outputs(converted, settings)]}
+    outputs: dict[str, Any] = {
+        "output": str(final),
+        "converted": converted,
+        "failed": failed,
+        "urls": ["/outputs/" + p for p in _relative_outputs(converted, settings)],
+    }
     if location is not None:
         outputs["store"] = publish_to_store(
-            ctx, location, staged, params, ctx.job_id,
-            extra={"kind": params["kind"], "converted": [Path(p).relative_to(final).as_posix() for p in converted],
-                   "failed": len(failed)}, start=share)
+            ctx,
+            location,
+            staged,
+            params,
+            ctx.job_id,
+            extra={
+                "kind": params["kind"],
+                "converted": [Path(p).relative_to(final).as_posix() for p in converted],
+                "failed": len(failed),
+            },
+            start=share,
+        )
     publish_dir(staged, final)
     return outputs
 
 
 # -- process (an operation chain over several images; issue 4) -----------------------------------
-_IMAGE_EXTS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".avif": "avif", ".tif": "tiff",
-               ".tiff": "tiff"}
+_IMAGE_EXTS = {
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".png": "png",
+    ".webp": "webp",
+    ".avif": "avif",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+}
 
 
 def process_target(name: Any, settings: Settings) -> Path:
@@ -314,7 +384,7 @@ def prepare_process(params: dict[str, Any], settings: Settings) -> tuple[dict[st
         raise InputError(f"unknown process parameters: {', '.join(sorted(unknown))}")
     items = params.get("images")
     if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
-        raise InputError("process needs 'images': a list of {\"input\": ..., \"output\": ...}")
+        raise InputError('process needs \'images\': a list of {"input": ..., "output": ...}')
     clean_items = []
     for item in items:
         source = allowed_input(str(item.get("input", "")), settings)
@@ -331,8 +401,12 @@ def prepare_process(params: dict[str, Any], settings: Settings) -> tuple[dict[st
     return clean, "".join(content_hash(Path(i["input"])) for i in clean_items)
 
 
-def process_images(params: dict[str, Any], settings: Settings, progress: ProgressFn = lambda f, s: None,
-                   cancelled: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
+def process_images(
+    params: dict[str, Any],
+    settings: Settings,
+    progress: ProgressFn = lambda f, s: None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> list[dict[str, Any]]:
     """Run the chain over every input; write NAME.ext (NAME_0.ext, NAME_1.ext... when it makes several)."""
     import pyvips
 
@@ -360,13 +434,21 @@ def process_images(params: dict[str, Any], settings: Settings, progress: Progres
                 try:
                     path = save(out, temp, default)
                 except pyvips.Error as exc:
-                    raise InputError(f"cannot process {Path(item['input']).name}: "
-                                     f"{' '.join(str(exc).split())[:300]}") from None
+                    raise InputError(
+                        f"cannot process {Path(item['input']).name}: {' '.join(str(exc).split())[:300]}"
+                    ) from None
                 final = Path(f"{name}{path.suffix}")
                 os.replace(path, final)
-                written.append({"input": item["input"], "path": str(final.relative_to(root)),
-                                "url": f"/outputs/{final.relative_to(root)}", "width": out.width,
-                                "height": out.height, "bytes": final.stat().st_size})
+                written.append(
+                    {
+                        "input": item["input"],
+                        "path": str(final.relative_to(root)),
+                        "url": f"/outputs/{final.relative_to(root)}",
+                        "width": out.width,
+                        "height": out.height,
+                        "bytes": final.stat().st_size,
+                    }
+                )
     progress(1.0, "done")
     return written
 
@@ -387,8 +469,12 @@ def prepare_recipe(params: dict[str, Any], settings: Settings) -> tuple[dict[str
     source = allowed_input(params.get("input", ""), settings)
     recipe = str(params.get("recipe") or settings.default_recipe)
     load_recipe(recipe, settings)  # an unknown or broken recipe fails now
-    clean = {**params, "input": str(source), "recipe": recipe,
-             "collection": check_collection(params.get("collection", "default"))}
+    clean = {
+        **params,
+        "input": str(source),
+        "recipe": recipe,
+        "collection": check_collection(params.get("collection", "default")),
+    }
     return clean, content_hash(source)
 
 
@@ -408,23 +494,38 @@ def run_recipe_job(ctx: TaskContext) -> dict[str, Any]:
         recipe = replace(recipe, outputs=[replace(o, name="slide") if o.kind == "dzi" else o for o in recipe.outputs])
     target_id = params.get("image_id") or ctx.job_id
     final = settings.resolved_output_root() / params["collection"] / target_id
-    metadata = run_recipe(params["input"], final, recipe, settings,
-                          progress=lambda fraction, stage: ctx.progress(share * fraction, stage),
-                          cancelled=ctx.cancelled, overwrite=True)
+    metadata = run_recipe(
+        params["input"],
+        final,
+        recipe,
+        settings,
+        progress=lambda fraction, stage: ctx.progress(share * fraction, stage),
+        cancelled=ctx.cancelled,
+        overwrite=True,
+    )
     paths = sorted(str(p) for p in final.iterdir() if p.is_file()) if final.is_dir() else []
-    result = {"output": str(final), "recipe": recipe.name, "paths": paths, "metadata": metadata,
-              "urls": ["/outputs/" + p for p in _relative_outputs(paths, settings)]}
+    result = {
+        "output": str(final),
+        "recipe": recipe.name,
+        "paths": paths,
+        "metadata": metadata,
+        "urls": ["/outputs/" + p for p in _relative_outputs(paths, settings)],
+    }
     if location is not None:
-        result["store"] = publish_to_store(ctx, location, final, params, target_id,
-                                           extra={"kind": "recipe", "recipe": recipe.name}, start=share)
+        result["store"] = publish_to_store(
+            ctx, location, final, params, target_id, extra={"kind": "recipe", "recipe": recipe.name}, start=share
+        )
     return result
 
 
 # -- ping (diagnostics) ----------------------------------------------------------------------
 def prepare_ping(params: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], str]:
     try:
-        clean = {"seconds": float(params.get("seconds", 0)), "fail_attempts": int(params.get("fail_attempts", 0)),
-                 "nonce": str(params.get("nonce", ""))}
+        clean = {
+            "seconds": float(params.get("seconds", 0)),
+            "fail_attempts": int(params.get("fail_attempts", 0)),
+            "nonce": str(params.get("nonce", "")),
+        }
     except (TypeError, ValueError) as exc:
         raise InputError(f"bad ping parameter: {exc}") from None
     if not 0 <= clean["seconds"] <= 3600:
@@ -457,8 +558,11 @@ TASKS: dict[str, Task] = {
     "ping": Task(run_ping, prepare_ping, "diagnostics: wait, report progress, optionally fail transiently"),
     "process": Task(run_process, prepare_process, "apply an operation chain to several images"),
     "recipe": Task(run_recipe_job, prepare_recipe, "run a recipe on an uploaded image"),
-    "convert_blob": Task(blob_tasks.run_convert_blob, blob_tasks.prepare_convert_blob,
-                         "convert one blob version to DZI in object storage"),
+    "convert_blob": Task(
+        blob_tasks.run_convert_blob,
+        blob_tasks.prepare_convert_blob,
+        "convert one blob version to DZI in object storage",
+    ),
 }
 
 

@@ -24,7 +24,8 @@ from pydantic import ConfigDict, ValidationError, create_model
 from tilewright.config import Settings, get_settings
 from tilewright.errors import InputError
 from tilewright.ops import encode as _encode
-from tilewright.ops import filters, geometry, watermark as _watermark
+from tilewright.ops import filters, geometry
+from tilewright.ops import watermark as _watermark
 from tilewright.ops.base import OperationError, ParamError, Step, with_encoding_of
 from tilewright.ops.encode import Encoded, available_formats, encode, have_avif, save
 
@@ -44,8 +45,10 @@ class Op:
     @cached_property
     def model(self) -> type:
         hints = typing.get_type_hints(self.fn, include_extras=True)
-        fields = {name: (hints[name], ... if p.default is inspect.Parameter.empty else p.default)
-                  for name, p in self.params.items()}
+        fields = {
+            name: (hints[name], ... if p.default is inspect.Parameter.empty else p.default)
+            for name, p in self.params.items()
+        }
         return create_model(f"{self.fn.__name__}_params", __config__=ConfigDict(extra="forbid"), **fields)
 
     @property
@@ -71,8 +74,16 @@ OPS: dict[str, Op] = {
 }
 
 #: other names accepted for an operation
-ALIASES = {"region": "crop", "autorotate": "auto_orient", "auto-orient": "auto_orient", "autorot": "auto_orient",
-           "convert": "format", "mirror": "flip", "quadrants": "split", "gaussian": "blur"}
+ALIASES = {
+    "region": "crop",
+    "autorotate": "auto_orient",
+    "auto-orient": "auto_orient",
+    "autorot": "auto_orient",
+    "convert": "format",
+    "mirror": "flip",
+    "quadrants": "split",
+    "gaussian": "blur",
+}
 
 #: operations whose access pattern is not top-to-bottom once (sources must be opened for random access)
 _RANDOM_ACCESS = {"split", "rotate", "flip", "auto_orient"}
@@ -83,8 +94,9 @@ MAX_IMAGES = 1024
 StepSpec = str | Mapping[str, Any] | Step
 
 
-def parse_chain(specs: Iterable[StepSpec] | StepSpec,
-                defaults: Mapping[str, Mapping[str, Any]] | None = None) -> list[Step]:
+def parse_chain(
+    specs: Iterable[StepSpec] | StepSpec, defaults: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[Step]:
     """Check a chain of steps, before reading any pixel; raise `OperationError` at the first bad one.
 
     `defaults` fills in parameters a step leaves out, per operation:
@@ -121,7 +133,7 @@ def _split_spec(spec: Any, index: int) -> tuple[str, dict[str, Any]]:
         params = dict(spec)
         name = params.pop("op", None)
         if not isinstance(name, str) or not name:
-            raise OperationError("each operation needs an \"op\" naming it", index=index)
+            raise OperationError('each operation needs an "op" naming it', index=index)
         name = _resolve(name, index)
         return name, params
     if not isinstance(spec, str):
@@ -151,7 +163,7 @@ def _split_spec(spec: Any, index: int) -> tuple[str, dict[str, Any]]:
 
 def _keyed(value: str, op: Op) -> dict[str, str] | None:
     """'sigma:2,size:7' -> {'sigma': '2', 'size': '7'} when every key is one of the op's parameters."""
-    parts = [p for p in value.split(",")]
+    parts = list(value.split(","))
     pairs = [p.partition(":") for p in parts]
     if not all(sep and key.strip() in op.params for key, sep, _ in pairs):
         return None
@@ -180,8 +192,9 @@ def _explain(exc: ValidationError, index: int, name: str, op: Op) -> OperationEr
     return OperationError(reason, index=index, op=name, param=param)
 
 
-def apply_chain(images: pyvips.Image | Iterable[pyvips.Image], steps: Iterable[Step],
-                settings: Settings | None = None) -> list[pyvips.Image]:
+def apply_chain(
+    images: pyvips.Image | Iterable[pyvips.Image], steps: Iterable[Step], settings: Settings | None = None
+) -> list[pyvips.Image]:
     """Run `steps` over each image, lazily; a step that returns several images (split) multiplies them.
 
     A step may not make an image larger than `max_image_pixels` unless its input
@@ -205,8 +218,12 @@ def apply_chain(images: pyvips.Image | Iterable[pyvips.Image], steps: Iterable[S
                 _check_size(out, image, settings, index, step.op)
                 produced.append(with_encoding_of(out, image))
         if len(produced) > MAX_IMAGES:
-            raise OperationError(f"the chain would make {len(produced)} images; at most {MAX_IMAGES}",
-                                 index=index, op=step.op, http_status=413)
+            raise OperationError(
+                f"the chain would make {len(produced)} images; at most {MAX_IMAGES}",
+                index=index,
+                op=step.op,
+                http_status=413,
+            )
         current = produced
     return current
 
@@ -214,9 +231,13 @@ def apply_chain(images: pyvips.Image | Iterable[pyvips.Image], steps: Iterable[S
 def _check_size(out: pyvips.Image, source: pyvips.Image, settings: Settings, index: int, name: str) -> None:
     pixels = out.width * out.height
     if pixels > settings.max_image_pixels and pixels > source.width * source.height:
-        raise OperationError(f"the result would be {out.width} x {out.height} = {pixels:,} pixels, over the limit "
-                             f"of {settings.max_image_pixels:,} (TILEWRIGHT_MAX_IMAGE_PIXELS)",
-                             index=index, op=name, http_status=413)
+        raise OperationError(
+            f"the result would be {out.width} x {out.height} = {pixels:,} pixels, over the limit "
+            f"of {settings.max_image_pixels:,} (TILEWRIGHT_MAX_IMAGE_PIXELS)",
+            index=index,
+            op=name,
+            http_status=413,
+        )
 
 
 def needs_random_access(steps: Iterable[Step]) -> bool:
@@ -224,11 +245,33 @@ def needs_random_access(steps: Iterable[Step]) -> bool:
 
 
 from tilewright.ops.source import (  # noqa: E402 - needs OPS above
-    LeadThumbnail, Source, lead_thumbnail, normalise, process_file,
+    LeadThumbnail,
+    Source,
+    lead_thumbnail,
+    normalise,
+    process_file,
 )
 
 __all__ = [
-    "ALIASES", "Encoded", "InputError", "LeadThumbnail", "OPS", "Op", "OperationError", "ParamError", "Source",
-    "Step", "apply_chain", "available_formats", "encode", "have_avif", "lead_thumbnail", "needs_random_access",
-    "normalise", "parse_chain", "parse_step", "process_file", "save",
+    "ALIASES",
+    "Encoded",
+    "InputError",
+    "LeadThumbnail",
+    "OPS",
+    "Op",
+    "OperationError",
+    "ParamError",
+    "Source",
+    "Step",
+    "apply_chain",
+    "available_formats",
+    "encode",
+    "have_avif",
+    "lead_thumbnail",
+    "needs_random_access",
+    "normalise",
+    "parse_chain",
+    "parse_step",
+    "process_file",
+    "save",
 ]

@@ -33,8 +33,15 @@ class OperationError(InputError):
     the offending parameter when there is one.
     """
 
-    def __init__(self, reason: str, *, index: int | None = None, op: str | None = None,
-                 param: str | None = None, http_status: int | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        index: int | None = None,
+        op: str | None = None,
+        param: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
         self.index = index
         self.op = op
         self.param = param
@@ -73,8 +80,14 @@ class Step:
 # -- helpers the operations share ----------------------------------------------------
 
 _NAMED_COLOURS = {
-    "white": (255, 255, 255), "black": (0, 0, 0), "red": (255, 0, 0), "green": (0, 128, 0),
-    "blue": (0, 0, 255), "grey": (128, 128, 128), "gray": (128, 128, 128), "yellow": (255, 255, 0),
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "red": (255, 0, 0),
+    "green": (0, 128, 0),
+    "blue": (0, 0, 255),
+    "grey": (128, 128, 128),
+    "gray": (128, 128, 128),
+    "yellow": (255, 255, 0),
 }
 
 

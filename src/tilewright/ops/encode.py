@@ -7,10 +7,11 @@ other operation: `["resize=0.5", "format=webp", "quality=70"]`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import pyvips
 from pydantic import Field
@@ -57,8 +58,8 @@ CHROMA = {"auto": "auto", "420": "on", "444": "off"}
 def format_(
     image: pyvips.Image,
     format: Literal["jpeg", "jpg", "png", "webp", "avif", "tiff", "tif"],
-    quality: Optional[Quality] = None,
-    chroma: Optional[Literal["auto", "420", "444"]] = None,
+    quality: Quality | None = None,
+    chroma: Literal["auto", "420", "444"] | None = None,
 ) -> pyvips.Image:
     """Encode the result as `format` (jpeg, png, webp, avif when libvips has it, tiff); for JPEG,
     `chroma` is the colour subsampling: `auto` (4:4:4 from quality 90 up, else 4:2:0), `420` or `444`."""
@@ -122,13 +123,20 @@ def _prepare(image: pyvips.Image, fmt: str) -> tuple[pyvips.Image, dict]:
     if fmt == "jpeg" and image.hasalpha():  # JPEG has no alpha: flatten on white, as browsers show it
         image = image.flatten(background=[255] * (image.bands - 1)).cast("uchar")
     if fmt == "jpeg" and max(image.width, image.height) > JPEG_MAX:
-        raise ParamError(None, f"{image.width} x {image.height} is too large for JPEG (at most {JPEG_MAX} "
-                               "pixels a side); scale it down or choose png, webp or tiff")
+        raise ParamError(
+            None,
+            f"{image.width} x {image.height} is too large for JPEG (at most {JPEG_MAX} "
+            "pixels a side); scale it down or choose png, webp or tiff",
+        )
     keep = {"keep": "none"} if stripped else {}
     options = {
         # optimised Huffman tables make libjpeg hold every coefficient of the image: small outputs only
-        "jpeg": {"Q": q, "optimize_coding": image.width * image.height <= OPTIMIZE_PIXELS,
-                 "subsample_mode": CHROMA[chroma], **keep},
+        "jpeg": {
+            "Q": q,
+            "optimize_coding": image.width * image.height <= OPTIMIZE_PIXELS,
+            "subsample_mode": CHROMA[chroma],
+            **keep,
+        },
         "png": {"compression": 6, **keep},
         "webp": {"Q": q, **keep},
         "avif": {"Q": q, "compression": "av1", "effort": 2, **keep},
@@ -149,8 +157,9 @@ def encode(image: pyvips.Image, default_format: str = "jpeg") -> Encoded:
     return Encoded(data, fmt, media, ext, prepared.width, prepared.height)
 
 
-def save(image: pyvips.Image, stem: Path, default_format: str = "jpeg",
-         watch: Callable[[pyvips.Image], Any] | None = None) -> Path:
+def save(
+    image: pyvips.Image, stem: Path, default_format: str = "jpeg", watch: Callable[[pyvips.Image], Any] | None = None
+) -> Path:
     """Write `image` to `stem` + the format's extension; return the path written.
 
     `watch(prepared)` is called with the very image libvips will write, to follow its

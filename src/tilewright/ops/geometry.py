@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import pyvips
 from pydantic import Field
@@ -14,9 +14,9 @@ Side = Annotated[int, Field(ge=1, le=1_000_000)]
 
 def resize(
     image: pyvips.Image,
-    scale: Optional[Annotated[float, Field(gt=0, le=100)]] = None,
-    width: Optional[Side] = None,
-    height: Optional[Side] = None,
+    scale: Annotated[float, Field(gt=0, le=100)] | None = None,
+    width: Side | None = None,
+    height: Side | None = None,
     mode: Literal["fit", "exact"] = "fit",
 ) -> pyvips.Image:
     """Scale by `scale`; or fit inside `width` x `height` keeping the aspect ratio (either side
@@ -53,7 +53,7 @@ def fit_size(width: int, height: int, box_width: int, box_height: int, *, enlarg
 def thumbnail(
     image: pyvips.Image,
     width: Side,
-    height: Optional[Side] = None,
+    height: Side | None = None,
 ) -> pyvips.Image:
     """Fit inside `width` x `height` (square if no height), keeping the aspect ratio, never enlarging.
 
@@ -174,7 +174,7 @@ def short_crop(value: str) -> dict:
     parts = [p.strip() for p in value.replace("+", ",").split(",")]
     if len(parts) != 4:
         raise ParamError(None, f"crop takes x,y,width,height, not {value!r}")
-    return dict(zip(("x", "y", "width", "height"), parts))
+    return dict(zip(("x", "y", "width", "height"), parts, strict=True))
 
 
 def short_flip(value: str) -> dict:

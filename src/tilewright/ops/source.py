@@ -14,10 +14,10 @@ a recipe needs more full decodes than it runs at once (see `recipes.py`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyvips
 
@@ -71,7 +71,7 @@ def lead_thumbnail(steps: Sequence[Step]) -> LeadThumbnail | None:
     if len(steps) <= index or steps[index].op != "thumbnail":
         return None
     params = steps[index].params
-    return LeadThumbnail(params["width"], params.get("height") or params["width"], orient, list(steps[index + 1:]))
+    return LeadThumbnail(params["width"], params.get("height") or params["width"], orient, list(steps[index + 1 :]))
 
 
 class Source:
@@ -193,8 +193,9 @@ class Source:
             if self._decoded is not None:
                 image = self._decoded.thumbnail_image(target_w, height=target_h, size="force", no_rotate=not orient)
             else:
-                image = pyvips.Image.thumbnail(str(self.path), target_w, height=target_h, size="force",
-                                               no_rotate=not orient, fail_on="error")
+                image = pyvips.Image.thumbnail(
+                    str(self.path), target_w, height=target_h, size="force", no_rotate=not orient, fail_on="error"
+                )
         except pyvips.Error as exc:
             raise InputError(vips_reason(exc, fallback=UNDECODABLE), path=self.path) from exc
         return normalise(image)
@@ -206,8 +207,9 @@ class Source:
         if self._decoded is not None:  # mapped: any access pattern, from any number of threads
             return normalise(self._decoded)
         try:
-            image = pyvips.Image.new_from_file(str(self.path), access="sequential" if sequential else "random",
-                                               fail_on="error")
+            image = pyvips.Image.new_from_file(
+                str(self.path), access="sequential" if sequential else "random", fail_on="error"
+            )
         except pyvips.Error as exc:
             raise InputError(vips_reason(exc, fallback=UNDECODABLE), path=self.path) from exc
         return normalise(image)
@@ -223,8 +225,9 @@ class Source:
         self.close()
 
 
-def process_file(path: str | Path, steps: list[Step], settings: Settings | None = None,
-                 default_format: str = "jpeg") -> list:
+def process_file(
+    path: str | Path, steps: list[Step], settings: Settings | None = None, default_format: str = "jpeg"
+) -> list:
     """Open `path`, run the chain, encode every resulting image: the whole of a `/resize` request.
 
     Returns `ops.Encoded` values (bytes, format, media type, size). A decode failure
@@ -242,5 +245,4 @@ def process_file(path: str | Path, steps: list[Step], settings: Settings | None 
             raise InputError(f"cannot decode the image: {reason}", path=path) from exc
 
 
-__all__ = ["SHRINK_ON_LOAD", "LeadThumbnail", "Source", "lead_thumbnail", "normalise", "parse_colour",
-           "process_file"]
+__all__ = ["SHRINK_ON_LOAD", "LeadThumbnail", "Source", "lead_thumbnail", "normalise", "parse_colour", "process_file"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import pyvips
 from pydantic import Field
@@ -34,8 +34,10 @@ def render_text(text: str, font: str, size: int) -> pyvips.Image:
     try:
         mask = pyvips.Image.text(text, font=f"{font} {size}", dpi=72)
     except pyvips.Error as exc:
-        raise ParamError("font", f"cannot render text with font {font!r}: libvips has no text support "
-                                 f"({' '.join(str(exc).split())[:120]})") from exc
+        raise ParamError(
+            "font",
+            f"cannot render text with font {font!r}: libvips has no text support ({' '.join(str(exc).split())[:120]})",
+        ) from exc
     if mask.width <= 1 and mask.height <= 1:
         raise ParamError("text", "renders to nothing (empty, or no font found)")
     return mask
@@ -43,15 +45,15 @@ def render_text(text: str, font: str, size: int) -> pyvips.Image:
 
 def watermark(
     image: pyvips.Image,
-    text: Optional[Annotated[str, Field(min_length=1, max_length=500)]] = None,
-    logo: Optional[str] = None,
+    text: Annotated[str, Field(min_length=1, max_length=500)] | None = None,
+    logo: str | None = None,
     font: Annotated[str, Field(min_length=1, max_length=200)] = "sans bold",
-    font_size: Optional[Annotated[int, Field(ge=1, le=4000)]] = None,
+    font_size: Annotated[int, Field(ge=1, le=4000)] | None = None,
     min_font_size: Annotated[int, Field(ge=1, le=1000)] = 12,
     position: Position = "bottom-right",
     opacity: Annotated[float, Field(gt=0, le=1)] = 0.5,
     colour: str = "#ffffff",
-    margin: Optional[Annotated[int, Field(ge=0, le=100_000)]] = None,
+    margin: Annotated[int, Field(ge=0, le=100000)] | None = None,
     logo_scale: Annotated[float, Field(gt=0, le=1)] = 0.2,
 ) -> pyvips.Image:
     """Blend `text` (or the image file `logo`) into a corner or the centre, semi-transparent.

@@ -94,7 +94,9 @@ class PyramidWriter(ABC):
                 moved = final.with_name(f"{STAGING_PREFIX}old-{uuid.uuid4().hex[:8]}-{final.name}")
                 os.replace(final, moved)
                 trash.append(moved)
-        for src, final in zip(staged, finals):  # marker last: the new output looks finished only when whole
+        for src, final in zip(
+            staged, finals, strict=True
+        ):  # marker last: the new output looks finished only when whole
             os.replace(src, final)
         for old in trash:
             _remove(old)
@@ -120,7 +122,7 @@ def _remove_stale_staging(parent: Path, name: str) -> None:
     """Remove staging left by a run of this same output that was killed (its process is gone)."""
     for entry in parent.glob(f"{STAGING_PREFIX}{name}-*"):
         try:
-            pid = int(entry.name[len(STAGING_PREFIX) + len(name) + 1:].split("-")[0])
+            pid = int(entry.name[len(STAGING_PREFIX) + len(name) + 1 :].split("-")[0])
         except ValueError:
             continue
         if pid != os.getpid() and not pid_alive(pid):

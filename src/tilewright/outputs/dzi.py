@@ -29,6 +29,12 @@ class DziWriter(PyramidWriter):
     def write(self, image: pyvips.Image, staging: Path) -> list[Path]:
         o = self.options
         base = staging / self.output.name
-        image.dzsave(str(base), tile_size=o.tile_size, overlap=o.overlap,
-                     suffix=tile_suffix(o.tile_format, o.quality), keep="none", layout="dz")
+        image.dzsave(
+            str(base),
+            tile_size=o.tile_size,
+            overlap=o.overlap,
+            suffix=tile_suffix(o.tile_format, o.quality),
+            keep="none",
+            layout="dz",
+        )
         return [base.with_name(base.name + "_files"), base.with_name(base.name + ".dzi")]

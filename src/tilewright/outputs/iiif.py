@@ -25,9 +25,15 @@ class IiifWriter(PyramidWriter):
     def write(self, image: pyvips.Image, staging: Path) -> list[Path]:
         o = self.options
         base = staging / self.output.name
-        image.dzsave(str(base), layout="iiif3", tile_size=o.tile_size, overlap=0,
-                     suffix=tile_suffix(o.tile_format, o.quality, iiif=True),
-                     id=o.iiif_id.rstrip("/"), keep="none")
+        image.dzsave(
+            str(base),
+            layout="iiif3",
+            tile_size=o.tile_size,
+            overlap=0,
+            suffix=tile_suffix(o.tile_format, o.quality, iiif=True),
+            id=o.iiif_id.rstrip("/"),
+            keep="none",
+        )
         info_path = base / "info.json"
         info = json.loads(info_path.read_text())
         # dzsave writes whole-image renditions under full/{w},{h}/ but does not list them: a level-0

@@ -42,8 +42,15 @@ class TiffWriter(PyramidWriter):
         compression = _COMPRESSION[o.tile_format]
         if compression in ("jpeg", "webp"):
             kwargs["Q"] = o.quality
-        image.tiffsave(str(target), tile=True, tile_width=o.tile_size, tile_height=o.tile_size,
-                       pyramid=not o.base_only, compression=compression,
-                       bigtiff=image.width * image.height * image.bands > _BIGTIFF_BYTES,
-                       keep="none", **kwargs)
+        image.tiffsave(
+            str(target),
+            tile=True,
+            tile_width=o.tile_size,
+            tile_height=o.tile_size,
+            pyramid=not o.base_only,
+            compression=compression,
+            bigtiff=image.width * image.height * image.bands > _BIGTIFF_BYTES,
+            keep="none",
+            **kwargs,
+        )
         return [target]

@@ -51,8 +51,12 @@ def create_app(settings: Settings | None = None, executor=None) -> FastAPI:
                 app.state.tiles.close()
                 app.state.tiles = None
 
-    app = FastAPI(title="tilewright", version=__version__, lifespan=lifespan,
-                  description="Upload slides, run conversion jobs, follow their progress, fetch the pyramids.")
+    app = FastAPI(
+        title="tilewright",
+        version=__version__,
+        lifespan=lifespan,
+        description="Upload slides, run conversion jobs, follow their progress, fetch the pyramids.",
+    )
     app.state.settings = settings
     app.state.executor = executor
     errors.install(app)

@@ -74,8 +74,14 @@ class LruBytes:
 class TileCache:
     """Encoded tiles by key: Redis when configured and reachable, the in-process LRU otherwise."""
 
-    def __init__(self, max_bytes: int, redis_url: str = "", ttl_seconds: int = 86400,
-                 retry_seconds: float = 5.0, prefix: str = "tilewright:tile:") -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        redis_url: str = "",
+        ttl_seconds: int = 86400,
+        retry_seconds: float = 5.0,
+        prefix: str = "tilewright:tile:",
+    ) -> None:
         self.local = LruBytes(max_bytes)
         self.redis_url = redis_url
         self.ttl_seconds = int(ttl_seconds)
@@ -93,8 +99,13 @@ class TileCache:
 
             self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
             # short timeouts and no retries: a lost Redis must cost a tile well under a second, once
-            self._client = redis.Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=0.5,
-                                                retry=Retry(NoBackoff(), 0), health_check_interval=0)
+            self._client = redis.Redis.from_url(
+                redis_url,
+                socket_connect_timeout=0.5,
+                socket_timeout=0.5,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -128,9 +139,13 @@ class TileCache:
     def _lost(self, exc: BaseException) -> None:
         with self._state_lock:
             if not self._down:
-                log.warning("tile cache: Redis at %s cannot be reached (%s); tiles are cached in memory "
-                            "until it answers again (retried every %g s)", redact(self.redis_url),
-                            " ".join(str(exc).split())[:200] or type(exc).__name__, self.retry_seconds)
+                log.warning(
+                    "tile cache: Redis at %s cannot be reached (%s); tiles are cached in memory "
+                    "until it answers again (retried every %g s)",
+                    redact(self.redis_url),
+                    " ".join(str(exc).split())[:200] or type(exc).__name__,
+                    self.retry_seconds,
+                )
             self._down = True
             self._down_until = time.monotonic() + self.retry_seconds
 
@@ -163,9 +178,14 @@ class TileCache:
         self.local.put(key, value)
 
     def stats(self) -> dict[str, Any]:
-        return {"backend": self.backend, "hits": self.hits, "misses": self.misses,
-                "memory_entries": len(self.local), "memory_bytes": self.local.size,
-                "memory_max_bytes": self.local.max_bytes}
+        return {
+            "backend": self.backend,
+            "hits": self.hits,
+            "misses": self.misses,
+            "memory_entries": len(self.local),
+            "memory_bytes": self.local.size,
+            "memory_max_bytes": self.local.max_bytes,
+        }
 
     def close(self) -> None:
         if self._client is not None:

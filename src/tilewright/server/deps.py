@@ -24,7 +24,11 @@ def require_token(request: Request) -> None:
     if token is None or not token.get_secret_value():
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(),
-                                                                token.get_secret_value().encode()):
-        raise ApiError(401, "this endpoint needs 'Authorization: Bearer <token>' (TILEWRIGHT_API_TOKEN)",
-                       headers={"WWW-Authenticate": "Bearer"})
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        given.strip().encode(), token.get_secret_value().encode()
+    ):
+        raise ApiError(
+            401,
+            "this endpoint needs 'Authorization: Bearer <token>' (TILEWRIGHT_API_TOKEN)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

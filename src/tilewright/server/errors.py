@@ -13,9 +13,21 @@ from tilewright.errors import TilewrightError
 
 log = logging.getLogger(__name__)
 
-TITLES = {400: "bad request", 401: "unauthorized", 403: "forbidden", 404: "not found", 405: "method not allowed",
-          408: "cancelled", 409: "conflict", 411: "length required", 413: "too large",
-          415: "unsupported media type", 422: "invalid request", 500: "internal error", 503: "unavailable"}
+TITLES = {
+    400: "bad request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not found",
+    405: "method not allowed",
+    408: "cancelled",
+    409: "conflict",
+    411: "length required",
+    413: "too large",
+    415: "unsupported media type",
+    422: "invalid request",
+    500: "internal error",
+    503: "unavailable",
+}
 
 
 class ApiError(Exception):
@@ -27,8 +39,9 @@ class ApiError(Exception):
 
 
 def error_response(status: int, detail: str, headers: dict[str, str] | None = None, **extra) -> JSONResponse:
-    return JSONResponse({"error": TITLES.get(status, "error"), "detail": detail, **extra}, status_code=status,
-                        headers=headers)
+    return JSONResponse(
+        {"error": TITLES.get(status, "error"), "detail": detail, **extra}, status_code=status, headers=headers
+    )
 
 
 def install(app: FastAPI) -> None:

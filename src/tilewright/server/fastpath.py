@@ -19,8 +19,16 @@ from __future__ import annotations
 import re
 
 from tilewright.server import iiif
-from tilewright.server.routes_tiles import (Record, TileService, dz_what, iiif_limits, iiif_what, known_dz_geometry,
-                                            known_size, parse_format)
+from tilewright.server.routes_tiles import (
+    Record,
+    TileService,
+    dz_what,
+    iiif_limits,
+    iiif_what,
+    known_dz_geometry,
+    known_size,
+    parse_format,
+)
 
 _DZ = re.compile(r"^/images/([A-Za-z0-9_-]{1,64})_files/(\d{1,2})/(\d{1,9})_(\d{1,9})\.(jpg|jpeg|png|webp)$")
 _IIIF = re.compile(r"^/iiif/3/([A-Za-z0-9_-]{1,64})/([^/]+)/([^/]+)/([^/]+)/([^/]+)$")
@@ -100,6 +108,9 @@ def _lookup(svc: TileService, path: str, if_none_match: str | None):
     headers = [(b"etag", etag.encode()), (b"cache-control", settings.tile_cache_control.encode()), *extra]
     if data is None:
         return route, 304, headers, b""
-    headers += [(b"content-type", media.encode()), (b"content-length", str(len(data)).encode()),
-                (b"x-tile-cache", b"hit")]
+    headers += [
+        (b"content-type", media.encode()),
+        (b"content-length", str(len(data)).encode()),
+        (b"x-tile-cache", b"hit"),
+    ]
     return route, 200, headers, data

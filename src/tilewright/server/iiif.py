@@ -20,9 +20,23 @@ QUALITIES = ("default", "color", "gray", "bitonal")
 FORMATS = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 CONTEXT = "http://iiif.io/api/image/3/context.json"
 PROTOCOL = "http://iiif.io/api/image"
-EXTRA_FEATURES = ["mirroring", "regionByPct", "regionByPx", "regionSquare", "rotationArbitrary", "rotationBy90s",
-                  "sizeByConfinedWh", "sizeByH", "sizeByPct", "sizeByW", "sizeByWh", "sizeUpscaling",
-                  "baseUriRedirect", "cors", "jsonldMediaType"]
+EXTRA_FEATURES = [
+    "mirroring",
+    "regionByPct",
+    "regionByPx",
+    "regionSquare",
+    "rotationArbitrary",
+    "rotationBy90s",
+    "sizeByConfinedWh",
+    "sizeByH",
+    "sizeByPct",
+    "sizeByW",
+    "sizeByWh",
+    "sizeUpscaling",
+    "baseUriRedirect",
+    "cors",
+    "jsonldMediaType",
+]
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _INT = re.compile(r"^\d{1,9}$")
@@ -135,8 +149,9 @@ def parse_size(text: str, rw: int, rh: int, max_width: int, max_height: int, max
     if not upscale and (w > rw or h > rh):
         raise IiifError(f"size {text!r} is larger than the {rw}x{rh} region: use ^ to upscale")
     if w > max_width or h > max_height or w * h > max_area:
-        raise IiifError(f"size {text!r} -> {w}x{h} is over the server maximum "
-                        f"({max_width}x{max_height}, {max_area:,} pixels)")
+        raise IiifError(
+            f"size {text!r} -> {w}x{h} is over the server maximum ({max_width}x{max_height}, {max_area:,} pixels)"
+        )
     return w, h
 
 
@@ -161,8 +176,18 @@ def parse_quality_format(text: str) -> tuple[str, str]:
     return quality, fmt
 
 
-def parse(region: str, size: str, rotation: str, quality_format: str, width: int, height: int, *,
-          max_width: int, max_height: int, max_area: int) -> Request:
+def parse(
+    region: str,
+    size: str,
+    rotation: str,
+    quality_format: str,
+    width: int,
+    height: int,
+    *,
+    max_width: int,
+    max_height: int,
+    max_area: int,
+) -> Request:
     """The whole image request; raises IiifError for anything invalid."""
     x, y, w, h = parse_region(region, width, height)
     out_w, out_h = parse_size(size, w, h, max_width, max_height, max_area)
@@ -179,8 +204,7 @@ def scale_factors(width: int, height: int, tile: int) -> list[int]:
     return factors
 
 
-def info(base_id: str, width: int, height: int, tile: int, *, max_width: int, max_height: int,
-         max_area: int) -> dict:
+def info(base_id: str, width: int, height: int, tile: int, *, max_width: int, max_height: int, max_area: int) -> dict:
     """The info.json document of an image served at `base_id`."""
     factors = scale_factors(width, height, tile)
     sizes = []

@@ -24,11 +24,12 @@ class _JobCollector:
         for state, count in store.counts_by_state(self.settings).items():
             states.add_metric([state], count)
         yield states
-        durations = HistogramMetricFamily("tilewright_job_duration_seconds",
-                                          "Run time of finished jobs (last attempt).", labels=["kind"])
+        durations = HistogramMetricFamily(
+            "tilewright_job_duration_seconds", "Run time of finished jobs (last attempt).", labels=["kind"]
+        )
         buckets, sums = store.duration_buckets(self.settings, DURATION_BOUNDS)
         for kind, counts in buckets.items():
-            pairs = [(str(b), c) for b, c in zip(DURATION_BOUNDS, counts[:-1])] + [("+Inf", counts[-1])]
+            pairs = [(str(b), c) for b, c in zip(DURATION_BOUNDS, counts[:-1], strict=True)] + [("+Inf", counts[-1])]
             durations.add_metric([kind], pairs, sums[kind])
         yield durations
 
@@ -62,15 +63,22 @@ class _Measure:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path_format", None) or scope.get("tilewright.route") or (
-                "/outputs" if scope["path"].startswith("/outputs/") else "other")
+            route = (
+                getattr(scope.get("route"), "path_format", None)
+                or scope.get("tilewright.route")
+                or ("/outputs" if scope["path"].startswith("/outputs/") else "other")
+            )
             self.latency.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
     registry = CollectorRegistry()
-    latency = Histogram("tilewright_http_request_duration_seconds", "HTTP request latency.",
-                        ["method", "route", "status"], registry=registry)
+    latency = Histogram(
+        "tilewright_http_request_duration_seconds",
+        "HTTP request latency.",
+        ["method", "route", "status"],
+        registry=registry,
+    )
     registry.register(_JobCollector(settings))
 
     app.add_middleware(_Measure, latency=latency)

@@ -43,8 +43,7 @@ def geometry(text: str) -> tuple[int, int, str]:
     size = re.search(r'TileSize="(\d+)"', text)
     overlap = re.search(r'Overlap="(\d+)"', text)
     fmt = re.search(r'Format="(\w+)"', text)
-    return (int(size.group(1)) if size else -1, int(overlap.group(1)) if overlap else -1,
-            fmt.group(1) if fmt else "")
+    return (int(size.group(1)) if size else -1, int(overlap.group(1)) if overlap else -1, fmt.group(1) if fmt else "")
 
 
 def _lookup_key(record_id: str) -> str:
@@ -101,8 +100,9 @@ class LocalPyramid(Pyramid):
 class StorePyramid(Pyramid):
     """A pyramid in an object store, as its manifest lists it (tile name -> sha256)."""
 
-    def __init__(self, owner: "PrebuiltPyramids", store, prefix: str, etag: str, dzi: bytes,
-                 digests: dict[str, bytes]) -> None:
+    def __init__(
+        self, owner: PrebuiltPyramids, store, prefix: str, etag: str, dzi: bytes, digests: dict[str, bytes]
+    ) -> None:
         super().__init__(dzi, f"{etag}:{hashlib.sha256(dzi).hexdigest()[:16]}")
         self.source = store.scheme
         self.owner = owner
@@ -179,8 +179,12 @@ class PrebuiltPyramids:
                     try:
                         self._store = output_store(self.settings.model_copy(update={"storage_retries": retries}))
                     except TilewrightError as exc:
-                        log.warning("pre-built pyramids: output store %r is unusable (%s); serving local "
-                                    "pyramids and dynamic tiles only", self.settings.output_store, exc)
+                        log.warning(
+                            "pre-built pyramids: output store %r is unusable (%s); serving local "
+                            "pyramids and dynamic tiles only",
+                            self.settings.output_store,
+                            exc,
+                        )
                         self._store = None
                     self._store_ready = True
         return self._store
@@ -209,8 +213,11 @@ class PrebuiltPyramids:
             return None  # no manifest: not published (or half published)
         except (StorageError, TilewrightError) as exc:
             if not self._store_down:
-                log.warning("pre-built pyramids: %s cannot be read (%s); rendering tiles from the source "
-                            "until it answers", store.describe(), exc)
+                log.warning(
+                    "pre-built pyramids: %s cannot be read (%s); rendering tiles from the source until it answers",
+                    store.describe(),
+                    exc,
+                )
             self._store_down = True
             return None
         self._up(store)

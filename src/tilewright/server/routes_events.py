@@ -21,8 +21,15 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tilewright.errors import TilewrightError
-from tilewright.events.parse import MAX_EVENT_BYTES, EventError, Parsed, load_json, parse_cloudevents, \
-    parse_eventgrid, parse_s3
+from tilewright.events.parse import (
+    MAX_EVENT_BYTES,
+    EventError,
+    Parsed,
+    load_json,
+    parse_cloudevents,
+    parse_eventgrid,
+    parse_s3,
+)
 from tilewright.events.tasks import submit_blob
 from tilewright.server.deps import executor_of, settings_of
 from tilewright.server.errors import ApiError
@@ -35,11 +42,17 @@ def _check_key(request: Request) -> None:
     expected = settings_of(request).events_key
     if expected is None or not expected.get_secret_value():
         return
-    given = request.query_params.get("key") or request.headers.get("aeg-sas-key") \
-        or request.headers.get("x-tilewright-key") or ""
+    given = (
+        request.query_params.get("key")
+        or request.headers.get("aeg-sas-key")
+        or request.headers.get("x-tilewright-key")
+        or ""
+    )
     if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
-        raise ApiError(401, "this endpoint needs the events key (?key=, aeg-sas-key or x-tilewright-key header; "
-                            "TILEWRIGHT_EVENTS_KEY)")
+        raise ApiError(
+            401,
+            "this endpoint needs the events key (?key=, aeg-sas-key or x-tilewright-key header; TILEWRIGHT_EVENTS_KEY)",
+        )
 
 
 async def _body(request: Request) -> bytes:
@@ -62,21 +75,31 @@ def _submit_all(request: Request, parsed: Parsed) -> JSONResponse:
     worst = 200
     for blob in parsed.blobs:
         try:
-            outcome = submit_blob(settings, executor, blob.url, etag=blob.etag, version=blob.version,
-                                  origin=blob.origin)
+            outcome = submit_blob(
+                settings, executor, blob.url, etag=blob.etag, version=blob.version, origin=blob.origin
+            )
         except TilewrightError as exc:
             status = exc.http_status if 400 <= exc.http_status < 500 else 503
             worst = max(worst, status)
-            outcome = {"status": "rejected", "url": blob.url, "error": " ".join(str(exc).split()),
-                       "type": type(exc).__name__}
+            outcome = {
+                "status": "rejected",
+                "url": blob.url,
+                "error": " ".join(str(exc).split()),
+                "type": type(exc).__name__,
+            }
             log.warning("event %s rejected: %s", blob.event_id, outcome["error"])
         results.append({"id": blob.event_id, **outcome})
-    body: dict[str, Any] = {"results": results,
-                            "submitted": sum(r["status"] == "submitted" for r in results),
-                            "duplicates": sum(r["status"] == "duplicate" for r in results)}
+    body: dict[str, Any] = {
+        "results": results,
+        "submitted": sum(r["status"] == "submitted" for r in results),
+        "duplicates": sum(r["status"] == "duplicate" for r in results),
+    }
     if worst != 200:
-        body = {"error": "bad request" if worst < 500 else "unavailable",
-                "detail": "; ".join(r["error"] for r in results if r["status"] == "rejected"), **body}
+        body = {
+            "error": "bad request" if worst < 500 else "unavailable",
+            "detail": "; ".join(r["error"] for r in results if r["status"] == "rejected"),
+            **body,
+        }
     return JSONResponse(body, status_code=worst)
 
 
@@ -101,8 +124,10 @@ def cloudevents_handshake(request: Request) -> Response:
     allowed = settings_of(request).webhook_allowed_origins
     if allowed and origin not in allowed and "*" not in allowed:
         raise ApiError(403, f"origin {origin!r} is not in TILEWRIGHT_WEBHOOK_ALLOWED_ORIGINS")
-    return Response(status_code=200, headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*",
-                                              "Allow": "OPTIONS, POST"})
+    return Response(
+        status_code=200,
+        headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "OPTIONS, POST"},
+    )
 
 
 @router.post("/events/cloudevents")

@@ -50,12 +50,18 @@ def _inspect(path: Path, filename: str, settings) -> tuple[str, int, int]:
 
 
 @router.post("/images", status_code=201, dependencies=[Depends(require_token)])
-async def upload_image(request: Request, response: Response,
-                       collection: str = Query("default", description="Collection the image belongs to."),
-                       kind: str = Query("dzi", description="Output kind: dzi, tiff or iiif."),
-                       recipe: str | None = Query(None, description="Run this recipe instead of a plain conversion "
-                                                  "(default: TILEWRIGHT_UPLOAD_RECIPE; empty: convert)."),
-                       idempotency_key: str | None = Header(None, max_length=128)) -> dict:
+async def upload_image(
+    request: Request,
+    response: Response,
+    collection: str = Query("default", description="Collection the image belongs to."),
+    kind: str = Query("dzi", description="Output kind: dzi, tiff or iiif."),
+    recipe: str | None = Query(
+        None,
+        description="Run this recipe instead of a plain conversion "
+        "(default: TILEWRIGHT_UPLOAD_RECIPE; empty: convert).",
+    ),
+    idempotency_key: str | None = Header(None, max_length=128),
+) -> dict:
     """Upload an image or slide (multipart field `file`, or the raw body with `?filename=`). Returns the image
     record and the job converting it to OUTPUT_ROOT/COLLECTION/IMAGE_ID/slide.*"""
     settings = settings_of(request)
@@ -75,8 +81,9 @@ async def upload_image(request: Request, response: Response,
     except BaseException:
         discard(received.path)
         raise
-    return await run_in_threadpool(_record, request, response, received, collection, kind, fmt, width, height,
-                                   idempotency_key, recipe)
+    return await run_in_threadpool(
+        _record, request, response, received, collection, kind, fmt, width, height, idempotency_key, recipe
+    )
 
 
 def _check_recipe(recipe: str | None, settings) -> None:
@@ -87,8 +94,9 @@ def _check_recipe(recipe: str | None, settings) -> None:
         load_recipe(recipe, settings)
 
 
-def _record(request, response, received, collection, kind, fmt, width, height, idempotency_key,
-            recipe: str | None = None) -> dict:
+def _record(
+    request, response, received, collection, kind, fmt, width, height, idempotency_key, recipe: str | None = None
+) -> dict:
     settings = settings_of(request)
     image_id = store.new_id()
     folder = settings.resolved_upload_dir() / image_id
@@ -98,8 +106,10 @@ def _record(request, response, received, collection, kind, fmt, width, height, i
     what = f"recipe:{recipe}" if recipe else kind
     key = idempotency_key or hashlib.sha256(f"upload\0{collection}\0{what}\0{received.sha256}".encode()).hexdigest()
     if recipe:
-        job_kind, params = "recipe", {"input": str(path), "recipe": recipe, "collection": collection,
-                                      "image_id": image_id}
+        job_kind, params = (
+            "recipe",
+            {"input": str(path), "recipe": recipe, "collection": collection, "image_id": image_id},
+        )
     else:
         job_kind, params = "convert", {"input": str(path), "kind": kind, "collection": collection, "image_id": image_id}
     try:
@@ -115,9 +125,19 @@ def _record(request, response, received, collection, kind, fmt, width, height, i
                 response.status_code = 200
                 return {"image": _image_view(settings, existing), "job": job}
             raise ApiError(409, f"idempotency key already used by job {job['id']}, which is not an upload")
-        image = Image(id=image_id, collection=collection, filename=received.filename, path=str(path),
-                      size=received.size, sha256=received.sha256, format=fmt, width=width, height=height,
-                      kind=kind, job_id=job["id"])
+        image = Image(
+            id=image_id,
+            collection=collection,
+            filename=received.filename,
+            path=str(path),
+            size=received.size,
+            sha256=received.sha256,
+            format=fmt,
+            width=width,
+            height=height,
+            kind=kind,
+            job_id=job["id"],
+        )
         session.add(image)
         session.flush()
         response.headers["Location"] = f"/images/{image_id}"
@@ -125,8 +145,12 @@ def _record(request, response, received, collection, kind, fmt, width, height, i
 
 
 @router.get("/images")
-def list_images(request: Request, collection: str | None = None, limit: int = Query(100, ge=1, le=1000),
-                offset: int = Query(0, ge=0)) -> list[dict]:
+def list_images(
+    request: Request,
+    collection: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> list[dict]:
     settings = settings_of(request)
     query = select(Image).order_by(Image.created_at.desc()).limit(limit).offset(offset)
     if collection is not None:
@@ -191,7 +215,10 @@ def _delete_from_store(settings, collection: str, image_id: str) -> dict | None:
 @router.get("/collections")
 def list_collections(request: Request) -> list[dict]:
     settings = settings_of(request)
-    query = select(Image.collection, func.count(), func.coalesce(func.sum(Image.size), 0)) \
-        .group_by(Image.collection).order_by(Image.collection)
+    query = (
+        select(Image.collection, func.count(), func.coalesce(func.sum(Image.size), 0))
+        .group_by(Image.collection)
+        .order_by(Image.collection)
+    )
     with session_scope(settings) as session:
         return [{"name": name, "images": count, "bytes": int(size)} for name, count, size in session.execute(query)]

@@ -23,25 +23,29 @@ router = APIRouter(tags=["jobs"])
 
 class JobRequest(BaseModel):
     kind: str = Field(description=f"One of: {', '.join(TASKS)}.", examples=["convert"])
-    params: dict[str, Any] = Field(default_factory=dict,
-                                   examples=[{"input": "/data/slides/a.svs", "kind": "dzi"}])
+    params: dict[str, Any] = Field(default_factory=dict, examples=[{"input": "/data/slides/a.svs", "kind": "dzi"}])
 
 
 @router.post("/jobs", status_code=201, dependencies=[Depends(require_token)])
-def create_job(body: JobRequest, request: Request, response: Response,
-               idempotency_key: str | None = Header(None, max_length=128)) -> dict:
+def create_job(
+    body: JobRequest, request: Request, response: Response, idempotency_key: str | None = Header(None, max_length=128)
+) -> dict:
     """Submit a job. The same idempotency key (default: hash of kind, parameters and input content) returns
     the existing job (200) and runs nothing twice."""
-    job, created = submit_job(settings_of(request), executor_of(request), body.kind, body.params,
-                              key=idempotency_key)
+    job, created = submit_job(settings_of(request), executor_of(request), body.kind, body.params, key=idempotency_key)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/jobs/{job['id']}"
     return job
 
 
 @router.get("/jobs")
-def list_jobs(request: Request, state: str | None = None, kind: str | None = None,
-              limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> list[dict]:
+def list_jobs(
+    request: Request,
+    state: str | None = None,
+    kind: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> list[dict]:
     return store.list_jobs(settings_of(request), state=state, kind=kind, limit=limit, offset=offset)
 
 
@@ -87,5 +91,6 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
                 return
             await asyncio.sleep(0.5)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

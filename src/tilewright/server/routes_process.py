@@ -58,8 +58,11 @@ def _operation_error(exc: OperationError) -> JSONResponse:
 # -- /resize ---------------------------------------------------------------------------------------
 
 
-@router.post("/resize", dependencies=[Depends(require_token)],
-             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}, "image/avif": {}}}})
+@router.post(
+    "/resize",
+    dependencies=[Depends(require_token)],
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}, "image/avif": {}}}},
+)
 async def resize(request: Request) -> Response:
     """Resize the image in the body to fit inside `width` x `height` (aspect kept; one side may be omitted).
 
@@ -76,8 +79,9 @@ async def resize(request: Request) -> Response:
     fmt = {"jpg": "jpeg"}.get(fmt, fmt)
     if fmt is not None and fmt not in RESIZE_FORMATS:
         raise ApiError(400, f"format must be one of {', '.join(RESIZE_FORMATS)}, not {fmt[:20]!r}")
-    chain: list[Any] = [{"op": "resize", **({"width": width} if width else {}),
-                         **({"height": height} if height else {})}]
+    chain: list[Any] = [
+        {"op": "resize", **({"width": width} if width else {}), **({"height": height} if height else {})}
+    ]
     if fmt:
         chain.append({"op": "format", "format": fmt})
     if quality:
@@ -87,20 +91,29 @@ async def resize(request: Request) -> Response:
     except OperationError as exc:  # e.g. avif when this libvips cannot write it
         raise ApiError(400, exc.reason) from None
 
-    body = await stream_body(request, settings.work_root() / "resize", settings.max_upload_bytes,
-                             empty="empty body: send the image as the request body")
+    body = await stream_body(
+        request,
+        settings.work_root() / "resize",
+        settings.max_upload_bytes,
+        empty="empty body: send the image as the request body",
+    )
     try:
         encoded, original = await run_in_threadpool(_resize_file, body.path, steps, settings)
     finally:
         discard(body.path)
-    stem = Path(safe_filename(request.headers.get("x-filename"))).stem if request.headers.get("x-filename") \
-        else "resized"
+    stem = (
+        Path(safe_filename(request.headers.get("x-filename"))).stem if request.headers.get("x-filename") else "resized"
+    )
     filename = f"{stem or 'resized'}{encoded.extension}"
-    return Response(encoded.data, media_type=encoded.media_type, headers={
-        "Content-Disposition": f'inline; filename="{filename}"',
-        "X-Original-Size": f"{original[0]}x{original[1]}",
-        "X-Resized-Size": f"{encoded.width}x{encoded.height}",
-    })
+    return Response(
+        encoded.data,
+        media_type=encoded.media_type,
+        headers={
+            "Content-Disposition": f'inline; filename="{filename}"',
+            "X-Original-Size": f"{original[0]}x{original[1]}",
+            "X-Resized-Size": f"{encoded.width}x{encoded.height}",
+        },
+    )
 
 
 def _resize_file(path: Path, steps, settings):
@@ -136,7 +149,7 @@ async def process(request: Request):
     try:
         body = json.loads(await request.body() or b"null")
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "the body must be JSON: {\"images\": [...], \"operations\": [...]}") from None
+        raise ApiError(400, 'the body must be JSON: {"images": [...], "operations": [...]}') from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object with 'images' and 'operations'")
     unknown = set(body) - {"images", "operations", "format"}
@@ -154,7 +167,7 @@ async def process(request: Request):
         raise ApiError(400, f"format must be jpeg, png, webp, avif or tiff, not {str(fmt)[:20]!r}")
     items = body.get("images")
     if not isinstance(items, list) or not items:
-        raise ApiError(400, "'images' must be a non-empty list of {\"input\": ..., \"output\": ...}")
+        raise ApiError(400, '\'images\' must be a non-empty list of {"input": ..., "output": ...}')
     if len(items) > 1000:
         raise ApiError(400, "at most 1000 images per request")
     resolved = await run_in_threadpool(_resolve_items, items, settings)
@@ -175,9 +188,12 @@ def _resolve_items(items: list[Any], settings: Settings) -> list[dict[str, str]]
     resolved = []
     with session_scope(settings) as session:
         for number, item in enumerate(items):
-            if not isinstance(item, dict) or not isinstance(item.get("input"), str) \
-                    or not isinstance(item.get("output"), str):
-                raise ApiError(400, f"images[{number}] must be {{\"input\": string, \"output\": string}}")
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("input"), str)
+                or not isinstance(item.get("output"), str)
+            ):
+                raise ApiError(400, f'images[{number}] must be {{"input": string, "output": string}}')
             process_target(item["output"], settings)  # InputError (400) for absolute, '..' or escaping names
             resolved.append({"input": _resolve_input(session, item["input"], settings), "output": item["output"]})
     return resolved

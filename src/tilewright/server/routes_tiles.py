@@ -34,8 +34,8 @@ from fastapi.responses import RedirectResponse, Response
 from tilewright.config import Settings
 from tilewright.server import iiif
 from tilewright.server.cache import SlideHandles, SourceKey, TileCache, TtlCache
-from tilewright.server.prebuilt import PrebuiltPyramids, Pyramid
 from tilewright.server.errors import ApiError
+from tilewright.server.prebuilt import PrebuiltPyramids, Pyramid
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tiles"])
@@ -47,10 +47,13 @@ def _get_and_head(path: str, **kwargs):
     One route with both methods would give /openapi.json the same operation id twice; the HEAD twin
     stays out of the schema.
     """
+
     def register(endpoint):
         router.head(path, include_in_schema=False, **kwargs)(endpoint)
         return router.get(path, **kwargs)(endpoint)
+
     return register
+
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ASSOCIATED = ("label", "macro", "thumbnail")
@@ -249,8 +252,9 @@ def _render(svc: TileService, record: Record, make) -> bytes:
         return data
 
 
-def _cached(svc: TileService, request: Request, record: Record, what: str, media: str, make,
-            cache_control: str | None = None) -> Response:
+def _cached(
+    svc: TileService, request: Request, record: Record, what: str, media: str, make, cache_control: str | None = None
+) -> Response:
     key = _key(record, what)
     etag = _etag(key)
     headers = {"ETag": etag, "Cache-Control": cache_control or svc.settings.tile_cache_control}
@@ -294,6 +298,7 @@ def _grid(svc: TileService, record: Record) -> tuple[int, int, int]:
     """
     cached = _known_grid(svc, record)
     if cached is None:
+
         def measure(handle) -> tuple[int, int, int]:
             reader = handle.reader
             tw, th = reader.tile_size
@@ -327,9 +332,11 @@ def dz_levels(width: int, height: int) -> int:
 
 
 def dzi_xml(width: int, height: int, tile: int, overlap: int, fmt: str) -> str:
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{fmt}" Overlap="{overlap}" '
-            f'TileSize="{tile}"><Size Width="{width}" Height="{height}"/></Image>\n')
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{fmt}" Overlap="{overlap}" '
+        f'TileSize="{tile}"><Size Width="{width}" Height="{height}"/></Image>\n'
+    )
 
 
 def _dzi(svc: TileService, request: Request, image_id: str) -> Response:
@@ -353,8 +360,7 @@ def _dzi(svc: TileService, request: Request, image_id: str) -> Response:
     return Response(data, media_type="application/xml", headers=headers)
 
 
-def _dz_tile(svc: TileService, request: Request, image_id: str, level: int, col: int, row: int,
-             fmt: str) -> Response:
+def _dz_tile(svc: TileService, request: Request, image_id: str, level: int, col: int, row: int, fmt: str) -> Response:
     fmt_out = parse_format(fmt)
     record = svc.record(image_id)
     settings = svc.settings
@@ -397,15 +403,16 @@ def _dz_tile(svc: TileService, request: Request, image_id: str, level: int, col:
     return response
 
 
-@_get_and_head("/images/{image_id}.dzi",
-                summary="Deep Zoom descriptor (pre-built when published, else dynamic)")
+@_get_and_head("/images/{image_id}.dzi", summary="Deep Zoom descriptor (pre-built when published, else dynamic)")
 async def get_dzi(image_id: str, request: Request) -> Response:
     svc = service(request)
     return await svc.run(_dzi, svc, request, image_id)
 
 
-@_get_and_head("/images/{image_id}_files/{level:int}/{col:int}_{row:int}.{fmt}",
-                summary="Deep Zoom tile (pre-built when published, else rendered from the source)")
+@_get_and_head(
+    "/images/{image_id}_files/{level:int}/{col:int}_{row:int}.{fmt}",
+    summary="Deep Zoom tile (pre-built when published, else rendered from the source)",
+)
 async def get_dz_tile(image_id: str, level: int, col: int, row: int, fmt: str, request: Request) -> Response:
     svc = service(request)
     return await svc.run(_dz_tile, svc, request, image_id, level, col, row, fmt)
@@ -428,8 +435,7 @@ def _iiif_info(svc: TileService, request: Request, image_id: str) -> Response:
     base = str(request.base_url).rstrip("/") + f"/iiif/3/{image_id}"
     doc = iiif.info(base, width, height, tile, **iiif_limits(svc.settings))
     accept = request.headers.get("accept", "")
-    media = (f'application/ld+json;profile="{iiif.CONTEXT}"' if "application/ld+json" in accept
-             else "application/json")
+    media = f'application/ld+json;profile="{iiif.CONTEXT}"' if "application/ld+json" in accept else "application/json"
     etag = _etag(_key(record, f"info:{base}:{tile}:{svc.settings.max_region_pixels}"))
     headers = {"ETag": etag, "Cache-Control": "no-cache", "Link": f'<{iiif.CONTEXT}>;rel="profile"'}
     if _not_modified(request, etag):
@@ -452,8 +458,9 @@ def _apply_iiif(image: pyvips.Image, req: iiif.Request, background: list[int]) -
     return image
 
 
-def _iiif_image(svc: TileService, request: Request, image_id: str, region: str, size: str, rotation: str,
-                quality_format: str) -> Response:
+def _iiif_image(
+    svc: TileService, request: Request, image_id: str, region: str, size: str, rotation: str, quality_format: str
+) -> Response:
     record = svc.record(image_id)
     width, height = _grid(svc, record)[:2]
     try:
@@ -481,26 +488,31 @@ async def iiif_base(image_id: str) -> Response:
     return RedirectResponse(f"/iiif/3/{image_id}/info.json", status_code=303)
 
 
-@_get_and_head("/iiif/3/{image_id}/info.json",
-                summary="IIIF Image API 3 information document")
+@_get_and_head("/iiif/3/{image_id}/info.json", summary="IIIF Image API 3 information document")
 async def iiif_info(image_id: str, request: Request) -> Response:
     svc = service(request)
     return await svc.run(_iiif_info, svc, request, image_id)
 
 
-@_get_and_head("/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality_format}",
-                summary="IIIF Image API 3 image request (level 2, plus mirroring, arbitrary rotation, webp)")
-async def iiif_image(image_id: str, region: str, size: str, rotation: str, quality_format: str,
-                     request: Request) -> Response:
+@_get_and_head(
+    "/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality_format}",
+    summary="IIIF Image API 3 image request (level 2, plus mirroring, arbitrary rotation, webp)",
+)
+async def iiif_image(
+    image_id: str, region: str, size: str, rotation: str, quality_format: str, request: Request
+) -> Response:
     svc = service(request)
     return await svc.run(_iiif_image, svc, request, image_id, region, size, rotation, quality_format)
 
 
 # -- thumbnail, associated images, regions, info ---------------------------------------------------
-@_get_and_head("/images/{image_id}/thumbnail",
-                summary="Thumbnail fitting size x size, from the smallest good level")
-async def thumbnail(image_id: str, request: Request, size: int = Query(256, ge=1, le=MAX_THUMBNAIL),
-                    format: str = Query("jpg", description="jpg, png or webp")) -> Response:
+@_get_and_head("/images/{image_id}/thumbnail", summary="Thumbnail fitting size x size, from the smallest good level")
+async def thumbnail(
+    image_id: str,
+    request: Request,
+    size: int = Query(256, ge=1, le=MAX_THUMBNAIL),
+    format: str = Query("jpg", description="jpg, png or webp"),
+) -> Response:
     svc = service(request)
     fmt = parse_format(format)
     quality = svc.settings.quality
@@ -509,8 +521,14 @@ async def thumbnail(image_id: str, request: Request, size: int = Query(256, ge=1
 
     def work() -> Response:
         record = svc.record(image_id)
-        return _cached(svc, request, record, f"thumb:{size}:{fmt}:q{quality}", iiif.FORMATS[fmt],
-                       lambda handle: encode(_thumbnail(handle, size), fmt, quality))
+        return _cached(
+            svc,
+            request,
+            record,
+            f"thumb:{size}:{fmt}:q{quality}",
+            iiif.FORMATS[fmt],
+            lambda handle: encode(_thumbnail(handle, size), fmt, quality),
+        )
 
     return await svc.run(work)
 
@@ -521,10 +539,10 @@ def _thumbnail(handle, size: int) -> pyvips.Image:
     return handle.level_image(level).thumbnail_image(size, height=size, size="down")
 
 
-@_get_and_head("/images/{image_id}/associated/{name}",
-                summary="Associated image: label, macro or thumbnail")
-async def associated(image_id: str, name: str, request: Request,
-                     format: str = Query("jpg", description="jpg, png or webp")) -> Response:
+@_get_and_head("/images/{image_id}/associated/{name}", summary="Associated image: label, macro or thumbnail")
+async def associated(
+    image_id: str, name: str, request: Request, format: str = Query("jpg", description="jpg, png or webp")
+) -> Response:
     if name not in _ASSOCIATED:
         raise ApiError(404, f"no associated image {name!r}; ask for one of {', '.join(_ASSOCIATED)}")
     svc = service(request)
@@ -533,8 +551,11 @@ async def associated(image_id: str, name: str, request: Request,
 
     def make(handle) -> bytes:
         if name not in handle.reader.associated_names:
-            raise ApiError(404, f"image {image_id!r} has no {name} image "
-                                f"(it has: {', '.join(handle.reader.associated_names) or 'none'})")
+            raise ApiError(
+                404,
+                f"image {image_id!r} has no {name} image "
+                f"(it has: {', '.join(handle.reader.associated_names) or 'none'})",
+            )
         return encode(handle.reader.associated(name), fmt, quality)
 
     def work() -> Response:
@@ -544,19 +565,26 @@ async def associated(image_id: str, name: str, request: Request,
     return await svc.run(work)
 
 
-@_get_and_head("/images/{image_id}/region",
-                summary="A region of one level (x, y in level-0 pixels, as OpenSlide)")
-async def region(image_id: str, request: Request,
-                 x: int = Query(..., ge=-(2**31), le=2**31, description="left, in level-0 pixels"),
-                 y: int = Query(..., ge=-(2**31), le=2**31, description="top, in level-0 pixels"),
-                 w: int = Query(..., ge=1, le=MAX_SIDE), h: int = Query(..., ge=1, le=MAX_SIDE),
-                 level: int = Query(0, ge=0, le=64), format: str = Query("jpg")) -> Response:
+@_get_and_head("/images/{image_id}/region", summary="A region of one level (x, y in level-0 pixels, as OpenSlide)")
+async def region(
+    image_id: str,
+    request: Request,
+    x: int = Query(..., ge=-(2**31), le=2**31, description="left, in level-0 pixels"),
+    y: int = Query(..., ge=-(2**31), le=2**31, description="top, in level-0 pixels"),
+    w: int = Query(..., ge=1, le=MAX_SIDE),
+    h: int = Query(..., ge=1, le=MAX_SIDE),
+    level: int = Query(0, ge=0, le=64),
+    format: str = Query("jpg"),
+) -> Response:
     svc = service(request)
     fmt = parse_format(format)
     quality = svc.settings.quality
     if w * h > svc.settings.max_region_pixels:
-        raise ApiError(400, f"region {w}x{h} = {w * h:,} pixels is over the limit of "
-                            f"{svc.settings.max_region_pixels:,} (TILEWRIGHT_MAX_REGION_PIXELS)")
+        raise ApiError(
+            400,
+            f"region {w}x{h} = {w * h:,} pixels is over the limit of "
+            f"{svc.settings.max_region_pixels:,} (TILEWRIGHT_MAX_REGION_PIXELS)",
+        )
 
     def make(handle) -> bytes:
         levels = len(handle.reader.levels)
@@ -567,8 +595,9 @@ async def region(image_id: str, request: Request,
 
     def work() -> Response:
         record = svc.record(image_id)
-        return _cached(svc, request, record, f"region:{x}:{y}:{w}:{h}:{level}:{fmt}:q{quality}", iiif.FORMATS[fmt],
-                       make)
+        return _cached(
+            svc, request, record, f"region:{x}:{y}:{w}:{h}:{level}:{fmt}:q{quality}", iiif.FORMATS[fmt], make
+        )
 
     return await svc.run(work)
 
@@ -582,12 +611,16 @@ async def info(image_id: str, request: Request) -> dict:
         data = _render(svc, record, lambda handle: handle.reader.info().to_dict())
         data.pop("path", None)  # the server's file layout is nobody's business
         published = svc.published_dzi(record)
-        data.update(id=image_id, collection=record.collection, kind=record.kind,
-                    dzi=f"/images/{image_id}.dzi", iiif=f"/iiif/3/{image_id}/info.json",
-                    thumbnail=f"/images/{image_id}/thumbnail",
-                    tiles="prebuilt" if published is not None else "dynamic",
-                    associated=[f"/images/{image_id}/associated/{n}" for n in data["associated_images"]
-                                if n in _ASSOCIATED])
+        data.update(
+            id=image_id,
+            collection=record.collection,
+            kind=record.kind,
+            dzi=f"/images/{image_id}.dzi",
+            iiif=f"/iiif/3/{image_id}/info.json",
+            thumbnail=f"/images/{image_id}/thumbnail",
+            tiles="prebuilt" if published is not None else "dynamic",
+            associated=[f"/images/{image_id}/associated/{n}" for n in data["associated_images"] if n in _ASSOCIATED],
+        )
         return data
 
     return await svc.run(work)

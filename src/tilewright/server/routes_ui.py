@@ -50,10 +50,17 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     osd = openseadragon_dir(settings)
     if not (osd / "openseadragon.min.js").is_file():
-        log.warning("OpenSeadragon not found in %s: the viewer will not work (run `make` or set "
-                    "TILEWRIGHT_OPENSEADRAGON_DIR)", osd)
+        log.warning(
+            "OpenSeadragon not found in %s: the viewer will not work (run `make` or set TILEWRIGHT_OPENSEADRAGON_DIR)",
+            osd,
+        )
     app.mount("/vendor/openseadragon", StaticFiles(directory=osd, check_dir=False), name="openseadragon")
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "HEAD"],
-                           allow_headers=["*"], expose_headers=["ETag", "X-Tile-Cache", "X-Tile-Source"],
-                           max_age=3600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "HEAD"],
+            allow_headers=["*"],
+            expose_headers=["ETag", "X-Tile-Cache", "X-Tile-Source"],
+            max_age=3600,
+        )

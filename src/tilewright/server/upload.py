@@ -38,8 +38,11 @@ def safe_filename(name: str | None) -> str:
 def check_type(filename: str) -> None:
     suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
     if suffix not in IMAGE_SUFFIXES:
-        raise ApiError(415, f"{filename!r}: unsupported file type {suffix or '(no extension)'}; "
-                            f"accepted: {' '.join(sorted(IMAGE_SUFFIXES))}")
+        raise ApiError(
+            415,
+            f"{filename!r}: unsupported file type {suffix or '(no extension)'}; "
+            f"accepted: {' '.join(sorted(IMAGE_SUFFIXES))}",
+        )
 
 
 class _Sink:
@@ -72,8 +75,9 @@ def check_length(request: Request, limit: int, slack: int = 0) -> None:
     """413 before reading a byte when the declared Content-Length is over `limit` (+ `slack` for framing)."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + slack:
-        raise ApiError(413, f"body of {length} bytes is larger than the limit of {limit} bytes "
-                            "(TILEWRIGHT_MAX_UPLOAD_BYTES)")
+        raise ApiError(
+            413, f"body of {length} bytes is larger than the limit of {limit} bytes (TILEWRIGHT_MAX_UPLOAD_BYTES)"
+        )
 
 
 async def stream_body(request: Request, folder: Path, limit: int, *, empty: str, filename: str = "") -> Received:
@@ -102,11 +106,19 @@ async def receive(request: Request, folder: Path, limit: int) -> Received:
     if content_type == b"multipart/form-data":
         check_length(request, limit, slack=2**20)  # the part headers and boundaries around the file
         return await _multipart(request, folder, limit, options.get(b"boundary"))
-    filename = safe_filename(request.query_params.get("filename") or request.headers.get("x-filename")
-                             or _disposition_name(request.headers.get("content-disposition")))
+    filename = safe_filename(
+        request.query_params.get("filename")
+        or request.headers.get("x-filename")
+        or _disposition_name(request.headers.get("content-disposition"))
+    )
     check_type(filename)
-    return await stream_body(request, folder, limit, filename=filename,
-                             empty="empty upload: send the file as the request body or as multipart field 'file'")
+    return await stream_body(
+        request,
+        folder,
+        limit,
+        filename=filename,
+        empty="empty upload: send the file as the request body or as multipart field 'file'",
+    )
 
 
 def _disposition_name(header: str | None) -> str | None:
@@ -167,11 +179,18 @@ async def _multipart(request: Request, folder: Path, limit: int, boundary: bytes
             fields[state["field"]] = state["buffer"].decode("utf-8", "replace")
         state["part"] = None
 
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end,
-        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished,
-    })
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+        },
+    )
     try:
         async for chunk in request.stream():
             parser.write(chunk)

@@ -24,8 +24,20 @@ from tilewright.storage.base import (
     key_parts,
 )
 
-__all__ = ["MANIFEST", "BlobInfo", "BlobNotFoundError", "ForbiddenSourceError", "Storage", "StorageError",
-           "clean_key", "join_key", "key_parts", "open_url", "open_store", "local_roots"]
+__all__ = [
+    "MANIFEST",
+    "BlobInfo",
+    "BlobNotFoundError",
+    "ForbiddenSourceError",
+    "Storage",
+    "StorageError",
+    "clean_key",
+    "join_key",
+    "key_parts",
+    "open_url",
+    "open_store",
+    "local_roots",
+]
 
 _AZURE_SCHEMES = ("az", "abfs", "abfss", "azure", "wasb", "wasbs")
 
@@ -77,6 +89,8 @@ def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
         for root in local_roots(settings):
             if path == root or root in path.parents:
                 return open_store("file", settings, root), clean_key(path.relative_to(root).as_posix())
-        raise ForbiddenSourceError(f"{text!r} is outside the storage root and the input roots "
-                                   "(TILEWRIGHT_STORAGE_ROOT, TILEWRIGHT_INPUT_ROOTS)")
+        raise ForbiddenSourceError(
+            f"{text!r} is outside the storage root and the input roots "
+            "(TILEWRIGHT_STORAGE_ROOT, TILEWRIGHT_INPUT_ROOTS)"
+        )
     raise InputError(f"unknown storage URL scheme {parts.scheme!r} in {text!r}")

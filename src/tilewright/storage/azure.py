@@ -45,8 +45,10 @@ def account_and_endpoint(settings: Settings) -> tuple[str, str]:
         suffix = parts.get("endpointsuffix", "core.windows.net")
         return account, f"{protocol}://{account}.blob.{suffix}"
     if not settings.azure_account_name:
-        raise InputError("Azure Blob Storage is not configured: set TILEWRIGHT_AZURE_CONNECTION_STRING or "
-                         "TILEWRIGHT_AZURE_ACCOUNT_NAME (with a key, a SAS token or TILEWRIGHT_AZURE_USE_IDENTITY)")
+        raise InputError(
+            "Azure Blob Storage is not configured: set TILEWRIGHT_AZURE_CONNECTION_STRING or "
+            "TILEWRIGHT_AZURE_ACCOUNT_NAME (with a key, a SAS token or TILEWRIGHT_AZURE_USE_IDENTITY)"
+        )
     return settings.azure_account_name, f"https://{settings.azure_account_name}.blob.core.windows.net"
 
 
@@ -90,11 +92,14 @@ class AzureStorage(Storage):
         parts = urlsplit(url)
         endpoint = urlsplit(self.endpoint)
         base_path = endpoint.path.rstrip("/")
-        if (parts.scheme.lower(), (parts.netloc or "").lower()) != (endpoint.scheme.lower(), endpoint.netloc.lower()) \
-                or not parts.path.startswith(base_path + "/"):
-            raise ForbiddenSourceError(f"blob URL {url!r} is not in the configured storage account "
-                                       f"({self.account}, {self.endpoint})")
-        key = clean_key(unquote(parts.path[len(base_path) + 1:]))
+        if (parts.scheme.lower(), (parts.netloc or "").lower()) != (
+            endpoint.scheme.lower(),
+            endpoint.netloc.lower(),
+        ) or not parts.path.startswith(base_path + "/"):
+            raise ForbiddenSourceError(
+                f"blob URL {url!r} is not in the configured storage account ({self.account}, {self.endpoint})"
+            )
+        key = clean_key(unquote(parts.path[len(base_path) + 1 :]))
         if "/" not in key:
             raise InputError(f"blob URL {url!r} names no blob inside a container")
         return key
@@ -103,6 +108,6 @@ class AzureStorage(Storage):
         content_type = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
         from azure.storage.blob import ContentSettings  # an object: older adlfs passes it to the SDK as is
 
-        self.fs.put_file(str(local), self.full(key), content_settings=ContentSettings(content_type=content_type),
-                         max_concurrency=1)
-
+        self.fs.put_file(
+            str(local), self.full(key), content_settings=ContentSettings(content_type=content_type), max_concurrency=1
+        )

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -45,8 +45,16 @@ MANIFEST_FORMAT = "tilewright-manifest/1"
 MARKER_SUFFIXES = (".dzi", ".xml")  # written after the tiles: a viewer opening them finds every tile
 MARKER_NAMES = ("info.json",)
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
-_TRANSIENT_ERRNO = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE, errno.ECONNABORTED,
-                    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EAGAIN}
+_TRANSIENT_ERRNO = {
+    errno.ECONNRESET,
+    errno.ECONNREFUSED,
+    errno.ETIMEDOUT,
+    errno.EPIPE,
+    errno.ECONNABORTED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EAGAIN,
+}
 
 
 class StorageError(TilewrightError):
@@ -135,8 +143,17 @@ class Storage:
 
     # -- errors and retries --------------------------------------------------------------------
     def is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError,
-                            NotADirectoryError, TilewrightError)):
+        if isinstance(
+            exc,
+            (
+                FileNotFoundError,
+                PermissionError,
+                FileExistsError,
+                IsADirectoryError,
+                NotADirectoryError,
+                TilewrightError,
+            ),
+        ):
             return False
         if isinstance(exc, (TimeoutError, ConnectionError)):
             return True
@@ -146,10 +163,20 @@ class Storage:
         if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNO:
             return True
         name = type(exc).__name__
-        return name in {"ServiceRequestError", "ServiceResponseError", "ClientConnectorError", "ClientOSError",
-                        "ServerDisconnectedError", "ClientPayloadError", "ServerTimeoutError",
-                        "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
-                        "ResponseStreamingError", "IncompleteReadError"}
+        return name in {
+            "ServiceRequestError",
+            "ServiceResponseError",
+            "ClientConnectorError",
+            "ClientOSError",
+            "ServerDisconnectedError",
+            "ClientPayloadError",
+            "ServerTimeoutError",
+            "EndpointConnectionError",
+            "ConnectTimeoutError",
+            "ReadTimeoutError",
+            "ResponseStreamingError",
+            "IncompleteReadError",
+        }
 
     def translate(self, exc: BaseException, key: str) -> BaseException:
         """A user-facing error for a failure that is not worth retrying (or no longer)."""
@@ -167,20 +194,29 @@ class Storage:
         while True:
             try:
                 return fn()
-            except Exception as exc:  # noqa: BLE001 - sorted below
+            except Exception as exc:
                 if not self.is_transient(exc) or attempt >= self.retries:
                     raise self.translate(exc, key) from exc
                 attempt += 1
                 delay = min(8.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random())
-                log.warning("%s %s: %s: %s; retry %d/%d in %.1f s", what, self.url(key), type(exc).__name__,
-                            _one_line(exc), attempt, self.retries, delay)
+                log.warning(
+                    "%s %s: %s: %s; retry %d/%d in %.1f s",
+                    what,
+                    self.url(key),
+                    type(exc).__name__,
+                    _one_line(exc),
+                    attempt,
+                    self.retries,
+                    delay,
+                )
                 time.sleep(delay)
 
     # -- single objects ------------------------------------------------------------------------
     def _etag(self, detail: dict[str, Any]) -> tuple[str, str]:
         """(etag, version) from an fsspec info/listing entry."""
-        return strip_etag(detail.get("etag") or detail.get("ETag")), str(detail.get("version_id")
-                                                                          or detail.get("VersionId") or "")
+        return strip_etag(detail.get("etag") or detail.get("ETag")), str(
+            detail.get("version_id") or detail.get("VersionId") or ""
+        )
 
     def _key_of(self, full: str) -> str:
         full = full.strip("/")
@@ -189,7 +225,7 @@ class Storage:
             if full == root:
                 return ""
             if full.startswith(root + "/"):
-                return full[len(root) + 1:]
+                return full[len(root) + 1 :]
         return full
 
     def info(self, key: str) -> BlobInfo:
@@ -259,16 +295,18 @@ class Storage:
         self.fs.mkdir(name)
 
     # -- streamed transfers --------------------------------------------------------------------
-    def download(self, key: str, dest: Path, *, limit: int | None = None,
-                 progress: ProgressFn = _no_progress) -> BlobInfo:
+    def download(
+        self, key: str, dest: Path, *, limit: int | None = None, progress: ProgressFn = _no_progress
+    ) -> BlobInfo:
         """Stream an object into `dest` chunk by chunk (restarting on a transient failure)."""
         info = self.info(key)
         limit = self.settings.max_upload_bytes if limit is None else limit
         if info.size > limit:
             from tilewright.errors import LimitExceededError
 
-            raise LimitExceededError(f"{self.url(key)} has {info.size} bytes, over the limit of {limit} "
-                                     "(TILEWRIGHT_MAX_UPLOAD_BYTES)")
+            raise LimitExceededError(
+                f"{self.url(key)} has {info.size} bytes, over the limit of {limit} (TILEWRIGHT_MAX_UPLOAD_BYTES)"
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
 
         def fetch() -> None:
@@ -305,7 +343,7 @@ class Storage:
                 while chunk := source.read(self.chunk):
                     out.write(chunk)
                     total += len(chunk)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self.translate(exc, key) from exc
         return total
 
@@ -345,9 +383,16 @@ class Storage:
                 raise failed[0].exception()  # type: ignore[misc]
 
     # -- pyramids and manifests ---------------------------------------------------------------------
-    def publish_pyramid(self, local_dir: Path, prefix: str, *, source: dict[str, Any] | None = None,
-                        extra: dict[str, Any] | None = None, progress: ProgressFn = _no_progress,
-                        cancelled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    def publish_pyramid(
+        self,
+        local_dir: Path,
+        prefix: str,
+        *,
+        source: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        progress: ProgressFn = _no_progress,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> dict[str, Any]:
         """Upload a finished folder under `prefix`, manifest last; returns the manifest."""
         prefix = clean_key(prefix)
         files = sorted(p for p in local_dir.rglob("*") if p.is_file())
@@ -369,6 +414,7 @@ class Storage:
                 self.upload_file(path, join_key(prefix, rel[path]))
                 with lock:
                     entries[rel[path]] = entry
+
             return call
 
         self._parallel([put(p) for p in tiles] + [], progress=lambda d, t: progress(d, len(files)))
@@ -378,8 +424,9 @@ class Storage:
         self._remove_leftovers(prefix, {rel[p] for p in files})
         return manifest
 
-    def build_manifest(self, prefix: str, entries: list[dict[str, Any]], source: dict[str, Any] | None,
-                       extra: dict[str, Any] | None) -> dict[str, Any]:
+    def build_manifest(
+        self, prefix: str, entries: list[dict[str, Any]], source: dict[str, Any] | None, extra: dict[str, Any] | None
+    ) -> dict[str, Any]:
         """The manifest of the pyramid at `prefix` whose files are `entries` (`manifest_entry`s, in path order);
         every backend's publish writes this same document, so readers need to know only one."""
         prefix = clean_key(prefix)
@@ -387,7 +434,7 @@ class Storage:
             "format": MANIFEST_FORMAT,
             "prefix": prefix,
             "url": self.url(prefix),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "source": source or {},
             "files": entries,
             "file_count": len(entries),
@@ -402,7 +449,7 @@ class Storage:
         """Objects under prefix that the manifest does not list (an older version, a crashed attempt)."""
         stale = []
         for blob in self.list(prefix):
-            name = blob.key[len(prefix) + 1:] if prefix else blob.key
+            name = blob.key[len(prefix) + 1 :] if prefix else blob.key
             if name != MANIFEST and name not in keep:
                 stale.append(blob.key)
         if stale:
@@ -424,7 +471,7 @@ class Storage:
         manifest = self.read_manifest(prefix)
         if manifest is None:
             return ["no manifest"]
-        present = {b.key[len(prefix.strip('/')) + 1:]: b.size for b in self.list(prefix)}
+        present = {b.key[len(prefix.strip("/")) + 1 :]: b.size for b in self.list(prefix)}
         problems = []
         for entry in manifest["files"]:
             if entry["path"] not in present:

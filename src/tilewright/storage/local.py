@@ -78,9 +78,16 @@ class LocalStorage(Storage):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, target)
 
-    def publish_pyramid(self, local_dir: Path, prefix: str, *, source: dict[str, Any] | None = None,
-                        extra: dict[str, Any] | None = None, progress: ProgressFn = _no_progress,
-                        cancelled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    def publish_pyramid(
+        self,
+        local_dir: Path,
+        prefix: str,
+        *,
+        source: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        progress: ProgressFn = _no_progress,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> dict[str, Any]:
         """Copy the folder and its manifest into a staging folder beside the output, then rename it into place."""
         final = Path(self.full(prefix))
         staging = make_staging(final.parent, final.name)  # makes the parent; removes what a killed run left

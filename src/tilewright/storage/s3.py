@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from tilewright.config import Settings
 from tilewright.storage.base import Storage
 
@@ -36,8 +35,9 @@ class S3Storage(Storage):
 
     def _create_container(self, name: str) -> None:
         region = self.settings.s3_region
-        extra = {"CreateBucketConfiguration": {"LocationConstraint": region}} \
-            if region and region != "us-east-1" else {}  # us-east-1 refuses its own name here
+        extra = (
+            {"CreateBucketConfiguration": {"LocationConstraint": region}} if region and region != "us-east-1" else {}
+        )  # us-east-1 refuses its own name here
         self.fs.call_s3("create_bucket", Bucket=name, **extra)
         self.fs.invalidate_cache()
 
