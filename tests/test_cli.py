@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+import pyvips
 
-from tilewright.outputs.base import STAGING_PREFIX
+from tilewright.staging import STAGING_PREFIX
 
 TILEWRIGHT = str(Path(sys.executable).with_name("tilewright"))
 
@@ -192,3 +193,32 @@ def test_unknown_command_and_version():
     assert run("frobnicate").returncode == 2
     version = run("--version")
     assert version.returncode == 0 and version.stdout.startswith("tilewright ")
+
+
+@pytest.mark.parametrize("background", ["white", "#fff", "black", "Grey"])
+def test_background_is_any_colour_the_operations_accept(testdata, tmp_path, background):
+    # TILEWRIGHT_BACKGROUND=white used to fail for every file, blaming the input ("colour must be #rrggbb")
+    source = testdata("jpeg-png/boxes.png")
+    result = run("info", source, env={"TILEWRIGHT_BACKGROUND": background})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["width"] > 0
+    # a transparent image flattened onto it when converted: its pixels are the colour
+    clear = tmp_path / "clear.png"
+    pyvips.Image.black(64, 64, bands=4).pngsave(str(clear))
+    assert (
+        run(
+            "convert", clear, "-o", tmp_path / "clear", "--format", "png", env={"TILEWRIGHT_BACKGROUND": background}
+        ).returncode
+        == 0
+    )
+    tile = pyvips.Image.new_from_file(str(tmp_path / "clear_files" / "6" / "0_0.png"))
+    assert tile.getpoint(10, 10)[0] == {"white": 255, "#fff": 255, "black": 0, "Grey": 128}[background]
+
+
+def test_a_bad_setting_is_one_line_naming_it_and_exit_2(testdata):
+    result = run("info", testdata("jpeg-png/boxes.png"), env={"TILEWRIGHT_BACKGROUND": "notacolour"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "tilewright: error: bad setting TILEWRIGHT_BACKGROUND: Value error, colour must be #rrggbb, #rgb or a name "
+        "like white, not 'notacolour'"
+    ]

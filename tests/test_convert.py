@@ -8,7 +8,7 @@ import pytest
 from tilewright.config import Settings
 from tilewright.convert import convert, make_options
 from tilewright.errors import CancelledError, InputError, OutputExistsError, OutputWriteError
-from tilewright.outputs.base import STAGING_PREFIX
+from tilewright.staging import STAGING_PREFIX
 
 
 def leftovers(folder):

@@ -120,7 +120,7 @@ def test_publish_writes_manifest_last_and_removes_leftovers(store, tmp_path):
 
 def test_local_publish_removes_what_a_killed_publish_left(tmp_path):
     """A publish killed mid-copy leaves its hidden staging folder; the next publish of that output removes it."""
-    from tilewright.outputs.base import STAGING_PREFIX
+    from tilewright.staging import STAGING_PREFIX
 
     settings = Settings(data_dir=tmp_path, storage_root=tmp_path / "root")
     storage, _key = open_url(f"file://{tmp_path / 'root'}", settings)

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -35,13 +35,13 @@ app = typer.Typer(
 log = logging.getLogger("tilewright")
 
 
-class OutputKind(str, Enum):
+class OutputKind(StrEnum):
     dzi = "dzi"
     tiff = "tiff"
     iiif = "iiif"
 
 
-class TileFormat(str, Enum):
+class TileFormat(StrEnum):
     jpeg = "jpeg"
     png = "png"
     webp = "webp"
@@ -66,7 +66,8 @@ def main(
     _state["verbose"] = verbose
     from tilewright.logs import setup_logging
 
-    setup_logging(get_settings(), verbose=verbose)
+    with _errors():  # a bad setting: one line, not a traceback
+        setup_logging(get_settings(), verbose=verbose)
 
 
 @contextmanager
@@ -196,7 +197,7 @@ def process(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,
 ) -> None:
-    """Run a recipe (thumbnails, optimised and watermarked copies, metadata.json; a DZI for slides) or an ad-hoc chain."""
+    """Run a recipe (thumbnails, optimised and watermarked copies, metadata.json; a DZI for slides) or a chain."""
     from tilewright.recipes import chain_recipe, load_recipe, run_recipe
 
     settings = get_settings()

@@ -13,13 +13,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from tilewright.errors import ConfigError, one_line
+from tilewright.imaging.colour import parse_colour
 
 
 class Settings(BaseSettings):
@@ -52,7 +55,11 @@ class Settings(BaseSettings):
     dzi_overlap: int = Field(1, ge=0, le=64, description="Deep Zoom tile overlap in pixels.")
     tiff_tile_size: int = Field(256, ge=16, le=8192, description="Pyramidal TIFF tile size (multiple of 16).")
     iiif_tile_size: int = Field(512, ge=16, le=8192, description="IIIF tile size.")
-    background: str = Field("#ffffff", description="Colour transparent or out-of-slide pixels are flattened onto.")
+    background: str = Field(
+        "#ffffff",
+        description="Colour transparent or out-of-slide pixels are flattened onto: `#rrggbb`, `#rgb` or a name "
+        "(white, black, grey, ...).",
+    )
 
     # -- work -------------------------------------------------------------------
     workers: int = Field(max(1, (os.cpu_count() or 2) // 2), ge=1, description="Files converted at once by `import`.")
@@ -261,6 +268,12 @@ class Settings(BaseSettings):
     log_level: str = Field("WARNING", description="Python logging level.")
     log_format: Literal["plain", "json"] = Field("plain", description="Log lines as plain text or JSON.")
 
+    @field_validator("background")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        parse_colour(value)  # a bad colour is a settings error at start-up, never blamed on an input file
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -297,8 +310,15 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once; `ConfigError` (one line naming the setting) for a bad value."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(p) for p in error["loc"])
+        raise ConfigError(f"bad setting TILEWRIGHT_{name.upper()}: {error['msg']}") from None
+    except ValueError as exc:  # TILEWRIGHT_CONFIG naming no file, a TOML file that does not parse
+        raise ConfigError(one_line(exc)) from None
 
 
 def settings_table() -> str:

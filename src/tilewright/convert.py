@@ -19,8 +19,8 @@ from tilewright.config import Settings, get_settings
 from tilewright.errors import CancelledError, InputError, OutputWriteError, TilewrightError, vips_reason
 from tilewright.formats import SlideReader, open_slide
 from tilewright.outputs import WRITERS, Plan, PyramidWriter, WriteOptions
-from tilewright.outputs.base import remove_staging
 from tilewright.pipeline import ProgressFn, Runner, Step, _never, _no_progress
+from tilewright.staging import remove_staging
 
 
 @dataclass

@@ -36,6 +36,13 @@ class LimitExceededError(InputError):
     http_status = 413
 
 
+class ConfigError(TilewrightError):
+    """A setting (a `TILEWRIGHT_*` variable or the TOML file) has a value tilewright cannot use."""
+
+    exit_code = 2
+    http_status = 500
+
+
 class OutputExistsError(TilewrightError):
     """The output is already there and `--overwrite` was not given."""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from tilewright.errors import TilewrightError
 from tilewright.outputs import WRITERS, WriteOptions
-from tilewright.outputs.base import STAGING_PREFIX
+from tilewright.staging import STAGING_PREFIX
 
 IMAGE_SUFFIXES = {
     ".svs",

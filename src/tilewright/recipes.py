@@ -54,9 +54,9 @@ from tilewright.errors import (
 from tilewright.ops import LeadThumbnail, Source, Step, apply_chain, lead_thumbnail, parse_chain
 from tilewright.ops.base import OperationError, ParamError
 from tilewright.ops.encode import output_format, save
-from tilewright.outputs.base import STAGING_PREFIX, make_staging, remove_staging
 from tilewright.pipeline import ProgressFn, Runner, _never, _no_progress
 from tilewright.pipeline import Step as RunStep
+from tilewright.staging import STAGING_PREFIX, make_staging, remove_staging
 
 BUILTIN_DIR = Path(__file__).parent / "builtin_recipes"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")

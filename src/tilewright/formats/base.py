@@ -20,6 +20,7 @@ from tilewright.config import Settings, get_settings
 from tilewright.errors import InputError, LimitExceededError, one_line
 from tilewright.formats.bridge import BridgedLevel, TileReader
 from tilewright.formats.jpegtiles import JpegTiles
+from tilewright.imaging.colour import parse_colour
 
 if TYPE_CHECKING:
     from tilewright.formats.registry import Probe
@@ -60,14 +61,6 @@ class SlideInfo:
         if not with_properties:
             data.pop("properties")
         return data
-
-
-def parse_colour(text: str) -> list[int]:
-    """'#rrggbb' or 'rrggbb' -> [r, g, b]."""
-    value = text.strip().lstrip("#")
-    if len(value) != 6:
-        raise ValueError(f"colour must be #rrggbb, not {text!r}")
-    return [int(value[i : i + 2], 16) for i in (0, 2, 4)]
 
 
 def to_web(image: pyvips.Image, background: list[int]) -> pyvips.Image:
@@ -129,7 +122,7 @@ class SlideReader(ABC):
     def __init__(self, path: Path, settings: Settings | None = None) -> None:
         self.path = Path(path)
         self.settings = settings or get_settings()
-        self.background = parse_colour(self.settings.background)
+        self.background = list(parse_colour(self.settings.background))
         self.properties = {}
         self.associated_names = []
         self._bridges: list[BridgedLevel] = []

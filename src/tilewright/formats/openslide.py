@@ -22,8 +22,9 @@ import tifffile
 
 from tilewright.config import Settings
 from tilewright.errors import InputError
-from tilewright.formats.base import Level, SlideReader, parse_colour
+from tilewright.formats.base import Level, SlideReader
 from tilewright.formats.jpegtiles import JpegTiles
+from tilewright.imaging.colour import parse_colour
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class OpenSlideReader(SlideReader):
         except (KeyError, ValueError):
             self.objective_power = None
         if openslide.PROPERTY_NAME_BACKGROUND_COLOR in props:
-            self.background = parse_colour(props[openslide.PROPERTY_NAME_BACKGROUND_COLOR])
+            self.background = list(parse_colour(props[openslide.PROPERTY_NAME_BACKGROUND_COLOR]))
         self._native_pages = self._find_native_pages()
 
     def _find_native_pages(self) -> dict[int, int]:

@@ -20,6 +20,7 @@ from tilewright.config import Settings
 from tilewright.db import session_scope
 from tilewright.errors import InputError, TilewrightError
 from tilewright.jobs.models import FINISHED, STATES, Job, utcnow
+from tilewright.staging import pid_alive
 
 
 class JobNotFoundError(TilewrightError):
@@ -51,7 +52,6 @@ def owner_is_dead(worker: str | None) -> bool | None:
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return None
-    from tilewright.outputs.base import pid_alive  # here, not at the top: `tilewright jobs` need not load pyvips
 
     return not pid_alive(int(pid_text))
 

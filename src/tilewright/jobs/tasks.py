@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,9 @@ from typing import Any
 from tilewright.config import Settings
 from tilewright.errors import InputError, TilewrightError
 from tilewright.events import tasks as blob_tasks  # the convert_blob kind (issue 5)
+from tilewright.paths import allowed_input
 from tilewright.pipeline import ProgressFn
+from tilewright.staging import publish_dir
 from tilewright.storage.base import file_sha256
 
 COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -63,17 +64,6 @@ def check_collection(name: str) -> str:
     return name
 
 
-def allowed_input(path: str | Path, settings: Settings) -> Path:
-    """The resolved input path if it lies inside an input root (or the upload folder); InputError otherwise."""
-    resolved = Path(path).expanduser().resolve()
-    roots = [Path(r).expanduser().resolve() for r in settings.input_roots] + [settings.resolved_upload_dir()]
-    if not any(resolved == root or root in resolved.parents for root in roots):
-        raise InputError(f"input path {str(path)!r} is outside the configured input roots (TILEWRIGHT_INPUT_ROOTS)")
-    if not resolved.exists():
-        raise InputError(f"input path {str(path)!r} does not exist")
-    return resolved
-
-
 def content_hash(path: Path) -> str:
     """sha256 of a file's bytes (`file_sha256`); of a folder, of its files' names, sizes and times (hashing GBs
     per submit is too slow)."""
@@ -85,23 +75,6 @@ def content_hash(path: Path) -> str:
             stat = item.stat()
             digest.update(f"{item.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
-
-
-def publish_dir(staged: Path, final: Path) -> None:
-    """Move a finished folder into place atomically; an older copy (an earlier, unrecorded attempt) is replaced."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if final.exists():
-        old = staged.parent / f".old-{os.getpid()}"
-        os.replace(final, old)
-    try:
-        os.replace(staged, final)
-    except OSError as exc:
-        if exc.errno != 18:  # EXDEV: another filesystem
-            raise
-        shutil.move(str(staged), str(final))
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _relative_outputs(paths: list[str], settings: Settings) -> list[str]:

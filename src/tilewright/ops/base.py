@@ -16,6 +16,8 @@ from typing import Any
 import pyvips
 
 from tilewright.errors import InputError
+from tilewright.imaging.colour import RGB, grey_of
+from tilewright.imaging.colour import parse_colour as imaging_colour
 
 # Encoding choices travel with the image as metadata, so that format/quality/strip
 # stay pure functions on an image like every other operation.
@@ -79,35 +81,13 @@ class Step:
 
 # -- helpers the operations share ----------------------------------------------------
 
-_NAMED_COLOURS = {
-    "white": (255, 255, 255),
-    "black": (0, 0, 0),
-    "red": (255, 0, 0),
-    "green": (0, 128, 0),
-    "blue": (0, 0, 255),
-    "grey": (128, 128, 128),
-    "gray": (128, 128, 128),
-    "yellow": (255, 255, 0),
-}
 
-
-def parse_colour(text: str, param: str = "colour") -> tuple[int, int, int]:
-    """'#rrggbb', 'rrggbb', '#rgb' or a few names (white, black, red, ...) -> (r, g, b)."""
-    value = str(text).strip().lower()
-    if value in _NAMED_COLOURS:
-        return _NAMED_COLOURS[value]
-    hexa = value.lstrip("#")
-    if len(hexa) == 3:
-        hexa = "".join(c * 2 for c in hexa)
-    if len(hexa) != 6 or any(c not in "0123456789abcdef" for c in hexa):
-        raise ParamError(param, f"colour must be #rrggbb, #rgb or a name like white, not {text!r}")
-    return (int(hexa[0:2], 16), int(hexa[2:4], 16), int(hexa[4:6], 16))
-
-
-def grey_of(rgb: tuple[int, int, int]) -> int:
-    """The luminance of an sRGB colour, for grey images (Rec. 601 weights, as libvips and Pillow)."""
-    r, g, b = rgb
-    return round(0.299 * r + 0.587 * g + 0.114 * b)
+def parse_colour(text: str, param: str = "colour") -> RGB:
+    """`imaging.colour.parse_colour` for an operation's parameter: a bad colour is a `ParamError` naming it."""
+    try:
+        return imaging_colour(text)
+    except ValueError as exc:
+        raise ParamError(param, str(exc)) from None
 
 
 def background_for(image: pyvips.Image, rgb: tuple[int, int, int]) -> list[int]:

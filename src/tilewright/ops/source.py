@@ -24,7 +24,7 @@ import pyvips
 from tilewright.config import Settings, get_settings
 from tilewright.errors import InputError, vips_reason
 from tilewright.formats import SlideReader, open_slide
-from tilewright.formats.base import parse_colour, to_web
+from tilewright.formats.base import to_web
 from tilewright.ops.base import Step, to_uchar
 
 
@@ -245,4 +245,4 @@ def process_file(
             raise InputError(f"cannot decode the image: {reason}", path=path) from exc
 
 
-__all__ = ["SHRINK_ON_LOAD", "LeadThumbnail", "Source", "lead_thumbnail", "normalise", "parse_colour", "process_file"]
+__all__ = ["SHRINK_ON_LOAD", "LeadThumbnail", "Source", "lead_thumbnail", "normalise", "process_file"]

@@ -11,7 +11,6 @@ run removes; never a half pyramid at the output path.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -20,8 +19,7 @@ from pathlib import Path
 import pyvips
 
 from tilewright.errors import OutputExistsError
-
-STAGING_PREFIX = ".tw-staging-"
+from tilewright.staging import STAGING_PREFIX, make_staging, remove_staging
 
 
 @dataclass
@@ -99,51 +97,7 @@ class PyramidWriter(ABC):
         ):  # marker last: the new output looks finished only when whole
             os.replace(src, final)
         for old in trash:
-            _remove(old)
-
-
-def make_staging(parent: Path, name: str) -> Path:
-    """A new private staging folder for output `name` beside it, after removing dead runs' staging."""
-    parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(parent, name)
-    staging = parent / f"{STAGING_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    return staging
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _remove_stale_staging(parent: Path, name: str) -> None:
-    """Remove staging left by a run of this same output that was killed (its process is gone)."""
-    for entry in parent.glob(f"{STAGING_PREFIX}{name}-*"):
-        try:
-            pid = int(entry.name[len(STAGING_PREFIX) + len(name) + 1 :].split("-")[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not pid_alive(pid):
-            _remove(entry)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this host; a process we may not signal (PermissionError) still exists.
-
-    The one liveness test for both staging folders and job owners: they name their process by pid."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_staging(staging: Path) -> None:
-    _remove(staging)
+            remove_staging(old)
 
 
 def tile_suffix(fmt: str, quality: int, *, iiif: bool = False) -> str:

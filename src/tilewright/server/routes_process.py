@@ -23,8 +23,9 @@ from tilewright.db import session_scope
 from tilewright.errors import InputError, TilewrightError
 from tilewright.jobs.models import Image
 from tilewright.jobs.service import submit_job
-from tilewright.jobs.tasks import allowed_input, process_images, process_target
+from tilewright.jobs.tasks import process_images, process_target
 from tilewright.ops import OperationError, Source, apply_chain, encode, parse_chain
+from tilewright.paths import allowed_input
 from tilewright.server.deps import executor_of, require_token, settings_of
 from tilewright.server.errors import ApiError, error_response
 from tilewright.server.upload import discard, safe_filename, stream_body

@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from tilewright.config import Settings
 from tilewright.errors import InputError
+from tilewright.paths import readable_roots, root_of
 from tilewright.storage.base import (
     MANIFEST,
     BlobInfo,
@@ -36,7 +37,6 @@ __all__ = [
     "key_parts",
     "open_url",
     "open_store",
-    "local_roots",
 ]
 
 _AZURE_SCHEMES = ("az", "abfs", "abfss", "azure", "wasb", "wasbs")
@@ -57,10 +57,6 @@ def open_store(scheme: str, settings: Settings, root: Path | None = None) -> Sto
 
         return LocalStorage(settings, root)
     raise InputError(f"unknown storage scheme {scheme!r}; use az://, s3://, file:// or a local path")
-
-
-def local_roots(settings: Settings) -> list[Path]:
-    return [settings.resolved_storage_root(), *[Path(r).expanduser().resolve() for r in settings.input_roots]]
 
 
 def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
@@ -86,11 +82,11 @@ def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
         if not path.is_absolute():
             path = settings.resolved_storage_root() / path
         path = path.resolve()
-        for root in local_roots(settings):
-            if path == root or root in path.parents:
-                return open_store("file", settings, root), clean_key(path.relative_to(root).as_posix())
+        root = root_of(path, readable_roots(settings))
+        if root is not None:
+            return open_store("file", settings, root), clean_key(path.relative_to(root).as_posix())
         raise ForbiddenSourceError(
-            f"{text!r} is outside the storage root and the input roots "
-            "(TILEWRIGHT_STORAGE_ROOT, TILEWRIGHT_INPUT_ROOTS)"
+            f"{text!r} is outside the storage root, the input roots and the upload folder "
+            "(TILEWRIGHT_STORAGE_ROOT, TILEWRIGHT_INPUT_ROOTS, the upload folder)"
         )
     raise InputError(f"unknown storage URL scheme {parts.scheme!r} in {text!r}")

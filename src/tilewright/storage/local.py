@@ -17,7 +17,7 @@ from urllib.parse import quote
 from fsspec.implementations.local import LocalFileSystem
 
 from tilewright.config import Settings
-from tilewright.outputs.base import STAGING_PREFIX, make_staging
+from tilewright.staging import STAGING_PREFIX, make_staging
 from tilewright.storage.base import (
     MANIFEST,
     ProgressFn,

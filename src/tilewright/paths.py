@@ -1,0 +1,36 @@
+"""The one path-sandbox rule: a path given by a user is used only if it resolves inside a configured root.
+
+Jobs (`convert`, `import`, `recipe`, `process` inputs) and object-store URLs (`file://` and plain paths of
+events and `watch`) ask the same question of the same roots: the input roots, the upload folder and the
+local storage root. Symlinks are followed before the test, so a link cannot lead outside.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tilewright.config import Settings
+from tilewright.errors import InputError
+
+
+def readable_roots(settings: Settings) -> list[Path]:
+    """Folders whose files a user may name: `INPUT_ROOTS`, the upload folder, the storage root (resolved)."""
+    roots = [Path(r).expanduser().resolve() for r in settings.input_roots]
+    return [*roots, settings.resolved_upload_dir(), settings.resolved_storage_root()]
+
+
+def root_of(path: Path, roots: list[Path]) -> Path | None:
+    """The root that `path` (already resolved) lies in, or is; the deepest when roots nest (a file of the storage
+    root inside an input root is keyed from the storage root); None when it is inside none of them."""
+    matches = [root for root in roots if path == root or root in path.parents]
+    return max(matches, key=lambda root: len(root.parts), default=None)
+
+
+def allowed_input(path: str | Path, settings: Settings) -> Path:
+    """The resolved input path if it lies inside a readable root and exists; `InputError` otherwise."""
+    resolved = Path(path).expanduser().resolve()
+    if root_of(resolved, readable_roots(settings)) is None:
+        raise InputError(f"input path {str(path)!r} is outside the configured input roots (TILEWRIGHT_INPUT_ROOTS)")
+    if not resolved.exists():
+        raise InputError(f"input path {str(path)!r} does not exist")
+    return resolved
