@@ -68,7 +68,7 @@ bench: setup
 	$(BIN)/python benchmarks/convert.py
 
 docs: setup
-	$(BIN)/python scripts/sync_readme.py
+	$(BIN)/python scripts/make_docs.py
 
 clean:
 	rm -rf build .pytest_cache

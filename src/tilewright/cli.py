@@ -111,7 +111,7 @@ def show_config(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's table of every setting.")] = False,
 ) -> None:
     """Print the settings in effect (defaults, TOML file, environment), secrets masked."""
-    from tilewright.config import settings_table
+    from tilewright.config.markdown import settings_table
 
     if markdown:
         typer.echo(settings_table())

@@ -2,8 +2,10 @@
 
 Values come from (highest priority first): keyword arguments, `TILEWRIGHT_*`
 environment variables, the TOML file named by `TILEWRIGHT_CONFIG`, the defaults
-below. Every field is documented in the README's configuration table; keep the
-two in step (tests/test_config.py checks that they are).
+below. Each value is checked where its field is declared (ranges, URL schemes in
+`config.urls`, colours), so a bad setting fails at start-up in one line naming it.
+Every field belongs to a group (`json_schema_extra=GROUP`): `config.markdown`
+turns the fields into docs/configuration.md, one section per group.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.config import JsonDict
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,8 +24,29 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tilewright.config.urls import BrokerUrl, CacheUrl, DatabaseUrl, EndpointUrl, ResultBackendUrl
 from tilewright.errors import ConfigError, one_line
 from tilewright.imaging.colour import parse_colour
+
+# -- groups: each field names its own; docs/configuration.md has one section per group, in this order --
+GROUP_TITLES: dict[str, str] = {}
+
+
+def _group(title: str) -> JsonDict:
+    key = title.lower()
+    GROUP_TITLES[key] = title
+    return {"group": key}
+
+
+LIMITS = _group("Limits")
+FORMATS = _group("Formats")
+OUTPUTS = _group("Outputs")
+WORK = _group("Work")
+SERVER_AND_JOBS = _group("Server and jobs")
+STORAGE_AND_EVENTS = _group("Storage and events")
+RECIPES_AND_OPERATIONS = _group("Recipes and operations")
+SERVING = _group("Serving")
+LOGGING = _group("Logging")
 
 
 class Settings(BaseSettings):
@@ -30,15 +54,25 @@ class Settings(BaseSettings):
 
     # -- limits ---------------------------------------------------------------
     max_slide_pixels: int = Field(
-        10**11, description="Largest tiled or multi-level image (width x height of level 0) accepted."
+        10**11,
+        gt=0,
+        description="Largest tiled or multi-level image (width x height of level 0) accepted.",
+        json_schema_extra=LIMITS,
     )
     max_image_pixels: int = Field(
         5 * 10**8,
+        gt=0,
         description="Largest flat (untiled, single-level) image accepted; refuses decompression bombs.",
+        json_schema_extra=LIMITS,
     )
-    max_upload_bytes: int = Field(20 * 2**30, description="Largest upload or download accepted, in bytes.")
+    max_upload_bytes: int = Field(
+        20 * 2**30, gt=0, description="Largest upload or download accepted, in bytes.", json_schema_extra=LIMITS
+    )
     time_limit_seconds: float = Field(
-        4 * 3600.0, description="A conversion running longer than this is stopped and nothing is published."
+        4 * 3600.0,
+        ge=0,
+        description="A conversion running longer than this is stopped and nothing is published.",
+        json_schema_extra=LIMITS,
     )
 
     # -- formats ----------------------------------------------------------------
@@ -46,82 +80,131 @@ class Settings(BaseSettings):
         ["dicom", "openslide", "ometiff", "vips"],
         description="Readers tried in this order (most specific first); plug-ins from the "
         "`tilewright.formats` entry-point group are tried after these.",
+        json_schema_extra=FORMATS,
     )
 
     # -- outputs --------------------------------------------------------------
-    tile_format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="Tile encoding.")
-    quality: int = Field(85, ge=1, le=100, description="JPEG/WebP quality of tiles.")
-    dzi_tile_size: int = Field(254, ge=16, le=8192, description="Deep Zoom tile size (without overlap).")
-    dzi_overlap: int = Field(1, ge=0, le=64, description="Deep Zoom tile overlap in pixels.")
-    tiff_tile_size: int = Field(256, ge=16, le=8192, description="Pyramidal TIFF tile size (multiple of 16).")
-    iiif_tile_size: int = Field(512, ge=16, le=8192, description="IIIF tile size.")
+    tile_format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="Tile encoding.", json_schema_extra=OUTPUTS)
+    quality: int = Field(85, ge=1, le=100, description="JPEG/WebP quality of tiles.", json_schema_extra=OUTPUTS)
+    dzi_tile_size: int = Field(
+        254, ge=16, le=8192, description="Deep Zoom tile size (without overlap).", json_schema_extra=OUTPUTS
+    )
+    dzi_overlap: int = Field(1, ge=0, le=64, description="Deep Zoom tile overlap in pixels.", json_schema_extra=OUTPUTS)
+    tiff_tile_size: int = Field(
+        256,
+        ge=16,
+        le=8192,
+        multiple_of=16,
+        description="Pyramidal TIFF tile size (multiple of 16).",
+        json_schema_extra=OUTPUTS,
+    )
+    iiif_tile_size: int = Field(512, ge=16, le=8192, description="IIIF tile size.", json_schema_extra=OUTPUTS)
     background: str = Field(
         "#ffffff",
         description="Colour transparent or out-of-slide pixels are flattened onto: `#rrggbb`, `#rgb` or a name "
         "(white, black, grey, ...).",
+        json_schema_extra=OUTPUTS,
     )
 
     # -- work -------------------------------------------------------------------
-    workers: int = Field(max(1, (os.cpu_count() or 2) // 2), ge=1, description="Files converted at once by `import`.")
-    vips_concurrency: int = Field(0, ge=0, description="libvips worker threads per conversion (0: one per core).")
+    workers: int = Field(
+        max(1, (os.cpu_count() or 2) // 2),
+        ge=1,
+        description="Files converted at once by `import`.",
+        json_schema_extra=WORK,
+    )
+    vips_concurrency: int = Field(
+        0, ge=0, description="libvips worker threads per conversion (0: one per core).", json_schema_extra=WORK
+    )
 
     # -- server and jobs --------------------------------------------------------
-    host: str = Field("127.0.0.1", description="Address `tilewright serve` listens on.")
-    port: int = Field(8000, ge=0, le=65535, description="Port `tilewright serve` listens on.")
+    host: str = Field(
+        "127.0.0.1", description="Address `tilewright serve` listens on.", json_schema_extra=SERVER_AND_JOBS
+    )
+    port: int = Field(
+        8000, ge=0, le=65535, description="Port `tilewright serve` listens on.", json_schema_extra=SERVER_AND_JOBS
+    )
     data_dir: Path = Field(
         Path("./data"),
         description="Root of the server's state: database, uploads, outputs, "
         "job work directories (each derived path below defaults inside it).",
+        json_schema_extra=SERVER_AND_JOBS,
     )
-    database_url: str = Field(
+    database_url: DatabaseUrl = Field(
         "",
         description="SQLAlchemy URL of the job database (empty: SQLite file "
         "`DATA_DIR/tilewright.db`; `postgresql+psycopg://...` for PostgreSQL).",
+        json_schema_extra=SERVER_AND_JOBS,
     )
     executor: Literal["embedded", "celery"] = Field(
-        "embedded", description="Where jobs run: a process pool inside `tilewright serve`, or Celery workers."
+        "embedded",
+        description="Where jobs run: a process pool inside `tilewright serve`, or Celery workers.",
+        json_schema_extra=SERVER_AND_JOBS,
     )
     concurrency: int = Field(
-        2, ge=1, description="Jobs run at once by the embedded pool or by one `tilewright worker`."
+        2,
+        ge=1,
+        description="Jobs run at once by the embedded pool or by one `tilewright worker`.",
+        json_schema_extra=SERVER_AND_JOBS,
     )
-    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker URL (Redis or `amqp://` RabbitMQ).")
-    result_backend: str = Field(
-        "", description="Celery result backend URL (empty: the broker URL; job state itself lives in the job database)."
+    broker_url: BrokerUrl = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Celery broker URL (Redis or `amqp://` RabbitMQ).",
+        json_schema_extra=SERVER_AND_JOBS,
+    )
+    result_backend: ResultBackendUrl = Field(
+        "",
+        description="Celery result backend URL (empty: the broker URL; job state itself lives in the job database).",
+        json_schema_extra=SERVER_AND_JOBS,
     )
     broker_fallback: bool = Field(
         True,
         description="If the broker is unreachable when the server starts, "
         "warn and run jobs embedded instead of refusing to start.",
+        json_schema_extra=SERVER_AND_JOBS,
     )
     celery_visibility_timeout: int = Field(
         3600,
         ge=1,
         description="Redis broker: seconds before a job taken by a worker that died is delivered to another worker.",
+        json_schema_extra=SERVER_AND_JOBS,
     )
     input_roots: list[Path] = Field(
         [],
         description="Folders whose files `convert`/`import` jobs may read "
         "(uploads are always allowed); any other input path is refused.",
+        json_schema_extra=SERVER_AND_JOBS,
     )
     output_root: Path | None = Field(
         None,
         description="Where job outputs are published (default "
         "`DATA_DIR/outputs`; uploads go to `OUTPUT_ROOT/COLLECTION/IMAGE_ID/`).",
+        json_schema_extra=SERVER_AND_JOBS,
     )
-    upload_dir: Path | None = Field(None, description="Where uploaded files are stored (default `DATA_DIR/uploads`).")
+    upload_dir: Path | None = Field(
+        None,
+        description="Where uploaded files are stored (default `DATA_DIR/uploads`).",
+        json_schema_extra=SERVER_AND_JOBS,
+    )
     api_token: SecretStr | None = Field(
-        None, description="If set, POST and DELETE requests need `Authorization: Bearer TOKEN`."
+        None,
+        description="If set, POST and DELETE requests need `Authorization: Bearer TOKEN`.",
+        json_schema_extra=SERVER_AND_JOBS,
     )
     job_max_attempts: int = Field(
         3,
         ge=1,
         description="Attempts of a job failing for a transient reason (storage errors); bad input fails at once.",
+        json_schema_extra=SERVER_AND_JOBS,
     )
-    job_retry_backoff_seconds: float = Field(2.0, ge=0, description="First retry delay; doubles with each attempt.")
+    job_retry_backoff_seconds: float = Field(
+        2.0, ge=0, description="First retry delay; doubles with each attempt.", json_schema_extra=SERVER_AND_JOBS
+    )
     job_stale_seconds: float = Field(
         30.0,
         gt=0,
         description="A running job whose worker (on another host) has not reported for this long is taken over.",
+        json_schema_extra=SERVER_AND_JOBS,
     )
 
     # -- storage and events --------------------------------------------------------
@@ -129,6 +212,7 @@ class Settings(BaseSettings):
         None,
         description="Root of the local store (`file://` and plain paths in "
         "`watch` and blob jobs; default `DATA_DIR/storage`).",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
     output_store: str = Field(
         "",
@@ -136,15 +220,21 @@ class Settings(BaseSettings):
         "folder); empty: the source blob's own store (account or bucket). When it names a "
         "container or bucket, uploads are also published there (`COLLECTION/IMAGE_ID/`) "
         "and served from it, and import jobs (`COLLECTION/JOB_ID/`).",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
     output_template: str = Field(
         "{container}/web-slides-dzi-output/{stem}/",
         description="Output folder of a "
         "blob job inside the output store; fields `{container}` (or bucket), `{path}`, "
         "`{dir}`, `{name}`, `{stem}`, `{etag}`.",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
     storage_connections: int = Field(
-        16, ge=1, le=256, description="Concurrent connections uploading a pyramid's tiles."
+        16,
+        ge=1,
+        le=256,
+        description="Concurrent connections uploading a pyramid's tiles.",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
     storage_retries: int = Field(
         4,
@@ -152,121 +242,190 @@ class Settings(BaseSettings):
         le=20,
         description="Retries of a storage request failing for a "
         "transient reason (timeouts, 5xx, throttling), with exponential backoff.",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
     storage_chunk_bytes: int = Field(
         4 * 2**20,
         ge=2**16,
         description="Chunk size of streamed downloads and uploads (memory per transfer is a few chunks).",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
     azure_connection_string: SecretStr | None = Field(
-        None, description="Azure Storage connection string (Azurite: `UseDevelopmentStorage=true` style or full)."
+        None,
+        description="Azure Storage connection string (Azurite: `UseDevelopmentStorage=true` style or full).",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
     azure_account_name: str = Field(
-        "", description="Azure Storage account (with a key, SAS or managed identity instead of a connection string)."
+        "",
+        description="Azure Storage account (with a key, SAS or managed identity instead of a connection string).",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
-    azure_account_key: SecretStr | None = Field(None, description="Azure Storage account key.")
-    azure_sas_token: SecretStr | None = Field(None, description="Azure Storage SAS token (account or container).")
+    azure_account_key: SecretStr | None = Field(
+        None, description="Azure Storage account key.", json_schema_extra=STORAGE_AND_EVENTS
+    )
+    azure_sas_token: SecretStr | None = Field(
+        None, description="Azure Storage SAS token (account or container).", json_schema_extra=STORAGE_AND_EVENTS
+    )
     azure_use_identity: bool = Field(
         False,
         description="Authenticate with azure-identity's "
         "DefaultAzureCredential (managed identity, workload identity, az login).",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
-    s3_endpoint_url: str = Field("", description="S3-compatible endpoint (MinIO, moto, Ceph); empty: AWS.")
-    s3_region: str = Field("", description="S3 region (empty: the SDK's default).")
-    s3_access_key_id: str = Field("", description="S3 access key id (empty: the SDK's credential chain).")
-    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    s3_endpoint_url: EndpointUrl = Field(
+        "", description="S3-compatible endpoint (MinIO, moto, Ceph); empty: AWS.", json_schema_extra=STORAGE_AND_EVENTS
+    )
+    s3_region: str = Field(
+        "", description="S3 region (empty: the SDK's default).", json_schema_extra=STORAGE_AND_EVENTS
+    )
+    s3_access_key_id: str = Field(
+        "", description="S3 access key id (empty: the SDK's credential chain).", json_schema_extra=STORAGE_AND_EVENTS
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret access key.", json_schema_extra=STORAGE_AND_EVENTS
+    )
     event_sources: list[dict[str, Any]] = Field(
         [],
         description="Filters of event and watch sources, JSON list of "
         '`{"container": ..., "prefix": ..., "suffixes": [...]}` '
         "(container = bucket); empty: any container.",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
     event_suffixes: list[str] = Field(
         [".svs", ".ndpi", ".tif", ".tiff", ".scn", ".bif", ".qptiff", ".vms"],
         description="Blob name endings that make a job when a source names none.",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
     events_key: SecretStr | None = Field(
-        None, description="If set, `/events/*` need it as `?key=` or the `aeg-sas-key` (or `x-tilewright-key`) header."
+        None,
+        description="If set, `/events/*` need it as `?key=` or the `aeg-sas-key` (or `x-tilewright-key`) header.",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
     webhook_allowed_origins: list[str] = Field(
-        [], description="CloudEvents webhook origins allowed by the OPTIONS handshake (empty: any)."
+        [],
+        description="CloudEvents webhook origins allowed by the OPTIONS handshake (empty: any).",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
-    watch_interval_seconds: float = Field(30.0, gt=0, description="Seconds between two listings of `tilewright watch`.")
+    watch_interval_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds between two listings of `tilewright watch`.",
+        json_schema_extra=STORAGE_AND_EVENTS,
+    )
     functions_run_inline: bool = Field(
         True,
         description="Azure Functions adapter: run the job inside the "
         "function invocation (true) or only submit it to the job database (false).",
+        json_schema_extra=STORAGE_AND_EVENTS,
     )
 
     # -- recipes and operations ---------------------------------------------------
     recipe_dir: Path | None = Field(
-        None, description="Folder of user recipes (NAME.toml); searched before the built-in ones."
+        None,
+        description="Folder of user recipes (NAME.toml); searched before the built-in ones.",
+        json_schema_extra=RECIPES_AND_OPERATIONS,
     )
-    default_recipe: str = Field("default", description="Recipe run when an upload or `process` names none.")
-    watermark_text: str = Field("tilewright", description="Text of the watermark step when a recipe gives none.")
-    watermark_font: str = Field("sans bold", description="Pango font (family and style) of text watermarks.")
+    default_recipe: str = Field(
+        "default",
+        description="Recipe run when an upload or `process` names none.",
+        json_schema_extra=RECIPES_AND_OPERATIONS,
+    )
+    watermark_text: str = Field(
+        "tilewright",
+        description="Text of the watermark step when a recipe gives none.",
+        json_schema_extra=RECIPES_AND_OPERATIONS,
+    )
+    watermark_font: str = Field(
+        "sans bold",
+        description="Pango font (family and style) of text watermarks.",
+        json_schema_extra=RECIPES_AND_OPERATIONS,
+    )
     upload_recipe: str = Field(
         "",
         description="Recipe run on every upload that names none (`POST /images`); "
         "empty: uploads are plainly converted (dzi/tiff/iiif).",
+        json_schema_extra=RECIPES_AND_OPERATIONS,
     )
     process_inline_max_pixels: int = Field(
         50_000_000,
         ge=0,
         description="`POST /process` answers inline "
         "up to this many input pixels in total; larger requests become a job.",
+        json_schema_extra=RECIPES_AND_OPERATIONS,
     )
 
     # -- serving ------------------------------------------------------------------
-    cache_url: str = Field(
+    cache_url: CacheUrl = Field(
         "",
         description="Redis URL of the tile cache (`redis://HOST:6379/1`); empty: an "
         "in-process LRU. If Redis cannot be reached the server warns once and caches in memory "
         "until it answers again.",
+        json_schema_extra=SERVING,
     )
-    cache_bytes: int = Field(256 * 2**20, ge=0, description="Size of the in-process tile cache in bytes (0: none).")
-    cache_ttl_seconds: int = Field(7 * 86400, ge=0, description="Expiry of tiles kept in Redis (0: never).")
+    cache_bytes: int = Field(
+        256 * 2**20,
+        ge=0,
+        description="Size of the in-process tile cache in bytes (0: none).",
+        json_schema_extra=SERVING,
+    )
+    cache_ttl_seconds: int = Field(
+        7 * 86400, ge=0, description="Expiry of tiles kept in Redis (0: never).", json_schema_extra=SERVING
+    )
     slide_handles: int = Field(
-        32, ge=1, description="Slides the tile server keeps open (least recently used closed first)."
+        32,
+        ge=1,
+        description="Slides the tile server keeps open (least recently used closed first).",
+        json_schema_extra=SERVING,
     )
     tile_passthrough: bool = Field(
         True,
         description="Serve a source's stored JPEG tile as it is when a request "
         "asks for exactly that tile (no decode, no re-encode; its quality is the file's).",
+        json_schema_extra=SERVING,
     )
     tiles_follow_source: bool = Field(
         True,
         description="Dynamic tiles follow a tiled source's own grid: the dynamic "
         "`.dzi` uses its tile size with no overlap and `info.json` its tile size (false: "
         "`DZI_TILE_SIZE`/`DZI_OVERLAP` and `IIIF_TILE_SIZE`).",
+        json_schema_extra=SERVING,
     )
     tile_threads: int = Field(
-        16, ge=1, description="Threads rendering tiles; libvips work never runs on the event loop."
+        16,
+        ge=1,
+        description="Threads rendering tiles; libvips work never runs on the event loop.",
+        json_schema_extra=SERVING,
     )
     cors_origins: list[str] = Field(
         ["*"],
         description="Origins allowed to GET tiles, info.json and metadata "
         "from other sites (CORS); empty: no CORS headers.",
+        json_schema_extra=SERVING,
     )
     tile_cache_control: str = Field(
         "public, max-age=86400",
         description="`Cache-Control` header of tiles, thumbnails, regions and associated images.",
+        json_schema_extra=SERVING,
     )
     max_region_pixels: int = Field(
         4096 * 4096,
         ge=1,
         description="Largest output (width x height) of a `/region`, IIIF or thumbnail request; larger ones get a 400.",
+        json_schema_extra=SERVING,
     )
     openseadragon_dir: Path | None = Field(
         None,
         description="Folder with `openseadragon.min.js` and `images/` "
         "for the web page's viewer (default: `build/openseadragon` of the "
         "source tree, put there by `make`).",
+        json_schema_extra=SERVING,
     )
 
     # -- logging ----------------------------------------------------------------
-    log_level: str = Field("WARNING", description="Python logging level.")
-    log_format: Literal["plain", "json"] = Field("plain", description="Log lines as plain text or JSON.")
+    log_level: str = Field("WARNING", description="Python logging level.", json_schema_extra=LOGGING)
+    log_format: Literal["plain", "json"] = Field(
+        "plain", description="Log lines as plain text or JSON.", json_schema_extra=LOGGING
+    )
 
     @field_validator("background")
     @classmethod
@@ -319,16 +478,3 @@ def get_settings() -> Settings:
         raise ConfigError(f"bad setting TILEWRIGHT_{name.upper()}: {error['msg']}") from None
     except ValueError as exc:  # TILEWRIGHT_CONFIG naming no file, a TOML file that does not parse
         raise ConfigError(one_line(exc)) from None
-
-
-def settings_table() -> str:
-    """The README's configuration table, generated from the fields above (tests check the README has it)."""
-    rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
-    for name, field in Settings.model_fields.items():
-        default = field.default if field.default_factory is None else field.default_factory()
-        if name == "workers":
-            default = "cores / 2"
-        shown = "" if default is None else (", ".join(map(str, default)) if isinstance(default, list) else default)
-        description = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `{name}` | `TILEWRIGHT_{name.upper()}` | `{shown}` | {description} |")
-    return "\n".join(rows)
