@@ -1,4 +1,4 @@
-"""Tile serving over HTTP (server/routes_tiles.py), checked against pixels read through OpenSlide.
+"""Tile serving over HTTP (the package server/tiles/), checked against pixels read through OpenSlide.
 
 Every URL: dynamic and pre-built Deep Zoom, IIIF Image API 3 (info.json and image requests,
 valid and invalid), thumbnail, associated images, regions and info; ETag/304; reads from

@@ -1,14 +1,17 @@
-"""The FastAPI application: routes, JSON errors, metrics, health, and the executor's life cycle.
+"""The FastAPI application: routes, JSON errors, metrics, health, and the life cycle of the executor and
+the tile service.
 
 `create_app(settings)` does no work at import; the lifespan upgrades the database,
-creates the folders and starts the executor, and stops it on shutdown.
+creates the folders, starts the executor and the tile service, and stops both on shutdown.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -18,38 +21,38 @@ from sqlalchemy import text
 from tilewright import __version__
 from tilewright.config import Settings, get_settings
 from tilewright.db import get_engine, init_db
+from tilewright.jobs.executors import Executor, make_executor
 from tilewright.server import errors, metrics, routes_ui
-from tilewright.server.fastpath import CachedTiles
 from tilewright.server.routes_events import router as events_router
 from tilewright.server.routes_images import router as images_router
 from tilewright.server.routes_jobs import router as jobs_router
 from tilewright.server.routes_process import router as process_router
-from tilewright.server.routes_tiles import router as tiles_router
+from tilewright.server.tiles.fastpath import CachedTiles
+from tilewright.server.tiles.routes import router as tiles_router
+from tilewright.server.tiles.service import TileService
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, executor=None) -> FastAPI:
+def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:
     """The app; `executor` defaults to the configured one (embedded, or Celery with fallback)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        from tilewright.jobs.executors import make_executor
-
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         init_db(settings)
         for folder in (settings.resolved_output_root(), settings.resolved_upload_dir(), settings.work_root()):
             folder.mkdir(parents=True, exist_ok=True)
         app.state.executor = executor or make_executor(settings)
         app.state.executor.start()
+        app.state.tiles = TileService(settings)  # tile threads, open slides, the tile cache (Redis)
         log.info("tilewright %s serving with the %s executor", __version__, app.state.executor.name)
         try:
             yield
         finally:
             app.state.executor.stop()
-            if getattr(app.state, "tiles", None) is not None:  # tile threads, open slides, Redis
-                app.state.tiles.close()
-                app.state.tiles = None
+            app.state.tiles.close()
+            app.state.tiles = None
 
     app = FastAPI(
         title="tilewright",
@@ -59,6 +62,7 @@ def create_app(settings: Settings | None = None, executor=None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.executor = executor
+    app.state.tiles = None  # the TileService, while the lifespan runs
     errors.install(app)
     app.add_middleware(CachedTiles)  # first, so innermost: inside metrics and CORS
     metrics.install(app, settings)
@@ -70,14 +74,14 @@ def create_app(settings: Settings | None = None, executor=None) -> FastAPI:
     routes_ui.install(app, settings)  # web page, /static, /vendor/openseadragon, CORS
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict:
+    def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok", "version": __version__}
 
     @app.get("/readyz", tags=["health"])
-    def readyz(request: Request):
+    def readyz(request: Request) -> JSONResponse:
         """Readiness: database, queue and storage all usable (503 with the reasons otherwise)."""
-        checks: dict[str, dict] = {}
+        checks: dict[str, dict[str, Any]] = {}
         try:
             with get_engine(settings.resolved_database_url()).connect() as conn:
                 conn.execute(text("SELECT 1"))

@@ -7,6 +7,7 @@ import secrets
 from fastapi import Request
 
 from tilewright.config import Settings
+from tilewright.jobs.executors import Executor
 from tilewright.server.errors import ApiError
 
 
@@ -14,7 +15,7 @@ def settings_of(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def executor_of(request: Request):
+def executor_of(request: Request) -> Executor:
     return request.app.state.executor
 
 

@@ -38,7 +38,7 @@ class ApiError(Exception):
         self.status, self.detail, self.headers = status, detail, headers
 
 
-def error_response(status: int, detail: str, headers: dict[str, str] | None = None, **extra) -> JSONResponse:
+def error_response(status: int, detail: str, headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
     return JSONResponse(
         {"error": TITLES.get(status, "error"), "detail": detail, **extra}, status_code=status, headers=headers
     )

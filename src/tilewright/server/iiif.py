@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TypedDict
 
 QUALITIES = ("default", "color", "gray", "bitonal")
 FORMATS = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
@@ -49,6 +50,14 @@ _ROTATION = re.compile(rf"^(!?)({_NUMBER})$")
 
 class IiifError(ValueError):
     """A malformed or impossible IIIF request (HTTP 400)."""
+
+
+class Limits(TypedDict):
+    """The server's maximums (info.json's maxWidth, maxHeight, maxArea), as `parse` and `info` take them."""
+
+    max_width: int
+    max_height: int
+    max_area: int
 
 
 @dataclass(frozen=True)

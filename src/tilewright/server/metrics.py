@@ -4,22 +4,26 @@ database at scrape time, so they are right whatever process or machine ran the j
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tilewright.config import Settings
 from tilewright.jobs import store
 
 DURATION_BOUNDS = [0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
+ROUTE_KEY = "tilewright.route"
+"""The scope key a middleware that answers before routing (the tile fast path) names its route under."""
 
 
 class _JobCollector:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         states = GaugeMetricFamily("tilewright_jobs", "Jobs in the database by state.", labels=["state"])
         for state, count in store.counts_by_state(self.settings).items():
             states.add_metric([state], count)
@@ -39,22 +43,22 @@ class _Measure:
 
     (Starlette's `@app.middleware("http")` wraps every response in a stream of its own,
     which costs more than serving a cached tile.) The route is the template the router
-    matched, without `:int` convertors (the name the tile fast path gives, `tilewright.route`, for
+    matched, without `:int` convertors (the name the tile fast path gives, `ROUTE_KEY`, for
     the tiles it answers itself).
     """
 
-    def __init__(self, app, latency: Histogram) -> None:
+    def __init__(self, app: ASGIApp, latency: Histogram) -> None:
         self.app = app
         self.latency = latency
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         status = 500
 
-        async def send_status(message) -> None:
+        async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -65,7 +69,7 @@ class _Measure:
         finally:
             route = (
                 getattr(scope.get("route"), "path_format", None)
-                or scope.get("tilewright.route")
+                or scope.get(ROUTE_KEY)
                 or ("/outputs" if scope["path"].startswith("/outputs/") else "other")
             )
             self.latency.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)

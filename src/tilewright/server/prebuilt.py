@@ -8,9 +8,10 @@ A conversion job publishes an upload's pyramid in up to two places (`jobs.tasks.
   `manifest.json` last: only a manifest makes a pyramid published there (a half-uploaded one has
   none), and only files it lists are read from it.
 
-`PrebuiltPyramids.find(record)` looks on local disk first, then in the object store, and keeps the
-answer for a few seconds (in the tile service's record cache, as `published:ID`: a pyramid or False).
-A store's manifest is re-read only when its etag changes (one HEAD per image every few seconds);
+`PrebuiltPyramids.find(image_id, collection)` looks on local disk first, then in the object store, and
+keeps the answer for a few seconds (`LOOKUP_SECONDS`: a pyramid, or False for none).
+A store's manifest (read by `Storage.read_manifest`, the one reader of the manifest format) is re-read
+only when its etag changes (one HEAD per image every few seconds);
 its tiles are checked against the manifest's sha256 when read and kept in the tile cache, keyed by
 that hash. A tile the pyramid lacks (`Pyramid.tile` -> None), or one that cannot be read any more,
 is rendered from the source instead. Everything here does blocking I/O: call it on the tile pool.
@@ -19,7 +20,6 @@ is rendered from the source instead. Everything here does blocking I/O: call it 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import threading
@@ -27,15 +27,20 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from tilewright.config import Settings
 from tilewright.errors import TilewrightError
+from tilewright.jobs.tasks import output_store, store_prefix
+from tilewright.server.cache import TileCache, TtlCache
+from tilewright.storage import MANIFEST, BlobNotFoundError, Storage, StorageError, join_key
 
 log = logging.getLogger(__name__)
 
 DZI = "slide.dzi"
 FILES = "slide_files/"
 MAX_MANIFEST_ENTRIES = 500_000  # tile entries of parsed manifests kept in memory (~170 bytes each)
+LOOKUP_SECONDS = 2.0  # how long where an image's pyramid is (or that it has none) is trusted
 
 
 def geometry(text: str) -> tuple[int, int, str]:
@@ -44,10 +49,6 @@ def geometry(text: str) -> tuple[int, int, str]:
     overlap = re.search(r'Overlap="(\d+)"', text)
     fmt = re.search(r'Format="(\w+)"', text)
     return (int(size.group(1)) if size else -1, int(overlap.group(1)) if overlap else -1, fmt.group(1) if fmt else "")
-
-
-def _lookup_key(record_id: str) -> str:
-    return f"published:{record_id}"
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class StorePyramid(Pyramid):
     """A pyramid in an object store, as its manifest lists it (tile name -> sha256)."""
 
     def __init__(
-        self, owner: PrebuiltPyramids, store, prefix: str, etag: str, dzi: bytes, digests: dict[str, bytes]
+        self, owner: PrebuiltPyramids, store: Storage, prefix: str, etag: str, dzi: bytes, digests: dict[str, bytes]
     ) -> None:
         super().__init__(dzi, f"{etag}:{hashlib.sha256(dzi).hexdigest()[:16]}")
         self.source = store.scheme
@@ -125,41 +126,40 @@ class StorePyramid(Pyramid):
 class PrebuiltPyramids:
     """Finds and reads published pyramids: local disk first, then the object store (`output_store`)."""
 
-    def __init__(self, settings: Settings, lookups, cache) -> None:
+    def __init__(self, settings: Settings, cache: TileCache) -> None:
         self.settings = settings
-        self.lookups = lookups  # a TtlCache: "published:ID" -> Pyramid | False, for a few seconds
-        self.cache = cache  # the TileCache: store tiles by sha256
+        self.lookups: TtlCache[Pyramid | Literal[False]] = TtlCache(LOOKUP_SECONDS)  # by image id
+        self.cache = cache  # the tile service's: store tiles by sha256
         self._manifests: OrderedDict[str, tuple[str, StorePyramid]] = OrderedDict()  # url -> (etag, pyramid)
         self._entries = 0
         self._lock = threading.Lock()
         self._locks = [threading.Lock() for _ in range(64)]  # one lookup per image at a time
-        self._store = None
+        self._store: tuple[Storage, str] | None = None
         self._store_ready = False
         self._store_down = False
 
     # -- finding --------------------------------------------------------------------------------
-    def find(self, record) -> Pyramid | None:
-        """The published pyramid of an image record (id, collection), or None: its tiles are dynamic."""
-        key = _lookup_key(record.id)
-        cached = self.lookups.get(key)
+    def find(self, image_id: str, collection: str) -> Pyramid | None:
+        """The published pyramid of an image, or None: its tiles are dynamic."""
+        cached = self.lookups.get(image_id)
         if cached is not None:
             return cached or None
-        with self._locks[hash(record.id) % len(self._locks)]:
-            cached = self.lookups.get(key)
+        with self._locks[hash(image_id) % len(self._locks)]:
+            cached = self.lookups.get(image_id)
             if cached is None:
-                cached = self._local(record) or self._in_store(record) or False
-                self.lookups.put(key, cached)
+                cached = self._local(image_id, collection) or self._in_store(image_id, collection) or False
+                self.lookups.put(image_id, cached)
         return cached or None
 
-    def forget(self, record_id: str) -> None:
-        self.lookups.pop(_lookup_key(record_id))
+    def forget(self, image_id: str) -> None:
+        self.lookups.pop(image_id)
 
-    def known_unpublished(self, record_id: str) -> bool:
+    def known_unpublished(self, image_id: str) -> bool:
         """True when the image is known (for a few seconds) to have no published pyramid: no I/O."""
-        return self.lookups.get(_lookup_key(record_id)) is False
+        return self.lookups.get(image_id) is False
 
-    def _local(self, record) -> LocalPyramid | None:
-        path = self.settings.resolved_output_root() / record.collection / record.id / DZI
+    def _local(self, image_id: str, collection: str) -> LocalPyramid | None:
+        path = self.settings.resolved_output_root() / collection / image_id / DZI
         try:
             stat = path.stat()
             data = path.read_bytes()
@@ -167,14 +167,12 @@ class PrebuiltPyramids:
             return None
         return LocalPyramid(path, data, f"{stat.st_size:x}-{stat.st_mtime_ns}")
 
-    def store_location(self):
+    def store_location(self) -> tuple[Storage, str] | None:
         """(store, base key) of `output_store`, or None; for reads the store retries once: a tile falls back
         to rendering rather than waiting through the job's backoff."""
         if not self._store_ready:
             with self._lock:
                 if not self._store_ready:
-                    from tilewright.jobs.tasks import output_store
-
                     retries = min(1, self.settings.storage_retries)
                     try:
                         self._store = output_store(self.settings.model_copy(update={"storage_retries": retries}))
@@ -189,15 +187,12 @@ class PrebuiltPyramids:
                     self._store_ready = True
         return self._store
 
-    def _in_store(self, record) -> StorePyramid | None:
+    def _in_store(self, image_id: str, collection: str) -> StorePyramid | None:
         location = self.store_location()
         if location is None:
             return None
-        from tilewright.jobs.tasks import store_prefix
-        from tilewright.storage import MANIFEST, BlobNotFoundError, StorageError, join_key
-
         store, base = location
-        prefix = store_prefix(base, record.collection, record.id)
+        prefix = store_prefix(base, collection, image_id)
         manifest_key = join_key(prefix, MANIFEST)
         try:
             etag = store.info(manifest_key).etag
@@ -223,21 +218,15 @@ class PrebuiltPyramids:
         self._up(store)
         return pyramid
 
-    def _up(self, store) -> None:
+    def _up(self, store: Storage) -> None:
         if self._store_down:
             log.warning("pre-built pyramids: %s answers again", store.describe())
             self._store_down = False
 
-    def _load(self, store, prefix: str, manifest_key: str, etag: str) -> StorePyramid | None:
-        from tilewright.storage import join_key
-        from tilewright.storage.base import MANIFEST_FORMAT
-
-        try:
-            manifest = json.loads(store.read_bytes(manifest_key))
-        except ValueError:
-            log.warning("pre-built pyramids: %s is not JSON; ignored", store.url(manifest_key))
-            return None
-        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+    def _load(self, store: Storage, prefix: str, manifest_key: str, etag: str) -> StorePyramid | None:
+        manifest = store.read_manifest(prefix)
+        if manifest is None:  # gone since its HEAD, not JSON, or not a tilewright manifest
+            log.debug("pre-built pyramids: %s is not a manifest (any more); ignored", store.url(manifest_key))
             return None
         digests: dict[str, bytes] = {}
         dzi_digest = None
@@ -268,8 +257,6 @@ class PrebuiltPyramids:
     # -- reading ------------------------------------------------------------------------------------
     def _read_tile(self, pyramid: StorePyramid, name: str, digest: bytes, version: str) -> bytes | None:
         """A tile's bytes (tile cache, else the store), exactly the ones the manifest lists; None otherwise."""
-        from tilewright.storage import BlobNotFoundError, StorageError, join_key
-
         key = f"prebuilt:{version}"  # by content hash: the same tile of two versions (or images) is one entry
         data = self.cache.get(key)
         if data is not None:
@@ -287,7 +274,7 @@ class PrebuiltPyramids:
         return data
 
 
-def _digest(entry: dict) -> bytes:
+def _digest(entry: dict[str, Any]) -> bytes:
     """The sha256 of a manifest entry (32 bytes), or its size when it has none (never checked then)."""
     try:
         digest = bytes.fromhex(str(entry.get("sha256") or ""))

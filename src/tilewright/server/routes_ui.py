@@ -36,6 +36,7 @@ def index() -> Response:
 def recipes(request: Request) -> list[str]:
     """Names of the recipes a job can use (built-in and the user's), for the upload form."""
     try:
+        # tilewright.recipes costs ~40 ms of server start-up, and only this form asks
         from tilewright.recipes import list_recipes
 
         return sorted(list_recipes(request.app.state.settings))
