@@ -24,8 +24,7 @@ from sqlalchemy.orm import Session
 from tilewright.config import Settings
 from tilewright.db import session_scope
 from tilewright.errors import InputError, TilewrightError
-from tilewright.jobs.kinds.process import ImageItem, process_images, process_target
-from tilewright.jobs.kinds.process import Params as ProcessParams
+from tilewright.jobs.kinds.process import ImageItem, Params, process_images, process_target
 from tilewright.jobs.models import Image
 from tilewright.jobs.params import explain
 from tilewright.jobs.service import submit_job
@@ -143,6 +142,10 @@ def _resize_file(path: Path, steps: list[Step], settings: Settings) -> tuple[Enc
 # -- /process --------------------------------------------------------------------------------------
 
 
+class ProcessRequest(Params):
+    """The body of `POST /process`: the `process` job kind's parameters (a large request becomes that job)."""
+
+
 class _ProcessRoute(APIRoute):
     """`/process` answers a bad body 400 (FastAPI's own validation would say 422) and a bad operation 422
     with its `index`, `op` and `param`, whether the body's validation or the inline run finds it."""
@@ -171,10 +174,10 @@ def _body_problem(exc: RequestValidationError) -> str:
     ]
     if not fields:  # no body, or not an object
         return "the body must be a JSON object with 'images' and 'operations'"
-    return explain(ProcessParams, "process", fields)
+    return explain(ProcessRequest, "process", fields)
 
 
-async def process(body: ProcessParams, request: Request) -> Response | list[dict[str, Any]]:
+async def process(body: ProcessRequest, request: Request) -> Response | list[dict[str, Any]]:
     """Apply `operations` (left to right) to each of `images` and write `output` under OUTPUT_ROOT/processed/.
 
     Body: `{"images": [{"input": IMAGE_ID or PATH, "output": "NAME.png"}], "operations": ["split", "resize=0.5"],

@@ -55,7 +55,7 @@ class Params(BaseModel):
     )
     format: Literal["jpeg", "jpg", "png", "webp", "avif", "tiff", "tif"] | None = None
     images: list[ImageItem] = Field(
-        min_length=1, max_length=1000, description='a list of {"input": ..., "output": ...} (at most 1000)'
+        min_length=1, max_length=1000, description='a list of {"input": ..., "output": ...}, at most 1000'
     )
 
 
