@@ -35,6 +35,9 @@ class TransientError(TilewrightError):
 
 @dataclass
 class TaskContext:
+    """What a run gets: the recorded parameters (validate them with the kind's `Params`), the settings, a
+    private work directory removed afterwards, the attempt number, and the progress and cancel hooks."""
+
     job_id: str
     params: dict[str, Any]
     settings: Settings
