@@ -11,7 +11,7 @@ import threading
 from services import TILEWRIGHT, clean_env
 from tilewright.config import Settings
 from tilewright.db import init_db
-from tilewright.events import tasks as blob_tasks
+from tilewright.events import submit as blob_tasks
 from tilewright.events import watch as watcher
 from tilewright.events.watch import cursor_path, poll, watch
 from tilewright.jobs import store as jobs

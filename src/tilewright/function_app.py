@@ -36,7 +36,7 @@ _migrated: set[str] = set()  # database URLs this process has brought to the new
 def handle_blob(url: str, etag: str = "", settings: Settings | None = None) -> dict[str, Any]:
     """Submit the blob's job (idempotent) and, when running inline, run it now; returns the outcome."""
     from tilewright.db import init_db
-    from tilewright.events.tasks import submit_blob
+    from tilewright.events.submit import submit_blob
     from tilewright.jobs import store
     from tilewright.jobs.runner import execute
 

@@ -20,7 +20,7 @@ from typing import Any
 from tilewright.config import Settings
 from tilewright.errors import TilewrightError
 from tilewright.events.filters import accept
-from tilewright.events.tasks import submit_accepted
+from tilewright.events.submit import submit_accepted
 from tilewright.storage import StorageError, open_url
 from tilewright.storage.local import LocalStorage
 

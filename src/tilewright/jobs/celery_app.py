@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 
-from celery import Celery, signals
+from celery import Celery, Task, signals
 
 from tilewright.config import Settings, get_settings
+from tilewright.db import dispose_engines, init_db
+from tilewright.jobs.lifetime import set_pdeathsig
+from tilewright.jobs.runner import execute
 
 log = logging.getLogger(__name__)
 _settings: Settings | None = None
@@ -46,9 +49,7 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def _run_job(self, job_id: str) -> str:
-    from tilewright.jobs.runner import execute
-
+def _run_job(self: Task, job_id: str) -> str:
     settings = _settings or get_settings()
     outcome = execute(job_id, settings)
     if outcome.status in ("retry", "busy"):
@@ -57,11 +58,8 @@ def _run_job(self, job_id: str) -> str:
 
 
 @signals.worker_process_init.connect
-def _child_started(**_kwargs) -> None:
+def _child_started(**_kwargs: object) -> None:
     """A forked pool child: its own database connections, and death with its parent."""
-    from tilewright.db import dispose_engines
-    from tilewright.jobs.executors import set_pdeathsig
-
     dispose_engines()
     set_pdeathsig()
 
@@ -70,8 +68,6 @@ def run_worker(
     settings: Settings, *, concurrency: int | None = None, hostname: str | None = None, loglevel: str = "INFO"
 ) -> None:
     """`tilewright worker`: migrate the database, then consume jobs until stopped."""
-    from tilewright.db import dispose_engines, init_db
-
     init_db(settings)
     dispose_engines()
     app = make_celery(settings)

@@ -23,6 +23,9 @@ from typing import Protocol
 from tilewright.config import Settings
 from tilewright.errors import TilewrightError
 from tilewright.jobs import store
+from tilewright.jobs.lifetime import set_pdeathsig
+from tilewright.jobs.runner import execute
+from tilewright.logs import redact, setup_logging
 
 log = logging.getLogger(__name__)
 REAP_INTERVAL = 5.0
@@ -47,18 +50,6 @@ class Executor(Protocol):
     def ready(self) -> tuple[bool, str]: ...
 
 
-def set_pdeathsig() -> None:
-    """Linux: die with the parent, so a killed server leaves no orphan converting on its own."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:  # pragma: no cover
-            pass
-
-
 _worker_settings: Settings | None = None
 
 
@@ -66,14 +57,10 @@ def _init_pool_worker(settings: Settings) -> None:
     global _worker_settings
     set_pdeathsig()
     _worker_settings = settings
-    from tilewright.logs import setup_logging
-
     setup_logging(settings)
 
 
 def _run_in_pool(job_id: str) -> tuple[str, float]:
-    from tilewright.jobs.runner import execute
-
     assert _worker_settings is not None
     outcome = execute(job_id, _worker_settings)
     return outcome.status, outcome.retry_in
@@ -172,6 +159,7 @@ class CeleryExecutor:
     name = "celery"
 
     def __init__(self, settings: Settings) -> None:
+        # Celery is heavy and needed only with this executor: the embedded server and the CLI never load it
         from tilewright.jobs.celery_app import make_celery
 
         self.settings = settings
@@ -194,15 +182,13 @@ class CeleryExecutor:
 
 
 def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
-    from kombu import Connection
+    from kombu import Connection  # Celery's transport: loaded only when a broker is configured
 
     try:
         with Connection(url, connect_timeout=timeout) as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
         return True, ""
     except Exception as exc:  # noqa: BLE001 - any failure means unreachable
-        from tilewright.logs import redact
-
         return False, f"broker {redact(url)} unreachable: {type(exc).__name__}: {exc}"
 
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from tilewright.config import Settings
 from tilewright.errors import CancelledError, TilewrightError
 from tilewright.jobs import store
+from tilewright.jobs.kind import TaskContext, TransientError
 from tilewright.jobs.models import utcnow
-from tilewright.jobs.tasks import TASKS, TaskContext, TransientError
+from tilewright.jobs.registry import TASKS
 
 log = logging.getLogger(__name__)
 REPORT_INTERVAL = 0.5
@@ -42,10 +43,9 @@ class _Reporter(threading.Thread):
         self.cancel = threading.Event()
         self.lost = False
         self._halt = threading.Event()
-        self._dirty = True
 
     def update(self, fraction: float, stage: str) -> None:
-        self.fraction, self.stage, self._dirty = max(0.0, min(1.0, fraction)), stage, True
+        self.fraction, self.stage = max(0.0, min(1.0, fraction)), stage
 
     def run(self) -> None:
         while not self._halt.wait(REPORT_INTERVAL):
@@ -160,12 +160,7 @@ def _not_claimed(job_id: str, settings: Settings) -> Outcome:
     if job["state"] == "running":
         return Outcome("busy", max(1.0, min(10.0, settings.job_stale_seconds / 3)))
     if job["state"] == "queued":
-        from tilewright.db import session_scope
-        from tilewright.jobs.models import Job
-
-        with session_scope(settings) as session:
-            record = session.get(Job, job_id)
-            due = record.not_before if record else None
+        due = store.due_at(settings, job_id)
         wait = (due - utcnow()).total_seconds() if due else 0.0
         return Outcome("retry", max(0.2, wait))
     return Outcome("skipped")

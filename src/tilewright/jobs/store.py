@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from datetime import timedelta
-from typing import Any
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import CursorResult, Executable, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from tilewright.config import Settings
 from tilewright.db import session_scope
@@ -37,6 +39,11 @@ class JobStateError(TilewrightError):
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def _changed(session: Session, statement: Executable) -> int:
+    """How many rows an UPDATE changed (`Session.execute` is typed as returning a plain `Result`)."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 def worker_id() -> str:
@@ -100,7 +107,7 @@ def get(settings: Settings, job_id: str) -> dict:
         return job.to_dict()
 
 
-def get_many(settings: Settings, job_ids: list[str]) -> dict[str, dict]:
+def get_many(settings: Settings, job_ids: Iterable[str | None]) -> dict[str, dict]:
     """Jobs by id in one query (a page of images and their jobs); ids with no job are left out."""
     ids = sorted({i for i in job_ids if i})
     if not ids:
@@ -139,11 +146,12 @@ def claim(settings: Settings, job_id: str, me: str, *, take_over_dead: bool = Tr
         "not_before": None,
     }
     with session_scope(settings) as session:
-        won = session.execute(
+        won = _changed(
+            session,
             update(Job)
             .where(Job.id == job_id, Job.state == "queued", or_(Job.not_before.is_(None), Job.not_before <= now))
-            .values(**values)
-        ).rowcount
+            .values(**values),
+        )
         if not won and take_over_dead:
             job = session.get(Job, job_id)
             if job is not None and job.state == "running" and is_dead(job, settings):
@@ -152,11 +160,12 @@ def claim(settings: Settings, job_id: str, me: str, *, take_over_dead: bool = Tr
                         update(Job).where(Job.id == job_id, Job.worker == job.worker).values(**_worker_lost(job, now))
                     )
                     return None
-                won = session.execute(
+                won = _changed(
+                    session,
                     update(Job)
                     .where(Job.id == job_id, Job.state == "running", Job.worker == job.worker)
-                    .values(**values)
-                ).rowcount
+                    .values(**values),
+                )
     if not won:
         return None
     return get(settings, job_id)
@@ -165,11 +174,12 @@ def claim(settings: Settings, job_id: str, me: str, *, take_over_dead: bool = Tr
 def report(settings: Settings, job_id: str, me: str, progress: float, stage: str) -> tuple[bool, bool]:
     """Write progress and a heartbeat. -> (still the owner, cancel requested)."""
     with session_scope(settings) as session:
-        owned = session.execute(
+        owned = _changed(
+            session,
             update(Job)
             .where(Job.id == job_id, Job.worker == me, Job.state == "running")
-            .values(progress=progress, stage=stage[:200], heartbeat_at=utcnow())
-        ).rowcount
+            .values(progress=progress, stage=stage[:200], heartbeat_at=utcnow()),
+        )
         cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
     return bool(owned), bool(cancel)
 
@@ -204,9 +214,9 @@ def finish(
         else:
             values.update(stage=state)
         return bool(
-            session.execute(
-                update(Job).where(Job.id == job_id, Job.worker == me, Job.state == "running").values(**values)
-            ).rowcount
+            _changed(
+                session, update(Job).where(Job.id == job_id, Job.worker == me, Job.state == "running").values(**values)
+            )
         )
 
 
@@ -214,7 +224,8 @@ def requeue_later(settings: Settings, job_id: str, me: str, delay: float, error:
     """Put a job that failed for a transient reason back in the queue, due after `delay` seconds."""
     with session_scope(settings) as session:
         return bool(
-            session.execute(
+            _changed(
+                session,
                 update(Job)
                 .where(Job.id == job_id, Job.worker == me, Job.state == "running")
                 .values(
@@ -224,8 +235,8 @@ def requeue_later(settings: Settings, job_id: str, me: str, delay: float, error:
                     error_type="transient",
                     not_before=utcnow() + timedelta(seconds=delay),
                     worker=None,
-                )
-            ).rowcount
+                ),
+            )
         )
 
 
@@ -254,7 +265,8 @@ def retry(settings: Settings, job_id: str) -> dict:
         job = session.get(Job, job_id)
         if job is None:
             raise JobNotFoundError(f"no job {job_id!r}")
-        changed = session.execute(
+        changed = _changed(
+            session,
             update(Job)
             .where(Job.id == job_id, Job.state.in_(("failed", "cancelled")))
             .values(
@@ -269,8 +281,8 @@ def retry(settings: Settings, job_id: str) -> dict:
                 not_before=None,
                 worker=None,
                 max_attempts=Job.attempts + settings.job_max_attempts,
-            )
-        ).rowcount
+            ),
+        )
         if not changed:
             raise JobStateError(f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried")
     return get(settings, job_id)
@@ -322,6 +334,12 @@ def requeue_dead(settings: Settings) -> list[str]:
     return requeued
 
 
+def due_at(settings: Settings, job_id: str) -> datetime | None:
+    """When a queued job that is waiting to be retried is due (None: now, or no such job)."""
+    with session_scope(settings) as session:
+        return session.scalar(select(Job.not_before).where(Job.id == job_id))
+
+
 def counts_by_state(settings: Settings) -> dict[str, int]:
     with session_scope(settings) as session:
         rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
@@ -332,8 +350,6 @@ def counts_by_state(settings: Settings) -> dict[str, int]:
 
 def duration_buckets(settings: Settings, bounds: list[float]) -> tuple[dict[str, list[int]], dict[str, float]]:
     """Per kind: cumulative counts of finished-job durations <= each bound (+Inf last), and their sums."""
-    from sqlalchemy import case
-
     columns = [func.sum(case((Job.duration_seconds <= b, 1), else_=0)) for b in bounds]
     query = (
         select(Job.kind, *columns, func.count(), func.coalesce(func.sum(Job.duration_seconds), 0.0))

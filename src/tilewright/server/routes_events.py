@@ -30,7 +30,7 @@ from tilewright.events.parse import (
     parse_eventgrid,
     parse_s3,
 )
-from tilewright.events.tasks import submit_blob
+from tilewright.events.submit import submit_blob
 from tilewright.server.deps import executor_of, settings_of
 from tilewright.server.errors import ApiError
 

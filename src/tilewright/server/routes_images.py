@@ -5,25 +5,32 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
+from tilewright.config import Settings
 from tilewright.db import session_scope
-from tilewright.errors import InputError, TilewrightError, UnsupportedFormatError
+from tilewright.errors import TilewrightError, UnsupportedFormatError
+from tilewright.formats import open_slide
 from tilewright.jobs import store
 from tilewright.jobs.models import Image
+from tilewright.jobs.params import check_collection, check_output_kind
+from tilewright.jobs.publish import output_store, store_prefix
 from tilewright.jobs.service import submit_job
-from tilewright.jobs.tasks import KINDS, check_collection
+from tilewright.outputs import WRITERS
+from tilewright.recipes import load_recipe
 from tilewright.server.deps import executor_of, require_token, settings_of
 from tilewright.server.errors import ApiError
-from tilewright.server.upload import discard, receive
+from tilewright.server.upload import Received, discard, receive
+from tilewright.storage import MANIFEST, StorageError, join_key
 
 router = APIRouter(tags=["images"])
 
 
-def _image_view(settings, image: Image, jobs: dict[str, dict] | None = None) -> dict:
+def _image_view(settings: Settings, image: Image, jobs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """An image record with its job's state and output URLs; `jobs`: already read (a page of images)."""
     data = image.to_dict()
     if image.job_id:
@@ -36,10 +43,8 @@ def _image_view(settings, image: Image, jobs: dict[str, dict] | None = None) -> 
     return data
 
 
-def _inspect(path: Path, filename: str, settings) -> tuple[str, int, int]:
+def _inspect(path: Path, filename: str, settings: Settings) -> tuple[str, int, int]:
     """Open the upload as the converter will: an unsupported or broken file is refused now (415/400)."""
-    from tilewright.formats import open_slide
-
     try:
         with open_slide(path, settings) as reader:
             return reader.name, reader.width, reader.height
@@ -54,20 +59,19 @@ async def upload_image(
     request: Request,
     response: Response,
     collection: str = Query("default", description="Collection the image belongs to."),
-    kind: str = Query("dzi", description="Output kind: dzi, tiff or iiif."),
+    kind: str = Query("dzi", description=f"Output kind: {', '.join(WRITERS)}."),
     recipe: str | None = Query(
         None,
         description="Run this recipe instead of a plain conversion "
         "(default: TILEWRIGHT_UPLOAD_RECIPE; empty: convert).",
     ),
     idempotency_key: str | None = Header(None, max_length=128),
-) -> dict:
+) -> dict[str, Any]:
     """Upload an image or slide (multipart field `file`, or the raw body with `?filename=`). Returns the image
     record and the job converting it to OUTPUT_ROOT/COLLECTION/IMAGE_ID/slide.*"""
     settings = settings_of(request)
     check_collection(collection)
-    if kind not in KINDS:
-        raise InputError(f"unknown output kind {kind!r}; choose one of {', '.join(KINDS)}")
+    check_output_kind(kind)
     _check_recipe(recipe, settings)
     upload_dir = settings.resolved_upload_dir()
     received = await receive(request, upload_dir, settings.max_upload_bytes)
@@ -86,17 +90,24 @@ async def upload_image(
     )
 
 
-def _check_recipe(recipe: str | None, settings) -> None:
+def _check_recipe(recipe: str | None, settings: Settings) -> None:
     """An unknown or broken recipe is refused at upload time (400), before the body is read."""
     if recipe:
-        from tilewright.recipes import load_recipe
-
         load_recipe(recipe, settings)
 
 
 def _record(
-    request, response, received, collection, kind, fmt, width, height, idempotency_key, recipe: str | None = None
-) -> dict:
+    request: Request,
+    response: Response,
+    received: Received,
+    collection: str,
+    kind: str,
+    fmt: str,
+    width: int,
+    height: int,
+    idempotency_key: str | None,
+    recipe: str | None = None,
+) -> dict[str, Any]:
     settings = settings_of(request)
     image_id = store.new_id()
     folder = settings.resolved_upload_dir() / image_id
@@ -150,7 +161,7 @@ def list_images(
     collection: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     settings = settings_of(request)
     query = select(Image).order_by(Image.created_at.desc()).limit(limit).offset(offset)
     if collection is not None:
@@ -162,7 +173,7 @@ def list_images(
 
 
 @router.get("/images/{image_id}")
-def get_image(image_id: str, request: Request) -> dict:
+def get_image(image_id: str, request: Request) -> dict[str, Any]:
     settings = settings_of(request)
     with session_scope(settings) as session:
         image = session.get(Image, image_id)
@@ -172,11 +183,11 @@ def get_image(image_id: str, request: Request) -> dict:
 
 
 @router.delete("/images/{image_id}", dependencies=[Depends(require_token)])
-def delete_image(image_id: str, request: Request) -> dict:
+def delete_image(image_id: str, request: Request) -> dict[str, Any]:
     """Delete the record, the uploaded file and the outputs (also the output store's copy: its manifest
     first, so it stops being served at once); a conversion still running is cancelled."""
     settings = settings_of(request)
-    result: dict = {"deleted": image_id}
+    result: dict[str, Any] = {"deleted": image_id}
     with session_scope(settings) as session:
         image = session.get(Image, image_id)
         if image is None:
@@ -195,10 +206,8 @@ def delete_image(image_id: str, request: Request) -> dict:
     return result
 
 
-def _delete_from_store(settings, collection: str, image_id: str) -> dict | None:
+def _delete_from_store(settings: Settings, collection: str, image_id: str) -> dict[str, Any] | None:
     """Remove the output store's copy of an image's outputs; None when no store is configured."""
-    from tilewright.jobs.tasks import output_store, store_prefix
-    from tilewright.storage import MANIFEST, StorageError, join_key
 
     try:
         found = output_store(settings)
@@ -213,7 +222,7 @@ def _delete_from_store(settings, collection: str, image_id: str) -> dict | None:
 
 
 @router.get("/collections")
-def list_collections(request: Request) -> list[dict]:
+def list_collections(request: Request) -> list[dict[str, Any]]:
     settings = settings_of(request)
     query = (
         select(Image.collection, func.count(), func.coalesce(func.sum(Image.size), 0))

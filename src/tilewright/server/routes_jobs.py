@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -14,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from tilewright.jobs import store
 from tilewright.jobs.models import FINISHED
+from tilewright.jobs.registry import TASKS
 from tilewright.jobs.service import submit_job
-from tilewright.jobs.tasks import TASKS
 from tilewright.server.deps import executor_of, require_token, settings_of
 
 router = APIRouter(tags=["jobs"])
@@ -29,7 +30,7 @@ class JobRequest(BaseModel):
 @router.post("/jobs", status_code=201, dependencies=[Depends(require_token)])
 def create_job(
     body: JobRequest, request: Request, response: Response, idempotency_key: str | None = Header(None, max_length=128)
-) -> dict:
+) -> dict[str, Any]:
     """Submit a job. The same idempotency key (default: hash of kind, parameters and input content) returns
     the existing job (200) and runs nothing twice."""
     job, created = submit_job(settings_of(request), executor_of(request), body.kind, body.params, key=idempotency_key)
@@ -45,22 +46,22 @@ def list_jobs(
     kind: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     return store.list_jobs(settings_of(request), state=state, kind=kind, limit=limit, offset=offset)
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: str, request: Request) -> dict:
+def get_job(job_id: str, request: Request) -> dict[str, Any]:
     return store.get(settings_of(request), job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Depends(require_token)])
-def cancel_job(job_id: str, request: Request) -> dict:
+def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
     return store.cancel(settings_of(request), job_id)  # an unknown id changes nothing and is a 404
 
 
 @router.post("/jobs/{job_id}/retry", dependencies=[Depends(require_token)])
-def retry_job(job_id: str, request: Request) -> dict:
+def retry_job(job_id: str, request: Request) -> dict[str, Any]:
     job = store.retry(settings_of(request), job_id)
     executor_of(request).submit(job_id)
     return job
@@ -72,8 +73,8 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
     settings = settings_of(request)
     await run_in_threadpool(store.get, settings, job_id)  # 404 before the stream starts
 
-    async def stream():
-        last: tuple | None = None
+    async def stream() -> AsyncIterator[str]:
+        last: tuple[Any, ...] | None = None
         quiet_since = time.monotonic()
         while True:
             job = await run_in_threadpool(store.get, settings, job_id)

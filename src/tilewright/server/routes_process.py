@@ -7,24 +7,28 @@ always a 4xx JSON error (`{"error", "detail"}`), never a 500.
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyvips
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic_core import ErrorDetails
 from sqlalchemy.orm import Session
 
 from tilewright.config import Settings
 from tilewright.db import session_scope
 from tilewright.errors import InputError, TilewrightError
+from tilewright.jobs.kinds.process import ImageItem, Params, process_images, process_target
 from tilewright.jobs.models import Image
+from tilewright.jobs.params import explain
 from tilewright.jobs.service import submit_job
-from tilewright.jobs.tasks import process_images, process_target
-from tilewright.ops import OperationError, Source, apply_chain, encode, parse_chain
+from tilewright.ops import Encoded, OperationError, Source, Step, apply_chain, encode, parse_chain
 from tilewright.paths import allowed_input
 from tilewright.server.deps import executor_of, require_token, settings_of
 from tilewright.server.errors import ApiError, error_response
@@ -76,8 +80,8 @@ async def resize(request: Request) -> Response:
     quality = _int_param(request, "quality", 1, 100)
     if width is None and height is None:
         raise ApiError(400, "give width and/or height (1..16384)")
-    fmt = (request.query_params.get("format") or "").strip().lower() or None
-    fmt = {"jpg": "jpeg"}.get(fmt, fmt)
+    asked = (request.query_params.get("format") or "").strip().lower()
+    fmt = ("jpeg" if asked == "jpg" else asked) or None
     if fmt is not None and fmt not in RESIZE_FORMATS:
         raise ApiError(400, f"format must be one of {', '.join(RESIZE_FORMATS)}, not {fmt[:20]!r}")
     chain: list[Any] = [
@@ -117,7 +121,7 @@ async def resize(request: Request) -> Response:
     )
 
 
-def _resize_file(path: Path, steps, settings):
+def _resize_file(path: Path, steps: list[Step], settings: Settings) -> tuple[Encoded, tuple[int, int]]:
     try:
         with Source(path, settings) as source:
             original = (source.width, source.height)
@@ -138,8 +142,42 @@ def _resize_file(path: Path, steps, settings):
 # -- /process --------------------------------------------------------------------------------------
 
 
-@router.post("/process", dependencies=[Depends(require_token)], status_code=200)
-async def process(request: Request):
+class ProcessRequest(Params):
+    """The body of `POST /process`: the `process` job kind's parameters (a large request becomes that job)."""
+
+
+class _ProcessRoute(APIRoute):
+    """`/process` answers a bad body 400 (FastAPI's own validation would say 422) and a bad operation 422
+    with its `index`, `op` and `param`, whether the body's validation or the inline run finds it."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                raise ApiError(400, _body_problem(exc)) from None
+            except OperationError as exc:  # raised as it is by the model's chain check (not a ValueError)
+                return _operation_error(exc)
+
+        return checked
+
+
+def _body_problem(exc: RequestValidationError) -> str:
+    """One line for a body the model refused; its fields are explained as a `process` job's parameters are."""
+    errors = list(exc.errors())
+    if any(e["type"] == "json_invalid" for e in errors):
+        return 'the body must be JSON: {"images": [...], "operations": [...]}'
+    fields: list[ErrorDetails] = [
+        cast(ErrorDetails, {**e, "loc": tuple(e["loc"][1:])}) for e in errors if len(e["loc"]) > 1
+    ]
+    if not fields:  # no body, or not an object
+        return "the body must be a JSON object with 'images' and 'operations'"
+    return explain(ProcessRequest, "process", fields)
+
+
+async def process(body: ProcessRequest, request: Request) -> Response | list[dict[str, Any]]:
     """Apply `operations` (left to right) to each of `images` and write `output` under OUTPUT_ROOT/processed/.
 
     Body: `{"images": [{"input": IMAGE_ID or PATH, "output": "NAME.png"}], "operations": ["split", "resize=0.5"],
@@ -147,56 +185,34 @@ async def process(request: Request):
     `TILEWRIGHT_PROCESS_INLINE_MAX_PIXELS` input pixels answer 202 with a `process` job.
     """
     settings = settings_of(request)
-    try:
-        body = json.loads(await request.body() or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, 'the body must be JSON: {"images": [...], "operations": [...]}') from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object with 'images' and 'operations'")
-    unknown = set(body) - {"images", "operations", "format"}
-    if unknown:
-        raise ApiError(400, f"unknown fields: {', '.join(sorted(unknown))}")
-    operations = body.get("operations", [])
-    if not isinstance(operations, list):
-        raise ApiError(400, "'operations' must be a list")
-    try:
-        parse_chain(operations)
-    except OperationError as exc:
-        return _operation_error(exc)
-    fmt = body.get("format")
-    if fmt is not None and fmt not in ("jpeg", "jpg", "png", "webp", "avif", "tiff", "tif"):
-        raise ApiError(400, f"format must be jpeg, png, webp, avif or tiff, not {str(fmt)[:20]!r}")
-    items = body.get("images")
-    if not isinstance(items, list) or not items:
-        raise ApiError(400, '\'images\' must be a non-empty list of {"input": ..., "output": ...}')
-    if len(items) > 1000:
-        raise ApiError(400, "at most 1000 images per request")
-    resolved = await run_in_threadpool(_resolve_items, items, settings)
-    params = {"images": resolved, "operations": operations, "format": fmt}
+    resolved = await run_in_threadpool(_resolve_items, body.images, settings)
+    params = {"images": resolved, "operations": body.operations, "format": body.format}
     pixels = await run_in_threadpool(_total_pixels, resolved, settings)
     if pixels > settings.process_inline_max_pixels:
         job, created = await run_in_threadpool(submit_job, settings, executor_of(request), "process", params)
         return JSONResponse(job, status_code=202, headers={"Location": f"/jobs/{job['id']}"})
-    try:
-        return await run_in_threadpool(process_images, params, settings)
-    except OperationError as exc:
-        return _operation_error(exc)
+    return await run_in_threadpool(process_images, params, settings)
 
 
-def _resolve_items(items: list[Any], settings: Settings) -> list[dict[str, str]]:
-    """`images` checked and each input resolved to a file: a request may name up to 1000 images, so all of
-    them share one thread hop and one database session. ApiError/InputError (400) for the first bad item."""
+router.add_api_route(
+    "/process",
+    process,
+    methods=["POST"],
+    dependencies=[Depends(require_token)],
+    status_code=200,
+    response_model=None,
+    route_class_override=_ProcessRoute,
+)
+
+
+def _resolve_items(items: list[ImageItem], settings: Settings) -> list[dict[str, str]]:
+    """Each input resolved to a file: a request may name up to 1000 images, so all of them share one thread
+    hop and one database session. InputError (400) for the first bad item."""
     resolved = []
     with session_scope(settings) as session:
-        for number, item in enumerate(items):
-            if (
-                not isinstance(item, dict)
-                or not isinstance(item.get("input"), str)
-                or not isinstance(item.get("output"), str)
-            ):
-                raise ApiError(400, f'images[{number}] must be {{"input": string, "output": string}}')
-            process_target(item["output"], settings)  # InputError (400) for absolute, '..' or escaping names
-            resolved.append({"input": _resolve_input(session, item["input"], settings), "output": item["output"]})
+        for item in items:
+            process_target(item.output, settings)  # InputError (400) for absolute, '..' or escaping names
+            resolved.append({"input": _resolve_input(session, item.input, settings), "output": item.output})
     return resolved
 
 
@@ -211,7 +227,7 @@ def _resolve_input(session: Session, value: str, settings: Settings) -> str:
     return str(allowed_input(value, settings))
 
 
-def _total_pixels(items: list[dict], settings) -> int:
+def _total_pixels(items: list[dict[str, str]], settings: Settings) -> int:
     total = 0
     for item in items:
         try:
