@@ -1,4 +1,4 @@
-"""Pre-built pyramids in object storage (server/prebuilt.py, jobs/tasks.py run_convert), end to end:
+"""Pre-built pyramids in object storage (server/prebuilt.py, jobs/kinds/convert.py), end to end:
 a real upload converted by the embedded job pool, published to Azurite or moto's S3 server (manifest
 last), then served back over HTTP from the store; half-published pyramids, new versions, ETags and
 tiles the manifest lacks. The store is read back with the vendors' own clients (azure-storage-blob, boto3).

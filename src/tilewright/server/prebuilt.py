@@ -1,6 +1,6 @@
 """Pre-built Deep Zoom pyramids: where an image's published pyramid is, and reading its files.
 
-A conversion job publishes an upload's pyramid in up to two places (`jobs.tasks.run_convert`):
+A conversion job publishes an upload's pyramid in up to two places (`jobs.kinds.convert.run`):
 
 - local disk, `OUTPUT_ROOT/COLLECTION/ID/slide.dzi` and `slide_files/`, moved into place by one
   atomic rename: the `.dzi` being there means the whole pyramid is;
@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from tilewright.config import Settings
 from tilewright.errors import TilewrightError
-from tilewright.jobs.tasks import output_store, store_prefix
+from tilewright.jobs.publish import output_store, store_prefix
 from tilewright.server.cache import TileCache, TtlCache
 from tilewright.storage import MANIFEST, BlobNotFoundError, Storage, StorageError, join_key
 
