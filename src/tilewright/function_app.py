@@ -110,8 +110,8 @@ def resize(req: func.HttpRequest) -> func.HttpResponse:
 def thumbnail(url: str, size: int, settings: Settings | None = None) -> bytes:
     """A JPEG of the blob fitting size x size (the blob is streamed to a temp file, removed afterwards)."""
     from tilewright.formats import open_slide
-    from tilewright.formats.base import to_web
     from tilewright.imaging.colour import parse_colour
+    from tilewright.imaging.eight_bit import to_eight_bit
     from tilewright.storage import open_url
 
     settings = settings or get_settings()
@@ -120,7 +120,7 @@ def thumbnail(url: str, size: int, settings: Settings | None = None) -> bytes:
         local = Path(folder) / ("blob" + Path(key).suffix.lower())
         store.download(key, local)
         with open_slide(local, settings) as reader:
-            image = to_web(reader.thumbnail(size), list(parse_colour(settings.background)))
+            image = to_eight_bit(reader.thumbnail(size), parse_colour(settings.background))
             return image.jpegsave_buffer(Q=settings.quality)
 
 
