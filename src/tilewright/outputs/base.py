@@ -15,11 +15,13 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyvips
+from typing import TYPE_CHECKING
 
 from tilewright.errors import OutputExistsError
 from tilewright.staging import STAGING_PREFIX, make_staging, remove_staging
+
+if TYPE_CHECKING:  # annotations only: `outputs.KINDS` (the CLI's --to choices) is read without libvips
+    import pyvips
 
 
 @dataclass

@@ -8,10 +8,12 @@ source's microns per pixel) so that QuPath knows the pixel size.
 from __future__ import annotations
 
 from pathlib import Path
-
-import pyvips
+from typing import TYPE_CHECKING
 
 from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels, tile_count
+
+if TYPE_CHECKING:  # annotations only: `outputs.KINDS` (the CLI's --to choices) is read without libvips
+    import pyvips
 
 _COMPRESSION = {"jpeg": "jpeg", "png": "deflate", "webp": "webp"}
 _BIGTIFF_BYTES = 3 * 2**30
