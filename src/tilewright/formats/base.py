@@ -73,6 +73,9 @@ class SlideReader(ABC):
 
     #: the name used in `Settings.format_checkers` and in `info`'s "reader" field
     name: ClassVar[str] = ""
+    #: file suffixes this reader's files usually have (lower case, with the dot): what uploads and
+    #: `tilewright import` accept (`registry.accepted_suffixes`). Detection itself is by content.
+    suffixes: ClassVar[tuple[str, ...]] = ()
 
     format: str
     vendor: str | None = None

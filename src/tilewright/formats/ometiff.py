@@ -32,6 +32,7 @@ _VIPS_CANNOT_DECODE = {50000, 34712, 33003, 33004, 33005, 50002, 52546, 34887}
 
 class OmeTiffReader(SlideReader):
     name = "ometiff"
+    suffixes = (".tif", ".tiff", ".btf")
 
     @classmethod
     def check(cls, path: Path, head: bytes) -> bool:

@@ -36,6 +36,7 @@ _NATIVE_TIFF_VENDORS = {"aperio"}
 
 class OpenSlideReader(SlideReader):
     name = "openslide"
+    suffixes = (".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".tif", ".tiff")
 
     @classmethod
     def check(cls, path: Path, head: bytes) -> bool:
