@@ -12,12 +12,11 @@ import pytest
 import pyvips
 from typer.testing import CliRunner
 
-from tilewright.recipes import plan
 from tilewright.cli import app
 from tilewright.config import Settings
 from tilewright.errors import CancelledError, InputError, LimitExceededError, OutputExistsError
 from tilewright.ops import Source
-from tilewright.recipes import RecipeError, list_recipes, load_recipe, parse_recipe, run_recipe
+from tilewright.recipes import RecipeError, list_recipes, load_recipe, parse_recipe, plan, run_recipe
 
 PHOTO = "jpeg-png/2569067123_aca715a2ee_o.jpg"  # 2725 x 2225 RGB JPEG, 829,183 bytes
 SLIDE = "svs/cmu-1-small-region.svs"  # 2220 x 2967 Aperio

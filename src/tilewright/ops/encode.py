@@ -17,7 +17,7 @@ import pyvips
 from pydantic import Field
 
 from tilewright.imaging.eight_bit import to_eight_bit
-from tilewright.imaging.image_formats import CANONICAL, FORMATS, FormatName
+from tilewright.imaging.image_formats import CANONICAL, FORMATS, FormatName, ImageFormat
 from tilewright.ops.base import CHROMA_FIELD, FORMAT_FIELD, QUALITY_FIELD, STRIP_FIELD, ParamError, set_field
 
 Quality = Annotated[int, Field(ge=1, le=100)]
@@ -97,12 +97,12 @@ class Encoded:
     height: int
 
 
-def output_format(image: pyvips.Image, default: str = "jpeg") -> str:
-    fields = image.get_fields()
-    return image.get(FORMAT_FIELD) if FORMAT_FIELD in fields else CANONICAL.get(default, default)
+def output_format(image: pyvips.Image, default: str = "jpeg") -> ImageFormat:
+    """The format `image` is to be written in: the chain's `format`, else `default` (any accepted spelling)."""
+    return CANONICAL[image.get(FORMAT_FIELD) if FORMAT_FIELD in image.get_fields() else default]
 
 
-def _prepare(image: pyvips.Image, fmt: str) -> tuple[pyvips.Image, dict]:
+def _prepare(image: pyvips.Image, fmt: ImageFormat) -> tuple[pyvips.Image, dict[str, Any]]:
     fields = image.get_fields()
     q = image.get(QUALITY_FIELD) if QUALITY_FIELD in fields else FORMATS[fmt].default_quality
     chroma = image.get(CHROMA_FIELD) if CHROMA_FIELD in fields else "auto"
@@ -132,7 +132,13 @@ def _prepare(image: pyvips.Image, fmt: str) -> tuple[pyvips.Image, dict]:
     return image, options
 
 
-_SAVERS = {"jpeg": "jpegsave", "png": "pngsave", "webp": "webpsave", "avif": "heifsave", "tiff": "tiffsave"}
+_SAVERS: dict[ImageFormat, str] = {
+    "jpeg": "jpegsave",
+    "png": "pngsave",
+    "webp": "webpsave",
+    "avif": "heifsave",
+    "tiff": "tiffsave",
+}
 
 
 def encode(image: pyvips.Image, default_format: str = "jpeg") -> Encoded:

@@ -8,7 +8,7 @@ source's microns per pixel) so that QuPath knows the pixel size.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels, tile_count
 
@@ -38,7 +38,7 @@ class TiffWriter(PyramidWriter):
     def write(self, image: pyvips.Image, staging: Path) -> list[Path]:
         o = self.options
         target = staging / self.output.name
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if o.mpp:
             kwargs.update(xres=1000.0 / o.mpp[0], yres=1000.0 / o.mpp[1], resunit="cm")
         compression = _COMPRESSION[o.tile_format]
