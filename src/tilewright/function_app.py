@@ -22,7 +22,7 @@ from typing import Any
 import azure.functions as func
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import TilewrightError
+from tilewright.errors import TilewrightError, one_line
 from tilewright.events.parse import BLOB_CREATED
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def resize(req: func.HttpRequest) -> func.HttpResponse:
     try:
         body = thumbnail(url, size)
     except TilewrightError as exc:
-        return _error(exc.http_status if exc.http_status < 500 else 503, " ".join(str(exc).split()))
+        return _error(exc.http_status if exc.http_status < 500 else 503, one_line(exc, None))
     return (
         func.HttpResponse(
             body=body, status_code=200, mimetype="image/jpeg", headers={"Cache-Control": "public, max-age=3600"}

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tilewright.errors import one_line
 from tilewright.logs import redact
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class TileCache:
                     "tile cache: Redis at %s cannot be reached (%s); tiles are cached in memory "
                     "until it answers again (retried every %g s)",
                     redact(self.redis_url),
-                    " ".join(str(exc).split())[:200] or type(exc).__name__,
+                    one_line(exc, 200),
                     self.retry_seconds,
                 )
             self._down = True

@@ -234,7 +234,7 @@ def stored_tile(handle, x: int, y: int, w: int, h: int, out_w: int, out_h: int) 
 
 def _render(svc: TileService, record: Record, make) -> bytes:
     """Run `make(handle) -> bytes` on an open slide; a failed read becomes a clean 4xx, not a 500."""
-    from tilewright.errors import TilewrightError
+    from tilewright.errors import TilewrightError, one_line
 
     with svc.handles.open(record.path, record.source_key) as handle:
         failure: BaseException | None = None
@@ -247,7 +247,7 @@ def _render(svc: TileService, record: Record, make) -> bytes:
         error = handle.reader.read_error() or failure  # a bridged read error says more than libvips's
         if error is not None:
             svc.handles.discard(handle)
-            detail = " ".join(str(error).split())[:300]
+            detail = one_line(error)
             raise ApiError(422, f"cannot read this part of image {record.id!r}: {detail}") from None
         return data
 
