@@ -73,9 +73,7 @@ def make_options(
     iiif_id: str | None = None,
 ) -> WriteOptions:
     """Write options from explicit values, falling back to the settings for each kind."""
-    default_size = {"dzi": settings.dzi_tile_size, "tiff": settings.tiff_tile_size, "iiif": settings.iiif_tile_size}[
-        kind
-    ]
+    default_size = getattr(settings, WRITERS[kind].tile_size_setting)  # each kind has its own setting
     size = tile_size or default_size
     if kind == "tiff" and size % 16:
         raise InputError(f"TIFF tile size must be a multiple of 16, not {size}")

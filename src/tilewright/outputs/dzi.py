@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # annotations only: `outputs.KINDS` (the CLI's --to choices) 
 
 class DziWriter(PyramidWriter):
     kind = "dzi"
+    tile_size_setting = "dzi_tile_size"
 
     @staticmethod
     def normalise_output(output: Path) -> Path:

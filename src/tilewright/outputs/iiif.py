@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # annotations only: `outputs.KINDS` (the CLI's --to choices) 
 
 class IiifWriter(PyramidWriter):
     kind = "iiif"
+    tile_size_setting = "iiif_tile_size"
 
     def final_paths(self) -> list[Path]:
         return [self.output]

@@ -21,6 +21,7 @@ _BIGTIFF_BYTES = 3 * 2**30
 
 class TiffWriter(PyramidWriter):
     kind = "tiff"
+    tile_size_setting = "tiff_tile_size"
 
     @staticmethod
     def normalise_output(output: Path) -> Path:
