@@ -17,7 +17,7 @@ import pytest
 
 from tilewright.config import Settings
 from tilewright.errors import InputError, LimitExceededError, UnsupportedFormatError
-from tilewright.formats import detect, open_slide
+from tilewright.formats import accepted_suffixes, detect, open_slide
 from tilewright.formats.bridge import BridgedLevel
 from tilewright.formats.jpegtiles import ADOBE_RGB
 
@@ -203,6 +203,16 @@ def test_checker_order_is_configurable(testdata):
     assert detect(testdata("jpeg-png/boxes.png"), only_vips).name == "vips"
     with pytest.raises(ValueError, match="unknown format checker"):
         detect(testdata("jpeg-png/boxes.png"), Settings(format_checkers=["nope"]))
+
+
+def test_a_reader_left_out_of_format_checkers_is_still_tried(testdata):
+    """The setting orders the checkers; a built-in it does not name is tried after those it names."""
+    assert detect(testdata("jpeg-png/boxes.png"), Settings(format_checkers=["ometiff"])).name == "vips"
+
+
+def test_uploads_and_imports_accept_the_suffixes_the_readers_declare():
+    assert {".svs", ".ndpi", ".mrxs", ".dcm", ".jpg", ".png", ".qptiff"} <= accepted_suffixes()
+    assert ".txt" not in accepted_suffixes()
 
 
 def test_third_party_reader_plugs_in_through_entry_points(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ import pytest
 import pyvips
 
 from tilewright import ops
+from tilewright.imaging.eight_bit import to_eight_bit
 from tilewright.ops import OperationError, apply_chain, encode, parse_chain
 
 
@@ -298,7 +299,7 @@ def test_watermark_on_grey_and_rgba_keeps_the_bands():
 
 
 def test_format_quality_and_strip_drive_the_encoder(testdata):
-    image = ops.normalise(pyvips.Image.new_from_file(str(testdata("jpeg-png/2569067123_aca715a2ee_o.jpg"))))
+    image = to_eight_bit(pyvips.Image.new_from_file(str(testdata("jpeg-png/2569067123_aca715a2ee_o.jpg"))))
     steps = ["thumbnail=600"]
     high = encode(run(image, *steps, "quality=95")[0])
     low = encode(run(image, *steps, "quality=30")[0])
@@ -457,3 +458,14 @@ def test_jpeg_chroma_subsampling():
         run(image, {"op": "format", "format": "png", "chroma": "420"})
     with pytest.raises(OperationError, match="chroma"):
         parse_chain([{"op": "format", "format": "jpeg", "chroma": "411"}])
+
+
+def test_eight_bit_flattens_16_bit_alpha_on_the_background():
+    """A transparent 16-bit pixel becomes the background (alpha is read on the 8-bit scale, after scaling)."""
+    pixels = np.zeros((2, 2, 4), np.uint16)
+    pixels[..., :3], pixels[0, 0, 3] = 40000, 65535
+    image = pyvips.Image.new_from_array(pixels).copy(interpretation="rgb16")
+    flat = np.asarray(to_eight_bit(image, (255, 255, 255)))
+    assert flat[0, 0].tolist() == [156, 156, 156] and flat[1, 1].tolist() == [255, 255, 255]
+    kept = to_eight_bit(image)
+    assert (kept.bands, kept.format, kept.interpretation) == (4, "uchar", "srgb")

@@ -12,12 +12,11 @@ import pytest
 import pyvips
 from typer.testing import CliRunner
 
-from tilewright import recipes
 from tilewright.cli import app
 from tilewright.config import Settings
 from tilewright.errors import CancelledError, InputError, LimitExceededError, OutputExistsError
 from tilewright.ops import Source
-from tilewright.recipes import RecipeError, list_recipes, load_recipe, parse_recipe, run_recipe
+from tilewright.recipes import RecipeError, list_recipes, load_recipe, parse_recipe, plan, run_recipe
 
 PHOTO = "jpeg-png/2569067123_aca715a2ee_o.jpg"  # 2725 x 2225 RGB JPEG, 829,183 bytes
 SLIDE = "svs/cmu-1-small-region.svs"  # 2220 x 2967 Aperio
@@ -338,10 +337,10 @@ def test_decode_once_gives_identical_outputs_and_removes_its_copy(tmp_path, monk
         assert self.decoded
 
     monkeypatch.setattr(Source, "decode_to", spy)
-    monkeypatch.setattr(recipes, "DECODE_ONCE_PIXELS", 10**12)
+    monkeypatch.setattr(plan, "DECODE_ONCE_PIXELS", 10**12)
     run_recipe(source, tmp_path / "out-direct", recipe)
     assert copies == []
-    monkeypatch.setattr(recipes, "DECODE_ONCE_PIXELS", 0)
+    monkeypatch.setattr(plan, "DECODE_ONCE_PIXELS", 0)
     run_recipe(source, tmp_path / "out-once", recipe)
     assert len(copies) == 1 and not copies[0].exists()
 
@@ -357,27 +356,27 @@ def test_decode_once_only_when_it_pays(tmp_path, monkeypatch):
     jpeg = Source(tmp_path / "in.jpg")
     default = [o for o in load_recipe("default").outputs if o.kind == "image"]
     turned = parse_recipe({"outputs": [{"name": "t", "ops": ["rotate=90"]}]}).outputs
-    monkeypatch.setattr(recipes, "DECODE_ONCE_PIXELS", 0)
-    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 2)
+    monkeypatch.setattr(plan, "DECODE_ONCE_PIXELS", 0)
+    monkeypatch.setattr(plan, "PARALLEL_OUTPUTS", 2)
     assert not png.shrinks_on_load and jpeg.shrinks_on_load
-    assert not recipes._decode_once(png, recipes._plan_lanes(png, default))  # two lanes, two at once
-    assert recipes._decode_once(png, recipes._plan_lanes(png, turned))  # out of order
-    assert not recipes._decode_once(jpeg, recipes._plan_lanes(jpeg, turned))  # JPEG: shrink-on-load
-    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 1)
-    assert recipes._decode_once(png, recipes._plan_lanes(png, default))
-    monkeypatch.setattr(recipes, "DECODE_ONCE_MAX_BYTES", 2400 * 1600 * 4 - 1)  # RGBA: one byte too many
-    assert not recipes._decode_once(png, recipes._plan_lanes(png, turned))  # the mapped copy would be too large
-    monkeypatch.setattr(recipes, "DECODE_ONCE_MAX_BYTES", 2400 * 1600 * 4)
-    assert recipes._decode_once(png, recipes._plan_lanes(png, turned))
-    monkeypatch.setattr(recipes, "DECODE_ONCE_PIXELS", 10**12)
-    assert not recipes._decode_once(png, recipes._plan_lanes(png, turned))  # small: not worth a copy
+    assert not plan.decode_once(png, plan.plan_lanes(png, default))  # two lanes, two at once
+    assert plan.decode_once(png, plan.plan_lanes(png, turned))  # out of order
+    assert not plan.decode_once(jpeg, plan.plan_lanes(jpeg, turned))  # JPEG: shrink-on-load
+    monkeypatch.setattr(plan, "PARALLEL_OUTPUTS", 1)
+    assert plan.decode_once(png, plan.plan_lanes(png, default))
+    monkeypatch.setattr(plan, "DECODE_ONCE_MAX_BYTES", 2400 * 1600 * 4 - 1)  # RGBA: one byte too many
+    assert not plan.decode_once(png, plan.plan_lanes(png, turned))  # the mapped copy would be too large
+    monkeypatch.setattr(plan, "DECODE_ONCE_MAX_BYTES", 2400 * 1600 * 4)
+    assert plan.decode_once(png, plan.plan_lanes(png, turned))
+    monkeypatch.setattr(plan, "DECODE_ONCE_PIXELS", 10**12)
+    assert not plan.decode_once(png, plan.plan_lanes(png, turned))  # small: not worth a copy
     png.close(), jpeg.close()
 
 
 def test_default_recipe_lanes(testdata):
     """The thumbnails share one shrink-on-load decode; the full-size copy streams in a lane of its own."""
     with Source(testdata(PHOTO)) as source:
-        lanes = recipes._plan_lanes(source, [o for o in load_recipe("default").outputs if o.kind == "image"])
+        lanes = plan.plan_lanes(source, [o for o in load_recipe("default").outputs if o.kind == "image"])
     assert [[o.name for o in lane.outputs] for lane in lanes] == [
         ["watermarked"],
         ["optimized", "thumbnail_large", "thumbnail_medium", "thumbnail_small"],
@@ -387,8 +386,8 @@ def test_default_recipe_lanes(testdata):
 
 @pytest.mark.parametrize("failing", ["decode", "output"])
 def test_decode_once_copy_is_removed_on_failure(testdata, tmp_path, monkeypatch, failing):
-    monkeypatch.setattr(recipes, "DECODE_ONCE_PIXELS", 0)
-    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 1)
+    monkeypatch.setattr(plan, "DECODE_ONCE_PIXELS", 0)
+    monkeypatch.setattr(plan, "PARALLEL_OUTPUTS", 1)
     copies = []
     original = Source.decode_to
 
@@ -419,8 +418,8 @@ def test_decode_once_copy_is_removed_on_failure(testdata, tmp_path, monkeypatch,
 
 
 def test_cancel_while_decoding_once_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(recipes, "DECODE_ONCE_PIXELS", 0)
-    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 1)
+    monkeypatch.setattr(plan, "DECODE_ONCE_PIXELS", 0)
+    monkeypatch.setattr(plan, "PARALLEL_OUTPUTS", 1)
     source = _photo_png(tmp_path / "in.png", 3000, 2000)
     stop = threading.Event()
 
@@ -441,10 +440,10 @@ def test_lanes_side_by_side_match_one_at_a_time(testdata, tmp_path, monkeypatch)
     def progress(fraction, stage):
         threads.add(threading.current_thread().name.split("_")[0])
 
-    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 1)
+    monkeypatch.setattr(plan, "PARALLEL_OUTPUTS", 1)
     run_recipe(testdata(PHOTO), tmp_path / "one", progress=progress)
     assert threads == {"MainThread"}
-    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 2)
+    monkeypatch.setattr(plan, "PARALLEL_OUTPUTS", 2)
     seen = []
     run_recipe(testdata(PHOTO), tmp_path / "two", progress=lambda f, s: (progress(f, s), seen.append(f)))
     assert "tw-recipe" in threads
@@ -453,7 +452,7 @@ def test_lanes_side_by_side_match_one_at_a_time(testdata, tmp_path, monkeypatch)
 
 
 def test_a_failing_lane_stops_the_others_and_publishes_nothing(testdata, tmp_path, monkeypatch):
-    monkeypatch.setattr(recipes, "PARALLEL_OUTPUTS", 2)
+    monkeypatch.setattr(plan, "PARALLEL_OUTPUTS", 2)
     recipe = parse_recipe(
         {
             "outputs": [

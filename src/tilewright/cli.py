@@ -4,25 +4,35 @@ Exit codes: 0 success; 1 internal error (a bug: rerun with -v); 2 bad input or
 usage (unreadable, unsupported, over a limit; `import`: one or more files failed);
 3 output exists (pass --overwrite); 4 cancelled or over the time limit; 130 interrupted.
 Errors are one line on stderr; tracebacks only with -v.
+
+Start-up is kept short: each command imports what it needs (libvips, FastAPI, Celery, SQLAlchemy,
+rich) inside its function, so that `--help` and `info` load none of what they do not use. Those
+imports are marked "lazy" below.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from tilewright import __version__
-from tilewright.config import get_settings
-from tilewright.errors import TilewrightError
+from tilewright.config import Settings, get_settings
+from tilewright.config.markdown import settings_table
+from tilewright.errors import InputError, TilewrightError, one_line
+from tilewright.imaging.image_formats import format_list
+from tilewright.logs import setup_logging
+from tilewright.outputs import KINDS
 
 app = typer.Typer(
     name="tilewright",
@@ -35,10 +45,8 @@ app = typer.Typer(
 log = logging.getLogger("tilewright")
 
 
-class OutputKind(StrEnum):
-    dzi = "dzi"
-    tiff = "tiff"
-    iiif = "iiif"
+#: `--to`'s choices: every output kind `outputs.WRITERS` has
+OutputKind = StrEnum("OutputKind", {kind: kind for kind in KINDS})  # type: ignore[misc]  # mypy wants a literal
 
 
 class TileFormat(StrEnum):
@@ -64,8 +72,6 @@ def main(
     ] = None,
 ) -> None:
     _state["verbose"] = verbose
-    from tilewright.logs import setup_logging
-
     with _errors():  # a bad setting: one line, not a traceback
         setup_logging(get_settings(), verbose=verbose)
 
@@ -78,7 +84,7 @@ def _errors() -> Iterator[None]:
     except TilewrightError as exc:
         if _state["verbose"]:
             log.exception("failed")
-        typer.echo(f"tilewright: error: {' '.join(str(exc).split())}", err=True)
+        typer.echo(f"tilewright: error: {one_line(exc, None)}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("tilewright: interrupted; nothing was published", err=True)
@@ -88,7 +94,7 @@ def _errors() -> Iterator[None]:
     except Exception as exc:
         if _state["verbose"]:
             log.exception("internal error")
-        reason = " ".join(str(exc).split())[:300]
+        reason = one_line(exc)
         typer.echo(f"tilewright: internal error: {type(exc).__name__}: {reason} (rerun with -v for details)", err=True)
         raise typer.Exit(1) from None
 
@@ -99,7 +105,7 @@ def info(
     properties: Annotated[bool, typer.Option(help="Include every vendor property.")] = True,
 ) -> None:
     """Print a slide's format, size, levels, tile size, resolution and associated images as JSON."""
-    from tilewright.formats import open_slide
+    from tilewright.formats import open_slide  # lazy: libvips
 
     with _errors():
         with open_slide(slide) as reader:
@@ -111,8 +117,6 @@ def show_config(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's table of every setting.")] = False,
 ) -> None:
     """Print the settings in effect (defaults, TOML file, environment), secrets masked."""
-    from tilewright.config.markdown import settings_table
-
     if markdown:
         typer.echo(settings_table())
         return
@@ -127,7 +131,7 @@ def convert(
         Path,
         typer.Option("-o", "--output", help="Output path without extension (OUT.dzi + OUT_files/, OUT.tiff, OUT/)."),
     ],
-    to: Annotated[OutputKind, typer.Option("--to", help="Output kind.")] = OutputKind.dzi,
+    to: Annotated[OutputKind, typer.Option("--to", help="Output kind.")] = OutputKind("dzi"),
     tile_size: Annotated[
         int | None, typer.Option(min=16, max=8192, help="Tile size (default 254 DZI, 256 TIFF, 512 IIIF).")
     ] = None,
@@ -143,8 +147,8 @@ def convert(
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
 ) -> None:
     """Convert one image or slide to a Deep Zoom, pyramidal TIFF or IIIF pyramid."""
-    from tilewright.convert import convert as run_convert
-    from tilewright.convert import make_options
+    from tilewright.convert import convert as run_convert  # lazy: libvips
+    from tilewright.convert import make_options  # lazy: libvips
 
     settings = get_settings()
     with _errors():
@@ -192,13 +196,13 @@ def process(
         list[str] | None,
         typer.Option("--op", help="Run this chain instead of a recipe, e.g. --op resize=0.5 --op blur=2 (repeat)."),
     ] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="With --op: jpeg, png, webp, avif or tiff.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=f"With --op: {format_list()}.")] = None,
     quality: Annotated[int | None, typer.Option(min=1, max=100, help="With --op: encoder quality.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,
 ) -> None:
     """Run a recipe (thumbnails, optimised and watermarked copies, metadata.json; a DZI for slides) or a chain."""
-    from tilewright.recipes import chain_recipe, load_recipe, run_recipe
+    from tilewright.recipes import chain_recipe, load_recipe, run_recipe  # lazy: libvips
 
     settings = get_settings()
     with _errors():
@@ -226,7 +230,7 @@ def process(
 def import_(
     directory: Annotated[Path, typer.Argument(help="Folder to scan recursively.", exists=True, file_okay=False)],
     outdir: Annotated[Path, typer.Option("-o", "--output", help="Folder for the outputs (same layout as DIRECTORY).")],
-    to: Annotated[OutputKind, typer.Option("--to", help="Output kind.")] = OutputKind.dzi,
+    to: Annotated[OutputKind, typer.Option("--to", help="Output kind.")] = OutputKind("dzi"),
     workers: Annotated[
         int | None, typer.Option(min=1, help="Files converted at once (default: TILEWRIGHT_WORKERS).")
     ] = None,
@@ -236,8 +240,8 @@ def import_(
     """Convert every supported file under DIRECTORY, in parallel, skipping those already done."""
     from concurrent.futures import ProcessPoolExecutor, as_completed  # here: `process` and `info` never need it
 
-    from tilewright.convert import make_options
-    from tilewright.importer import plan_import, run_one
+    from tilewright.convert import make_options  # lazy: libvips
+    from tilewright.importer import plan_import, run_one  # lazy: libvips
 
     settings = get_settings()
     with _errors():
@@ -269,9 +273,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default: TILEWRIGHT_PORT).")] = None,
 ) -> None:
     """Run the HTTP server (FastAPI on uvicorn) with its job executor; docs at /docs."""
-    import uvicorn
+    import uvicorn  # lazy: the server's stack
 
-    from tilewright.server import create_app
+    from tilewright.server import create_app  # lazy: FastAPI
 
     settings = get_settings()
     with _errors():
@@ -292,7 +296,7 @@ def worker(
     name: Annotated[str | None, typer.Option(help="Celery node name, e.g. w1@%h.")] = None,
 ) -> None:
     """Run a Celery worker that executes jobs from TILEWRIGHT_BROKER_URL."""
-    from tilewright.jobs.celery_app import run_worker
+    from tilewright.jobs.celery_app import run_worker  # lazy: Celery
 
     with _errors():
         run_worker(
@@ -309,9 +313,8 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the job record as JSON.")] = False,
 ) -> None:
     """Submit a job to the job database (and the broker with Celery); prints its id."""
-    from tilewright.db import init_db
-    from tilewright.errors import InputError
-    from tilewright.jobs.service import submit_job
+    from tilewright.db import init_db  # lazy: SQLAlchemy
+    from tilewright.jobs.service import submit_job  # lazy: SQLAlchemy, Celery
 
     settings = get_settings()
     with _errors():
@@ -324,7 +327,7 @@ def submit(
         init_db(settings)
         executor = None
         if settings.executor == "celery":
-            from tilewright.jobs.executors import CeleryExecutor, broker_reachable
+            from tilewright.jobs.executors import CeleryExecutor, broker_reachable  # lazy: Celery
 
             ok, reason = broker_reachable(settings.broker_url)
             if ok:
@@ -348,11 +351,9 @@ def submit(
                 raise typer.Exit(2 if job["state"] == "failed" else 4)
 
 
-def _follow(settings, job_id: str) -> dict:
+def _follow(settings: Settings, job_id: str) -> dict[str, Any]:
     """Poll the job record until it ends, drawing its progress."""
-    import time
-
-    from tilewright.jobs import store
+    from tilewright.jobs import store  # lazy: SQLAlchemy
 
     with _progress_bar(f"job {job_id[:8]}", enabled=True) as progress:
         while True:
@@ -371,8 +372,8 @@ def jobs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List recent jobs, or show one."""
-    from tilewright.db import init_db
-    from tilewright.jobs import store
+    from tilewright.db import init_db  # lazy: SQLAlchemy
+    from tilewright.jobs import store  # lazy: SQLAlchemy
 
     settings = get_settings()
     with _errors():
@@ -402,15 +403,15 @@ def watch(
     cursor: Annotated[Path | None, typer.Option(help="Cursor file (default DATA_DIR/watch/<hash>.json).")] = None,
 ) -> None:
     """Poll a store that sends no events; submit a convert_blob job for every new or changed blob."""
-    from tilewright.db import init_db
-    from tilewright.events.watch import watch as run_watch
+    from tilewright.db import init_db  # lazy: SQLAlchemy
+    from tilewright.events.watch import watch as run_watch  # lazy: the stores' SDKs
 
     settings = get_settings()
     with _errors():
         init_db(settings)
         executor = None
         if settings.executor == "celery":
-            from tilewright.jobs.executors import CeleryExecutor, broker_reachable
+            from tilewright.jobs.executors import CeleryExecutor, broker_reachable  # lazy: Celery
 
             if broker_reachable(settings.broker_url)[0]:
                 executor = CeleryExecutor(settings)
@@ -422,11 +423,12 @@ def watch(
 
 
 @contextmanager
-def _progress_bar(label: str, *, enabled: bool, total: int = 100) -> Iterator:
+def _progress_bar(label: str, *, enabled: bool, total: int = 100) -> Iterator[Callable[[float, str], None]]:
     """A rich progress bar on a terminal; nothing in a pipe or when disabled."""
     if not enabled or not sys.stderr.isatty():
         yield lambda fraction, stage: None
         return
+    # lazy: rich, drawn on a terminal only
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (
@@ -445,8 +447,6 @@ def _progress_bar(label: str, *, enabled: bool, total: int = 100) -> Iterator:
 def run() -> None:
     """Console entry point."""
     os.environ.setdefault("VIPS_WARNING", "0")
-    import gc
-
     gc.freeze()  # what is imported by now lives until exit: the collector (and the one at exit) skip it
     app()
 

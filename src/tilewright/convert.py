@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,10 @@ from typing import Any
 import pyvips
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import CancelledError, InputError, OutputWriteError, TilewrightError, vips_reason
+from tilewright.errors import CancelledError, InputError, TilewrightError, vips_error
 from tilewright.formats import SlideReader, open_slide
 from tilewright.outputs import WRITERS, Plan, PyramidWriter, WriteOptions
-from tilewright.pipeline import ProgressFn, Runner, Step, _never, _no_progress
+from tilewright.pipeline import ProgressFn, Runner, Step, never, no_progress
 from tilewright.staging import remove_staging
 
 
@@ -72,21 +73,19 @@ def make_options(
     iiif_id: str | None = None,
 ) -> WriteOptions:
     """Write options from explicit values, falling back to the settings for each kind."""
-    default_size = {"dzi": settings.dzi_tile_size, "tiff": settings.tiff_tile_size, "iiif": settings.iiif_tile_size}[
-        kind
-    ]
+    default_size = getattr(settings, WRITERS[kind].tile_size_setting)  # each kind has its own setting
     size = tile_size or default_size
     if kind == "tiff" and size % 16:
         raise InputError(f"TIFF tile size must be a multiple of 16, not {size}")
-    return WriteOptions(
+    options = WriteOptions(
         tile_size=size,
         overlap=(settings.dzi_overlap if overlap is None else overlap) if kind == "dzi" else 0,
         tile_format=tile_format or settings.tile_format,
         quality=quality or settings.quality,
         base_only=base_only,
         overwrite=overwrite,
-        **({"iiif_id": iiif_id} if iiif_id else {}),
     )
+    return replace(options, iiif_id=iiif_id) if iiif_id else options
 
 
 def convert(
@@ -97,8 +96,8 @@ def convert(
     options: WriteOptions | None = None,
     settings: Settings | None = None,
     dry_run: bool = False,
-    progress: ProgressFn = _no_progress,
-    cancelled=_never,
+    progress: ProgressFn = no_progress,
+    cancelled: Callable[[], bool] = never,
 ) -> ConvertResult:
     settings = settings or get_settings()
     if kind not in WRITERS:
@@ -191,16 +190,9 @@ def _measure(path: Path) -> tuple[int, int]:
 
 
 def _explain(ctx: _Context, exc: pyvips.Error) -> TilewrightError:
-    """Turn a libvips failure into a user-facing error: the input's fault, or the output's."""
+    """A libvips failure as a user-facing error: a failed tile read, else the input's or the output's fault."""
     assert ctx.reader
     failure = ctx.reader.read_failure()
     if failure is not None:
         return failure
-    text = vips_reason(exc, lines=2)
-    lowered = text.lower()
-    if any(
-        s in lowered
-        for s in ("no space left", "permission denied", "unable to write", "read-only file system", "disk quota")
-    ):
-        return OutputWriteError(f"cannot write output: {text}", path=ctx.output)
-    return InputError(f"image data is corrupt or truncated: {text}", path=ctx.source)
+    return vips_error(exc, "image data is corrupt or truncated", source=ctx.source, output=ctx.output, lines=2)

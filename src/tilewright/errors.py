@@ -7,6 +7,8 @@ one line on stderr; the server turns it into a JSON 4xx. Anything else is a bug.
 
 from __future__ import annotations
 
+import sys
+
 
 class TilewrightError(Exception):
     """Base class: a problem the user can act on. `exit_code` is what the CLI returns."""
@@ -64,8 +66,8 @@ class CancelledError(TilewrightError):
     http_status = 408
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception's text on one line, shortened: what a user sees of a library's error."""
+def one_line(exc: BaseException, limit: int | None = 300) -> str:
+    """An exception's text on one line, shortened to `limit` characters (None: whole), else its type's name."""
     return " ".join(str(exc).split())[:limit] or type(exc).__name__
 
 
@@ -74,3 +76,27 @@ def vips_reason(exc: BaseException, lines: int = 1, fallback: str = "libvips err
     text = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in text if not line.startswith("unable to call")]
     return " ".join((useful or [fallback])[:lines])[:300]
+
+
+#: what a libvips error says when the output could not be written (a full, read-only or forbidden disk)
+OUTPUT_FAULTS = ("no space left", "permission denied", "read-only", "disk quota", "unable to write")
+
+
+def vips_error(
+    exc: BaseException,
+    doing: str,
+    *,
+    source: object | None = None,
+    output: object | None = None,
+    lines: int = sys.maxsize,
+) -> InputError | OutputWriteError:
+    """A libvips failure as the error a user sees: the output's fault or the input's.
+
+    `OutputWriteError("cannot write output: REASON", path=output)` when the reason names one of
+    `OUTPUT_FAULTS`, else `InputError("DOING: REASON", path=source)`; REASON is `vips_reason`'s
+    first `lines` useful lines. A caller whose reader kept a tile-read failure reports that first.
+    """
+    reason = vips_reason(exc, lines=lines)
+    if any(words in reason.lower() for words in OUTPUT_FAULTS):
+        return OutputWriteError(f"cannot write output: {reason}", path=output)
+    return InputError(f"{doing}: {reason}", path=source)

@@ -22,7 +22,7 @@ from typing import Any
 import azure.functions as func
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import TilewrightError
+from tilewright.errors import TilewrightError, one_line
 from tilewright.events.parse import BLOB_CREATED
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def resize(req: func.HttpRequest) -> func.HttpResponse:
     try:
         body = thumbnail(url, size)
     except TilewrightError as exc:
-        return _error(exc.http_status if exc.http_status < 500 else 503, " ".join(str(exc).split()))
+        return _error(exc.http_status if exc.http_status < 500 else 503, one_line(exc, None))
     return (
         func.HttpResponse(
             body=body, status_code=200, mimetype="image/jpeg", headers={"Cache-Control": "public, max-age=3600"}
@@ -110,8 +110,8 @@ def resize(req: func.HttpRequest) -> func.HttpResponse:
 def thumbnail(url: str, size: int, settings: Settings | None = None) -> bytes:
     """A JPEG of the blob fitting size x size (the blob is streamed to a temp file, removed afterwards)."""
     from tilewright.formats import open_slide
-    from tilewright.formats.base import to_web
     from tilewright.imaging.colour import parse_colour
+    from tilewright.imaging.eight_bit import to_eight_bit
     from tilewright.storage import open_url
 
     settings = settings or get_settings()
@@ -120,7 +120,7 @@ def thumbnail(url: str, size: int, settings: Settings | None = None) -> bytes:
         local = Path(folder) / ("blob" + Path(key).suffix.lower())
         store.download(key, local)
         with open_slide(local, settings) as reader:
-            image = to_web(reader.thumbnail(size), list(parse_colour(settings.background)))
+            image = to_eight_bit(reader.thumbnail(size), parse_colour(settings.background))
             return image.jpegsave_buffer(Q=settings.quality)
 
 

@@ -9,35 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tilewright.convert import convert
 from tilewright.errors import TilewrightError
+from tilewright.formats import accepted_suffixes
 from tilewright.outputs import WRITERS, WriteOptions
 from tilewright.staging import STAGING_PREFIX
-
-IMAGE_SUFFIXES = {
-    ".svs",
-    ".ndpi",
-    ".mrxs",
-    ".scn",
-    ".bif",
-    ".vms",
-    ".vmu",
-    ".tif",
-    ".tiff",
-    ".btf",
-    ".qptiff",
-    ".dcm",
-    ".dicom",
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".webp",
-    ".gif",
-    ".heic",
-    ".heif",
-    ".avif",
-    ".jp2",
-    ".svslide",
-}
 
 
 def output_for(source: Path, root: Path, outdir: Path) -> Path:
@@ -51,13 +27,14 @@ def plan_import(
 ) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """(files to convert with their outputs, files skipped because their output is finished)."""
     todo, skipped = [], []
+    suffixes = accepted_suffixes()  # what some reader declares: others are not images (README.txt, ...)
     outdir_resolved = outdir.resolve()
     for source in sorted(root.rglob("*")):
         if not source.is_file() or any(part.startswith(".") for part in source.relative_to(root).parts):
             continue
         if outdir_resolved in source.resolve().parents or STAGING_PREFIX in source.name:
             continue
-        if source.suffix.lower() not in IMAGE_SUFFIXES:
+        if source.suffix.lower() not in suffixes:
             continue
         output = output_for(source, root, outdir)
         writer = WRITERS[kind](output, options)
@@ -69,8 +46,7 @@ def plan_import(
 
 
 def run_one(source: Path, output: Path, kind: str, options: WriteOptions) -> dict[str, Any]:
-    from tilewright.convert import convert
-
+    """Convert one file; an outcome dict (`ok`, and the result or the error), never an exception."""
     try:
         result = convert(source, output, kind, options=options)
     except TilewrightError as exc:

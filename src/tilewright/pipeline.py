@@ -4,6 +4,10 @@ Between steps, and during a long libvips write through its `eval` signal, the
 runner checks the time limit and whether the caller asked to cancel, and reports
 progress. The same runner serves the CLI (a progress bar), and the job system
 (a job record): they differ only in the `progress` and `cancelled` callables.
+
+Work inside a step reports its own progress on the step's share of the bar: `share()`
+says where that is, `sub_progress()` maps a nested run's 0..1 onto it, and `watch()`
+follows a libvips write (with an extra check and report for work split over threads).
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from tilewright.errors import CancelledError
 ProgressFn = Callable[[float, str], None]
 
 
-def _no_progress(fraction: float, stage: str) -> None:
+def no_progress(fraction: float, stage: str) -> None:
+    """The default `progress`: report nothing."""
     return None
 
 
-def _never() -> bool:
+def never() -> bool:
+    """The default `cancelled`: never."""
     return False
 
 
@@ -40,8 +46,8 @@ class Runner:
     """Runs steps with a deadline, a cancel check and progress reporting."""
 
     time_limit: float
-    progress: ProgressFn = _no_progress
-    cancelled: Callable[[], bool] = _never
+    progress: ProgressFn = no_progress
+    cancelled: Callable[[], bool] = never
     started: float = field(default_factory=time.monotonic)
     stage: str = ""
     _done: float = 0.0
@@ -73,21 +79,42 @@ class Runner:
             self._done = min(1.0, self._done + self._span)
         self.progress(1.0, "done")
 
-    def watch(self, image: pyvips.Image) -> Callable[[], bool]:
-        """Report a libvips computation's progress within the current step; kill it on cancel or timeout.
+    def share(self) -> tuple[float, float]:
+        """(where the current step starts, the share of the whole it covers), both 0..1."""
+        return self._done, self._span
 
-        Returns a function telling whether this runner killed the computation.
+    def sub_progress(self, prefix: str = "") -> ProgressFn:
+        """A `progress` for a nested run inside the current step: its 0..1 mapped onto the step's share,
+        its stage shown after `prefix`."""
+        base, span = self.share()
+        return lambda fraction, stage: self.progress(base + span * fraction, prefix + stage)
+
+    def watch(
+        self,
+        image: pyvips.Image,
+        *,
+        check: Callable[[], None] | None = None,
+        report: Callable[[float], None] | None = None,
+    ) -> Callable[[], bool]:
+        """Follow a libvips computation of `image`; kill it on cancel or timeout.
+
+        On each `eval` signal, `check()` (default: `self.check`) is called: whatever it raises kills the
+        computation, and the caller calls it again to raise why. Otherwise `report(fraction)` is called
+        (default: this runner's progress within the current step). Returns a function telling whether
+        the computation was killed here.
         """
         state = {"killed": False}
+        stop = check or self.check
+        tell = report or (lambda fraction: self.progress(self._done + self._span * fraction, self.stage))
 
         def on_eval(img: pyvips.Image, progress: Any) -> None:
             try:
-                self.check()
-            except CancelledError:
+                stop()
+            except Exception:  # noqa: BLE001 - any reason to stop: the caller raises it after the write fails
                 state["killed"] = True
                 img.set_kill(True)
                 return
-            self.progress(self._done + self._span * min(progress.percent, 100) / 100.0, self.stage)
+            tell(min(progress.percent, 100) / 100.0)
 
         image.set_progress(True)
         image.signal_connect("eval", on_eval)

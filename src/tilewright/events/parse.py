@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-from tilewright.errors import InputError
+from tilewright.errors import InputError, one_line
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
@@ -112,7 +112,7 @@ def parse_cloudevents(headers: dict[str, str], body: bytes) -> Parsed:
     except EventError:
         raise
     except Exception as exc:  # noqa: BLE001 - the SDK raises several types for bad events
-        raise EventError(f"invalid CloudEvent: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+        raise EventError(f"invalid CloudEvent: {type(exc).__name__}: {one_line(exc)}") from None
     parsed = Parsed()
     for event in events:
         kind, event_id = event.get_type(), str(event.get_id())

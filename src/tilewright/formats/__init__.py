@@ -5,7 +5,7 @@ import logging
 import pyvips
 
 from tilewright.formats.base import Level, SlideInfo, SlideReader
-from tilewright.formats.registry import available_readers, detect, open_slide
+from tilewright.formats.registry import accepted_suffixes, available_readers, detect, open_slide
 
 # libvips' operation cache hands back the *same* image object for the same file and options.
 # tilewright attaches progress/kill handlers to the images it writes, so a cached image would
@@ -16,4 +16,4 @@ pyvips.cache_set_max(0)
 # tifffile warns at length about every odd tag of a damaged file; our own error says it in one line
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
-__all__ = ["Level", "SlideInfo", "SlideReader", "available_readers", "detect", "open_slide"]
+__all__ = ["Level", "SlideInfo", "SlideReader", "accepted_suffixes", "available_readers", "detect", "open_slide"]

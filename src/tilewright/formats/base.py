@@ -4,7 +4,7 @@ A reader opens a file, describes its pyramid (`levels`, `tile_size`, `mpp`, ...)
 and hands out lazy pyvips images: a whole level (`level_image`) for the writers,
 a region, a tile or a thumbnail for the server. Callers never branch on format:
 everything format-specific lives in a subclass, and what is common to all of them
-(normalising pixels to 8-bit, choosing the best level, limits, metadata) lives here.
+(8-bit pixels through `imaging.eight_bit`, choosing the best level, limits, metadata) lives here.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tilewright.errors import InputError, LimitExceededError, one_line
 from tilewright.formats.bridge import BridgedLevel, TileReader
 from tilewright.formats.jpegtiles import JpegTiles
 from tilewright.imaging.colour import parse_colour
+from tilewright.imaging.eight_bit import to_eight_bit
 
 if TYPE_CHECKING:
     from tilewright.formats.registry import Probe
@@ -63,39 +64,6 @@ class SlideInfo:
         return data
 
 
-def to_web(image: pyvips.Image, background: list[int]) -> pyvips.Image:
-    """Normalise any pyvips image to 8-bit sRGB or grey, alpha flattened onto `background`.
-
-    Web tiles are 8-bit; deeper or signed images are scaled, CMYK and Lab converted,
-    extra channels dropped (the first three are kept).
-    """
-    if image.interpretation in ("cmyk", "lab", "labs", "lch", "xyz", "scrgb", "hsv"):
-        image = image.colourspace("srgb")
-    if image.hasalpha() and image.bands in (2, 4):
-        bg = background if image.bands == 4 else [round(sum(background) / 3)]
-        image = image.flatten(background=bg)
-    elif image.bands == 2:
-        image = image[0]
-    elif image.bands > 3:
-        image = image[0:3]
-    if image.format != "uchar":
-        if image.format in ("ushort", "short"):
-            image = (image + 32768 if image.format == "short" else image).cast("ushort")
-            image = (image >> 8).cast("uchar")
-        elif image.format == "char":
-            image = (image.cast("int") + 128).cast("uchar")
-        else:  # float, int, ...: values already in 0..255 are kept, others stretched min..max
-            lo, hi = image.min(), image.max()
-            if lo < 0 or hi > 255:
-                image = (image - lo) * (255.0 / (hi - lo))
-            image = image.cast("uchar")
-    if image.bands == 3 and image.interpretation != "srgb":
-        image = image.copy(interpretation="srgb")
-    elif image.bands == 1 and image.interpretation != "b-w":
-        image = image.copy(interpretation="b-w")
-    return image
-
-
 class SlideReader(ABC):
     """Base class of every format reader. Subclasses fill in the abstract parts.
 
@@ -105,6 +73,9 @@ class SlideReader(ABC):
 
     #: the name used in `Settings.format_checkers` and in `info`'s "reader" field
     name: ClassVar[str] = ""
+    #: file suffixes this reader's files usually have (lower case, with the dot): what uploads and
+    #: `tilewright import` accept (`registry.accepted_suffixes`). Detection itself is by content.
+    suffixes: ClassVar[tuple[str, ...]] = ()
 
     format: str
     vendor: str | None = None
@@ -218,10 +189,10 @@ class SlideReader(ABC):
         if not 0 <= level < len(self.levels):
             raise IndexError(f"level {level} out of range 0..{len(self.levels) - 1}")
         if sequential:  # a writer's one pass: always a fresh image, so its progress handlers are its own
-            return to_web(self._level_image(level, True), self.background)
+            return to_eight_bit(self._level_image(level, True), self.background)
         cached = self._level_cache.get(level)
         if cached is None:  # random access (tiles, regions): one lazy image per level, reused
-            cached = self._level_cache[level] = to_web(self._level_image(level, False), self.background)
+            cached = self._level_cache[level] = to_eight_bit(self._level_image(level, False), self.background)
         return cached
 
     def best_level_for_downsample(self, downsample: float) -> int:

@@ -121,7 +121,7 @@ class VirtualTiff:
         col, row = index % self.tiles_across, index // self.tiles_across
         x, y = col * self.tile, row * self.tile
         w, h = min(self.tile, self.width - x), min(self.tile, self.height - y)
-        import numpy as np
+        import numpy as np  # lazy: a JPEG or PNG, never bridged, must not pay for importing numpy
 
         pixels = np.asarray(self._read_tile(self._x_offset + x, y, w, h), dtype=np.uint8)
         if pixels.ndim == 2:

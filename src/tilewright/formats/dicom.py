@@ -26,6 +26,7 @@ _WSI_SOP_CLASS = b"1.2.840.10008.5.1.4.1.1.77.1.6"
 
 class DicomReader(SlideReader):
     name = "dicom"
+    suffixes = (".dcm", ".dicom")
 
     @classmethod
     def check(cls, path: Path, head: bytes) -> bool:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +62,7 @@ class JpegTiles:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pages(cls, path: Path, pages: dict[int, object]) -> JpegTiles | None:
+    def from_pages(cls, path: Path, pages: Mapping[int, object]) -> JpegTiles | None:
         """From tifffile pages by level (the keyframes of the pyramid); None when no level qualifies."""
         levels: dict[int, _Level] = {}
         for level, page in pages.items():
@@ -113,7 +113,7 @@ class JpegTiles:
         self, level: int, found: _Level, col: int, row: int, data: bytes, level_image: Callable[[int], pyvips.Image]
     ) -> bool:
         """Decode `data` as a browser would, with and without an Adobe RGB marker, against libtiff's reading."""
-        import numpy as np
+        import numpy as np  # lazy: numpy (a seventh of a second with tifffile) is never needed for a JPEG
 
         with self._lock:
             if found.verified is not None:

@@ -12,7 +12,9 @@ the first are not shown; of more than three channels the first three are.
 from __future__ import annotations
 
 import logging
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pyvips
@@ -32,6 +34,7 @@ _VIPS_CANNOT_DECODE = {50000, 34712, 33003, 33004, 33005, 50002, 52546, 34887}
 
 class OmeTiffReader(SlideReader):
     name = "ometiff"
+    suffixes = (".tif", ".tiff", ".btf")
 
     @classmethod
     def check(cls, path: Path, head: bytes) -> bool:
@@ -91,7 +94,10 @@ class OmeTiffReader(SlideReader):
         self.mpp = _ome_mpp(tif)
         import zarr  # imported here: only OME-TIFF needs it, and it is slow to import
 
-        self._stores = [zarr.open(series.aszarr(level=i), mode="r") for i in range(len(series.levels))]
+        # each level's store holds one array (zarr.open's type says "array or group")
+        self._stores = [
+            cast(zarr.Array, zarr.open(series.aszarr(level=i), mode="r")) for i in range(len(series.levels))
+        ]
         self._range = self._value_range()
 
     def _value_range(self) -> tuple[float, float]:
@@ -141,9 +147,9 @@ class OmeTiffReader(SlideReader):
 
 
 def _ome_mpp(tif: tifffile.TiffFile) -> tuple[float, float] | None:
+    if not tif.ome_metadata:
+        return None
     try:
-        import xml.etree.ElementTree as ET
-
         root = ET.fromstring(tif.ome_metadata)
         pixels = next(el for el in root.iter() if el.tag.endswith("Pixels"))
         x, y = pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeY")

@@ -36,6 +36,7 @@ _NATIVE_TIFF_VENDORS = {"aperio"}
 
 class OpenSlideReader(SlideReader):
     name = "openslide"
+    suffixes = (".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".tif", ".tiff")
 
     @classmethod
     def check(cls, path: Path, head: bytes) -> bool:
@@ -85,6 +86,8 @@ class OpenSlideReader(SlideReader):
             with tifffile.TiffFile(self.path) as tif:
                 keyframes = {}
                 for index, page in enumerate(tif.pages):
+                    if not isinstance(page, tifffile.TiffPage):  # frames share a keyframe: never a level of its own
+                        continue
                     if not page.is_tiled or page.compression not in _VIPS_TIFF_COMPRESSIONS:
                         continue
                     for level, lvl in enumerate(self.levels):

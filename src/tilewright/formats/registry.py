@@ -1,9 +1,10 @@
 """Pick a reader by content, through an ordered list of checkers (like Cytomine PIMS).
 
-The order comes from `Settings.format_checkers` (most specific first). Third-party
-readers register a `SlideReader` subclass in the `tilewright.formats` entry-point
-group and are tried after the built-in ones, or wherever their name is put in the
-configured order. A new built-in format is one new file plus one line in `_BUILTIN`.
+The order comes from `Settings.format_checkers` (most specific first); every reader it
+does not name, built-in or plug-in, is tried after those, in registration order. Third-party
+readers register a `SlideReader` subclass in the `tilewright.formats` entry-point group.
+A new built-in format is one new file plus one line in `_BUILTIN`; the file suffixes uploads
+and imports accept follow from the readers' `suffixes`.
 
 One `Probe` is made per file: the checkers and the chosen reader's constructor share it,
 so the first bytes are read once and a TIFF is parsed by tifffile at most once.
@@ -138,15 +139,33 @@ def _plugins(search_path: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def _ordered_names(settings: Settings) -> list[tuple[str, str]]:
-    """(name, 'module:Class') in checking order: the configured order, then the plug-ins."""
+    """(name, 'module:Class') in checking order: the configured order, then every other reader (built-in
+    first, then plug-ins): a reader left out of the setting is tried last, never skipped."""
     known = available_readers()
-    names = list(settings.format_checkers) + [
-        n for n in known if n not in _BUILTIN and n not in settings.format_checkers
-    ]
+    names = list(settings.format_checkers) + [n for n in known if n not in settings.format_checkers]
     for name in names:
         if name not in known:
             raise ValueError(f"unknown format checker {name!r} in format_checkers; known: {', '.join(known)}")
     return [(name, known[name]) for name in names]
+
+
+@functools.lru_cache(maxsize=4)
+def _suffixes(search_path: tuple[str, ...]) -> frozenset[str]:
+    suffixes: set[str] = set()
+    for name, spec in available_readers().items():
+        try:
+            suffixes.update(s.lower() for s in _load(spec).suffixes)
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not stop uploads of other formats
+            log.warning("reader %s cannot be loaded: %s", name, one_line(exc))
+    return frozenset(suffixes)
+
+
+def accepted_suffixes() -> frozenset[str]:
+    """Every file suffix a reader declares (`SlideReader.suffixes`): what uploads and `tilewright import` take.
+
+    Loads every reader class (OpenSlide, tifffile, ... included), once per search path.
+    """
+    return _suffixes(tuple(sys.path))
 
 
 def _probe(path: Path) -> Probe:

@@ -36,6 +36,7 @@ def _loader_name(path: Path) -> str | None:
 
 class VipsReader(SlideReader):
     name = "vips"
+    suffixes = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif", ".avif", ".jp2", ".tif", ".tiff", ".qptiff")
 
     @classmethod
     def check(cls, path: Path, head: bytes) -> bool:

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 
 from tilewright.config import Settings
-from tilewright.errors import CancelledError, TilewrightError
+from tilewright.errors import CancelledError, TilewrightError, one_line
 from tilewright.jobs import store
 from tilewright.jobs.kind import TaskContext, TransientError
 from tilewright.jobs.models import utcnow
@@ -108,7 +108,7 @@ def execute(job_id: str, settings: Settings) -> Outcome:
         return Outcome(state)
     except (TransientError, OSError) as exc:
         reporter.stop()
-        reason = " ".join(str(exc).split())[:500]
+        reason = one_line(exc, 500)
         if job["attempts"] < job["max_attempts"]:
             delay = _backoff(settings, job["attempts"])
             log.warning("job %s: transient failure (%s); retrying in %g s", job_id, reason, delay)
@@ -129,7 +129,7 @@ def execute(job_id: str, settings: Settings) -> Outcome:
             delay = _backoff(settings, job["attempts"])
             store.requeue_later(settings, job_id, me, delay, str(exc))
             return Outcome("retry", delay)
-        store.finish(settings, job_id, me, "failed", error=" ".join(str(exc).split()), error_type=type(exc).__name__)
+        store.finish(settings, job_id, me, "failed", error=one_line(exc, None), error_type=type(exc).__name__)
         return Outcome("failed")
     except Exception as exc:
         reporter.stop()

@@ -16,20 +16,13 @@ from typing import Annotated, Any, Literal
 import pyvips
 from pydantic import Field
 
-from tilewright.ops.base import CHROMA_FIELD, FORMAT_FIELD, QUALITY_FIELD, STRIP_FIELD, ParamError, set_field, to_uchar
+from tilewright.imaging.eight_bit import to_eight_bit
+from tilewright.imaging.image_formats import CANONICAL, FORMATS, FormatName, ImageFormat
+from tilewright.ops.base import CHROMA_FIELD, FORMAT_FIELD, QUALITY_FIELD, STRIP_FIELD, ParamError, set_field
 
 Quality = Annotated[int, Field(ge=1, le=100)]
 
-#: format -> (file extension, media type)
-FORMATS = {
-    "jpeg": (".jpg", "image/jpeg"),
-    "png": (".png", "image/png"),
-    "webp": (".webp", "image/webp"),
-    "avif": (".avif", "image/avif"),
-    "tiff": (".tiff", "image/tiff"),
-}
-ALIASES = {"jpg": "jpeg", "tif": "tiff"}
-DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 50, "tiff": 85, "png": 0}
+WHITE = (255, 255, 255)
 JPEG_MAX = 65500
 OPTIMIZE_PIXELS = 16_000_000
 _METADATA = ("exif-data", "xmp-data", "iptc-data", "icc-profile-data", "orientation")
@@ -57,13 +50,13 @@ CHROMA = {"auto": "auto", "420": "on", "444": "off"}
 
 def format_(
     image: pyvips.Image,
-    format: Literal["jpeg", "jpg", "png", "webp", "avif", "tiff", "tif"],
+    format: FormatName,
     quality: Quality | None = None,
     chroma: Literal["auto", "420", "444"] | None = None,
 ) -> pyvips.Image:
     """Encode the result as `format` (jpeg, png, webp, avif when libvips has it, tiff); for JPEG,
     `chroma` is the colour subsampling: `auto` (4:4:4 from quality 90 up, else 4:2:0), `420` or `444`."""
-    name = ALIASES.get(format, format)
+    name = CANONICAL[format]
     if name == "avif" and not have_avif():
         raise ParamError("format", "this libvips cannot write AVIF; use jpeg, png or webp")
     if chroma is not None and name != "jpeg":
@@ -104,24 +97,18 @@ class Encoded:
     height: int
 
 
-def output_format(image: pyvips.Image, default: str = "jpeg") -> str:
-    fields = image.get_fields()
-    return image.get(FORMAT_FIELD) if FORMAT_FIELD in fields else ALIASES.get(default, default)
+def output_format(image: pyvips.Image, default: str = "jpeg") -> ImageFormat:
+    """The format `image` is to be written in: the chain's `format`, else `default` (any accepted spelling)."""
+    return CANONICAL[image.get(FORMAT_FIELD) if FORMAT_FIELD in image.get_fields() else default]
 
 
-def _prepare(image: pyvips.Image, fmt: str) -> tuple[pyvips.Image, dict]:
+def _prepare(image: pyvips.Image, fmt: ImageFormat) -> tuple[pyvips.Image, dict[str, Any]]:
     fields = image.get_fields()
-    q = image.get(QUALITY_FIELD) if QUALITY_FIELD in fields else DEFAULT_QUALITY[fmt]
+    q = image.get(QUALITY_FIELD) if QUALITY_FIELD in fields else FORMATS[fmt].default_quality
     chroma = image.get(CHROMA_FIELD) if CHROMA_FIELD in fields else "auto"
     stripped = STRIP_FIELD in fields
-    grey = image.bands - image.hasalpha() < 3
-    if image.interpretation in ("cmyk", "lab", "labs", "lch", "xyz", "scrgb", "hsv", "rgb16", "grey16"):
-        image = image.colourspace("b-w" if grey else "srgb")
-    elif image.interpretation not in ("srgb", "b-w"):
-        image = image.copy(interpretation="b-w" if grey else "srgb")
-    image = to_uchar(image)
-    if fmt == "jpeg" and image.hasalpha():  # JPEG has no alpha: flatten on white, as browsers show it
-        image = image.flatten(background=[255] * (image.bands - 1)).cast("uchar")
+    # JPEG has no alpha: flattened on white, as browsers show it; the other formats keep it
+    image = to_eight_bit(image, WHITE if fmt == "jpeg" else None)
     if fmt == "jpeg" and max(image.width, image.height) > JPEG_MAX:
         raise ParamError(
             None,
@@ -145,7 +132,13 @@ def _prepare(image: pyvips.Image, fmt: str) -> tuple[pyvips.Image, dict]:
     return image, options
 
 
-_SAVERS = {"jpeg": "jpegsave", "png": "pngsave", "webp": "webpsave", "avif": "heifsave", "tiff": "tiffsave"}
+_SAVERS: dict[ImageFormat, str] = {
+    "jpeg": "jpegsave",
+    "png": "pngsave",
+    "webp": "webpsave",
+    "avif": "heifsave",
+    "tiff": "tiffsave",
+}
 
 
 def encode(image: pyvips.Image, default_format: str = "jpeg") -> Encoded:
@@ -153,8 +146,8 @@ def encode(image: pyvips.Image, default_format: str = "jpeg") -> Encoded:
     fmt = output_format(image, default_format)
     prepared, options = _prepare(image, fmt)
     data = getattr(prepared, f"{_SAVERS[fmt]}_buffer")(**options)
-    ext, media = FORMATS[fmt]
-    return Encoded(data, fmt, media, ext, prepared.width, prepared.height)
+    info = FORMATS[fmt]
+    return Encoded(data, fmt, info.media_type, info.extension, prepared.width, prepared.height)
 
 
 def save(
@@ -169,6 +162,6 @@ def save(
     prepared, options = _prepare(image, fmt)
     if watch is not None:
         watch(prepared)
-    path = Path(f"{stem}{FORMATS[fmt][0]}")
+    path = Path(f"{stem}{FORMATS[fmt].extension}")
     getattr(prepared, _SAVERS[fmt])(str(path), **options)
     return path

@@ -9,7 +9,10 @@ A format with no shrink-on-load (PNG, GIF, flat TIFF, ...) is decoded whole by e
 output made from it. `Source.decode_to(path)` decodes it once into an uncompressed
 libvips file (`.v`, mapped, random access); every later `full`/`thumbnail` reads that
 instead, with exactly the same pixels and metadata. The recipe runner does this when
-a recipe needs more full decodes than it runs at once (see `recipes.py`).
+a recipe needs more full decodes than it runs at once (see `recipes/plan.py`).
+
+Pixels come out 8-bit with their alpha (`imaging.eight_bit`); slides through their reader, which
+flattens it.
 """
 
 from __future__ import annotations
@@ -24,25 +27,11 @@ import pyvips
 from tilewright.config import Settings, get_settings
 from tilewright.errors import InputError, vips_reason
 from tilewright.formats import SlideReader, open_slide
-from tilewright.formats.base import to_web
-from tilewright.ops.base import Step, to_uchar
-
-
-def normalise(image: pyvips.Image) -> pyvips.Image:
-    """8-bit sRGB or grey, alpha kept (unlike the slide readers, which flatten it)."""
-    grey = image.bands - image.hasalpha() < 3
-    try:
-        if image.interpretation in ("cmyk", "lab", "labs", "lch", "xyz", "scrgb", "hsv", "rgb16", "grey16"):
-            image = image.colourspace("b-w" if grey else "srgb")
-        if image.format != "uchar":
-            image = to_uchar(image)
-        if image.bands > 4 or (image.bands == 4 and not image.hasalpha()):
-            raise ValueError("unusual band layout")
-        target = "b-w" if grey else "srgb"
-        return image if image.interpretation == target else image.copy(interpretation=target)
-    except (pyvips.Error, ValueError):
-        return to_web(image, [255, 255, 255])
-
+from tilewright.formats.vips import VipsReader
+from tilewright.imaging.eight_bit import to_eight_bit
+from tilewright.ops.base import Step
+from tilewright.ops.geometry import fit_size
+from tilewright.ops.registry import needs_random_access
 
 #: libvips loaders (`VipsReader.format`) that decode a smaller image directly: JPEG at 1/2..1/8,
 #: WebP, HEIF/AVIF, SVG and PDF at any scale. Every other flat format is decoded whole, even for a thumbnail.
@@ -145,12 +134,11 @@ class Source:
         The one the vips reader opened (a recipe run asks for it for each upright thumbnail's size,
         for its decode-once plan and for its metadata).
         """
-        return None if self.is_slide else self.reader.header
+        reader = self.reader
+        return reader.header if isinstance(reader, VipsReader) and not self.is_slide else None
 
     def load(self, steps: list[Step]) -> tuple[pyvips.Image, list[Step]]:
         """The image to run `steps` on, and the steps still to run (a leading thumbnail is done on load)."""
-        from tilewright.ops import needs_random_access
-
         lead = lead_thumbnail(steps)
         if lead is not None:
             return self.thumbnail(lead.width, lead.height, orient=lead.orient), lead.rest
@@ -167,8 +155,6 @@ class Source:
 
     def thumbnail_size(self, width: int, height: int, *, orient: bool = False) -> tuple[int, int]:
         """The size `thumbnail(width, height, orient=orient)` makes: the (upright) source fitted, never enlarged."""
-        from tilewright.ops.geometry import fit_size
-
         return fit_size(*self.oriented_size(orient), width, height)
 
     def thumbnail(self, width: int, height: int, *, orient: bool = False) -> pyvips.Image:
@@ -198,21 +184,21 @@ class Source:
                 )
         except pyvips.Error as exc:
             raise InputError(vips_reason(exc, fallback=UNDECODABLE), path=self.path) from exc
-        return normalise(image)
+        return to_eight_bit(image)
 
     def full(self, *, sequential: bool = True) -> pyvips.Image:
         """The whole image, lazily; streamed top to bottom once when `sequential`."""
         if self.is_slide:
             return self.reader.level_image(0, sequential=sequential)
         if self._decoded is not None:  # mapped: any access pattern, from any number of threads
-            return normalise(self._decoded)
+            return to_eight_bit(self._decoded)
         try:
             image = pyvips.Image.new_from_file(
                 str(self.path), access="sequential" if sequential else "random", fail_on="error"
             )
         except pyvips.Error as exc:
             raise InputError(vips_reason(exc, fallback=UNDECODABLE), path=self.path) from exc
-        return normalise(image)
+        return to_eight_bit(image)
 
     def close(self) -> None:
         self._decoded = None
@@ -225,24 +211,4 @@ class Source:
         self.close()
 
 
-def process_file(
-    path: str | Path, steps: list[Step], settings: Settings | None = None, default_format: str = "jpeg"
-) -> list:
-    """Open `path`, run the chain, encode every resulting image: the whole of a `/resize` request.
-
-    Returns `ops.Encoded` values (bytes, format, media type, size). A decode failure
-    of a damaged file is an `InputError`.
-    """
-    from tilewright.ops import apply_chain, encode
-
-    with Source(path, settings) as source:
-        image, rest = source.load(steps)
-        images = apply_chain(image, rest, source.settings)
-        try:
-            return [encode(im, default_format) for im in images]
-        except pyvips.Error as exc:
-            reason = vips_reason(exc, fallback=UNDECODABLE)
-            raise InputError(f"cannot decode the image: {reason}", path=path) from exc
-
-
-__all__ = ["SHRINK_ON_LOAD", "LeadThumbnail", "Source", "lead_thumbnail", "normalise", "process_file"]
+__all__ = ["SHRINK_ON_LOAD", "UNDECODABLE", "LeadThumbnail", "Source", "lead_thumbnail"]

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import pyvips
 from pydantic import Field
 
+from tilewright.errors import one_line
 from tilewright.ops.base import ParamError, grey_of, parse_colour, to_uchar
 
 Position = Literal["bottom-right", "bottom-left", "top-right", "top-left", "centre", "center"]
@@ -36,7 +37,7 @@ def render_text(text: str, font: str, size: int) -> pyvips.Image:
     except pyvips.Error as exc:
         raise ParamError(
             "font",
-            f"cannot render text with font {font!r}: libvips has no text support ({' '.join(str(exc).split())[:120]})",
+            f"cannot render text with font {font!r}: libvips has no text support ({one_line(exc, 120)})",
         ) from exc
     if mask.width <= 1 and mask.height <= 1:
         raise ParamError("text", "renders to nothing (empty, or no font found)")
@@ -78,6 +79,7 @@ def watermark(
         alpha = mask if opacity >= 1 else (mask * opacity).cast("uchar")
         mark = mask.new_from_image(colour_value).cast("uchar").bandjoin(alpha)
     else:
+        assert logo is not None  # exactly one of text and logo, checked above
         mark = _load_logo(Path(logo), image, logo_scale, opacity, grey)
         edge = margin if margin is not None else max(2, image.width // 40)
     mark = mark.copy(interpretation="b-w" if grey else "srgb")
@@ -94,7 +96,7 @@ def _load_logo(path: Path, image: pyvips.Image, scale: float, opacity: float, gr
         logo = logo.thumbnail_image(width, height=max(1, image.height), size="both")
         logo = logo.colourspace("b-w" if grey else "srgb")
     except pyvips.Error as exc:
-        raise ParamError("logo", f"cannot read {path.name}: {' '.join(str(exc).split())[:120]}") from exc
+        raise ParamError("logo", f"cannot read {path.name}: {one_line(exc, 120)}") from exc
     logo = to_uchar(logo)
     if not logo.hasalpha():
         logo = logo.bandjoin(255)

@@ -15,11 +15,13 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyvips
+from typing import TYPE_CHECKING, ClassVar
 
 from tilewright.errors import OutputExistsError
 from tilewright.staging import STAGING_PREFIX, make_staging, remove_staging
+
+if TYPE_CHECKING:  # annotations only: `outputs.KINDS` (the CLI's --to choices) is read without libvips
+    import pyvips
 
 
 @dataclass
@@ -48,6 +50,8 @@ class PyramidWriter(ABC):
     """One output kind (dzi, tiff, iiif). A new kind is one file plus a line in `outputs/__init__.py`."""
 
     kind: str = ""
+    #: the `Settings` field giving this kind's default tile size
+    tile_size_setting: ClassVar[str] = ""
 
     def __init__(self, output: Path, options: WriteOptions) -> None:
         self.output = self.normalise_output(Path(output))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import pyvips
+from typing import TYPE_CHECKING
 
 from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels, tile_count, tile_suffix
+
+if TYPE_CHECKING:  # annotations only: `outputs.KINDS` (the CLI's --to choices) is read without libvips
+    import pyvips
 
 
 class DziWriter(PyramidWriter):
     kind = "dzi"
+    tile_size_setting = "dzi_tile_size"
 
     @staticmethod
     def normalise_output(output: Path) -> Path:

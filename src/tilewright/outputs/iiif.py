@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import pyvips
+from typing import TYPE_CHECKING
 
 from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels, tile_count, tile_suffix
+
+if TYPE_CHECKING:  # annotations only: `outputs.KINDS` (the CLI's --to choices) is read without libvips
+    import pyvips
 
 
 class IiifWriter(PyramidWriter):
     kind = "iiif"
+    tile_size_setting = "iiif_tile_size"
 
     def final_paths(self) -> list[Path]:
         return [self.output]

@@ -8,10 +8,12 @@ source's microns per pixel) so that QuPath knows the pixel size.
 from __future__ import annotations
 
 from pathlib import Path
-
-import pyvips
+from typing import TYPE_CHECKING, Any
 
 from tilewright.outputs.base import Plan, PyramidWriter, pyramid_levels, tile_count
+
+if TYPE_CHECKING:  # annotations only: `outputs.KINDS` (the CLI's --to choices) is read without libvips
+    import pyvips
 
 _COMPRESSION = {"jpeg": "jpeg", "png": "deflate", "webp": "webp"}
 _BIGTIFF_BYTES = 3 * 2**30
@@ -19,6 +21,7 @@ _BIGTIFF_BYTES = 3 * 2**30
 
 class TiffWriter(PyramidWriter):
     kind = "tiff"
+    tile_size_setting = "tiff_tile_size"
 
     @staticmethod
     def normalise_output(output: Path) -> Path:
@@ -36,7 +39,7 @@ class TiffWriter(PyramidWriter):
     def write(self, image: pyvips.Image, staging: Path) -> list[Path]:
         o = self.options
         target = staging / self.output.name
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if o.mpp:
             kwargs.update(xres=1000.0 / o.mpp[0], yres=1000.0 / o.mpp[1], resunit="cm")
         compression = _COMPRESSION[o.tile_format]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import pyvips
 
+from tilewright.errors import one_line
 from tilewright.formats.base import SlideReader
 from tilewright.logs import redact
 
@@ -151,7 +152,7 @@ class TileCache:
                     "tile cache: Redis at %s cannot be reached (%s); tiles are cached in memory "
                     "until it answers again (retried every %g s)",
                     redact(self.redis_url),
-                    " ".join(str(exc).split())[:200] or type(exc).__name__,
+                    one_line(exc, 200),
                     self.retry_seconds,
                 )
             self._down = True

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tilewright.errors import TilewrightError
+from tilewright.errors import TilewrightError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(TilewrightError)
     async def _tilewright(_request: Request, exc: TilewrightError) -> JSONResponse:
-        return error_response(exc.http_status, " ".join(str(exc).split()), type=type(exc).__name__)
+        return error_response(exc.http_status, one_line(exc, None), type=type(exc).__name__)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from tilewright.errors import TilewrightError
+from tilewright.errors import TilewrightError, one_line
 from tilewright.events.parse import (
     MAX_EVENT_BYTES,
     EventError,
@@ -84,7 +84,7 @@ def _submit_all(request: Request, parsed: Parsed) -> JSONResponse:
             outcome = {
                 "status": "rejected",
                 "url": blob.url,
-                "error": " ".join(str(exc).split()),
+                "error": one_line(exc, None),
                 "type": type(exc).__name__,
             }
             log.warning("event %s rejected: %s", blob.event_id, outcome["error"])

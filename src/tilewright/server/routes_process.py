@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from tilewright.config import Settings
 from tilewright.db import session_scope
-from tilewright.errors import InputError, TilewrightError
+from tilewright.errors import InputError, TilewrightError, one_line
 from tilewright.jobs.kinds.process import ImageItem, Params, process_images, process_target
 from tilewright.jobs.models import Image
 from tilewright.jobs.params import explain
@@ -57,7 +57,7 @@ def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
 def _operation_error(exc: OperationError) -> JSONResponse:
     status = getattr(exc, "http_status", 422)
     status = 422 if status == 400 else status
-    return error_response(status, " ".join(str(exc).split()), index=exc.index, op=exc.op, param=exc.param)
+    return error_response(status, one_line(exc, limit=None), index=exc.index, op=exc.op, param=exc.param)
 
 
 # -- /resize ---------------------------------------------------------------------------------------

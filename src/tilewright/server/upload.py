@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from tilewright.importer import IMAGE_SUFFIXES
+from tilewright.formats import accepted_suffixes
 from tilewright.server.errors import ApiError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -37,11 +37,11 @@ def safe_filename(name: str | None) -> str:
 
 def check_type(filename: str) -> None:
     suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-    if suffix not in IMAGE_SUFFIXES:
+    accepted = accepted_suffixes()  # the suffixes the readers declare, plug-ins' included
+    if suffix not in accepted:
         raise ApiError(
             415,
-            f"{filename!r}: unsupported file type {suffix or '(no extension)'}; "
-            f"accepted: {' '.join(sorted(IMAGE_SUFFIXES))}",
+            f"{filename!r}: unsupported file type {suffix or '(no extension)'}; accepted: {' '.join(sorted(accepted))}",
         )
 
 

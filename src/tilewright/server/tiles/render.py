@@ -11,7 +11,7 @@ import pyvips
 from fastapi import Request
 from fastapi.responses import Response
 
-from tilewright.errors import TilewrightError
+from tilewright.errors import TilewrightError, one_line
 from tilewright.server.cache import Handle
 from tilewright.server.errors import ApiError
 from tilewright.server.tiles.service import Grid, Record, TileService, etag_of, matches
@@ -85,7 +85,7 @@ def render(svc: TileService, record: Record, make: Callable[[Handle], T]) -> T:
         error = handle.reader.read_error() or failure  # a bridged read error says more than libvips's
         if error is not None:
             svc.handles.discard(handle)
-            detail = " ".join(str(error).split())[:300]
+            detail = one_line(error)
             raise ApiError(422, f"cannot read this part of image {record.id!r}: {detail}") from None
         return result
 
