@@ -28,7 +28,7 @@ from tilewright.jobs.kinds.process import ImageItem, Params, process_images, pro
 from tilewright.jobs.models import Image
 from tilewright.jobs.params import explain
 from tilewright.jobs.service import submit_job
-from tilewright.ops import Encoded, OperationError, Source, Step, apply_chain, encode, parse_chain
+from tilewright.ops import Encoded, OperationError, Source, Step, encode, parse_chain, run_chain
 from tilewright.paths import allowed_input
 from tilewright.server.deps import executor_of, require_token, settings_of
 from tilewright.server.errors import ApiError, error_response
@@ -128,15 +128,13 @@ def _resize_file(path: Path, steps: list[Step], settings: Settings) -> tuple[Enc
             header = source.header()
             loader = header.get("vips-loader") if header is not None and "vips-loader" in header.get_fields() else ""
             default = next((f for f in ("png", "webp") if loader.startswith(f)), "jpeg")
-            image, rest = source.load(steps)
-            images = apply_chain(image, rest, settings)
-            return encode(images[0], default), original
+            return encode(run_chain(source, steps, settings)[0], default), original
     except OperationError as exc:
         if getattr(exc, "http_status", 400) == 413:
             raise
         raise ApiError(400, exc.reason) from None
     except pyvips.Error as exc:
-        raise ApiError(415, f"cannot decode the image: {' '.join(str(exc).split())[:200]}") from None
+        raise ApiError(415, f"cannot decode the image: {one_line(exc, 200)}") from None
 
 
 # -- /process --------------------------------------------------------------------------------------
@@ -236,5 +234,5 @@ def _total_pixels(items: list[dict[str, str]], settings: Settings) -> int:
         except TilewrightError:
             raise
         except pyvips.Error as exc:
-            raise ApiError(415, f"{Path(item['input']).name}: cannot read it: {str(exc).strip()[:200]}") from None
+            raise ApiError(415, f"{Path(item['input']).name}: cannot read it: {one_line(exc, 200)}") from None
     return total

@@ -8,28 +8,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import pyvips
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from tilewright.config import Settings
-from tilewright.errors import CancelledError, InputError
+from tilewright.errors import CancelledError, InputError, vips_error
+from tilewright.imaging.image_formats import SUFFIX_FORMATS, FormatName
 from tilewright.jobs.kind import Task, TaskContext
 from tilewright.jobs.params import content_hash
-from tilewright.ops import Source, apply_chain, parse_chain, save
+from tilewright.ops import Source, parse_chain, run_chain, save
 from tilewright.paths import allowed_input
 from tilewright.pipeline import ProgressFn
-
-_IMAGE_EXTS = {
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".png": "png",
-    ".webp": "webp",
-    ".avif": "avif",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-}
 
 
 def _chain(operations: list[Any]) -> list[Any]:
@@ -53,7 +44,7 @@ class Params(BaseModel):
         description='operations applied left to right: "name=value" strings or {"op": name, ...} objects',
         examples=[["split", "resize=0.5"]],
     )
-    format: Literal["jpeg", "jpg", "png", "webp", "avif", "tiff", "tif"] | None = None
+    format: FormatName | None = None
     images: list[ImageItem] = Field(
         min_length=1, max_length=1000, description='a list of {"input": ..., "output": ...}, at most 1000'
     )
@@ -98,21 +89,18 @@ def process_images(
             raise CancelledError("cancelled")
         progress(number / len(items), f"processing {Path(item['input']).name}")
         target = process_target(item["output"], settings)
-        default = params.get("format") or _IMAGE_EXTS.get(target.suffix.lower(), "jpeg")
-        stem = target.with_suffix("") if target.suffix.lower() in _IMAGE_EXTS else target
+        default = params.get("format") or SUFFIX_FORMATS.get(target.suffix.lower(), "jpeg")
+        stem = target.with_suffix("") if target.suffix.lower() in SUFFIX_FORMATS else target
         stem.parent.mkdir(parents=True, exist_ok=True)
         with Source(item["input"], settings) as source:
-            image, rest = source.load(steps)
-            images = apply_chain(image, rest, settings)
+            images = run_chain(source, steps, settings)
             for index, out in enumerate(images):
                 name = stem if len(images) == 1 else stem.with_name(f"{stem.name}_{index}")
                 temp = name.with_name(f".tmp-{os.getpid()}-{name.name}")
                 try:
                     path = save(out, temp, default)
                 except pyvips.Error as exc:
-                    raise InputError(
-                        f"cannot process {Path(item['input']).name}: {' '.join(str(exc).split())[:300]}"
-                    ) from None
+                    raise vips_error(exc, f"cannot process {Path(item['input']).name}", output=stem.parent) from None
                 final = Path(f"{name}{path.suffix}")
                 os.replace(path, final)
                 written.append(
