@@ -17,8 +17,7 @@ import pytest
 
 from tilewright.config import Settings
 from tilewright.errors import CancelledError, LimitExceededError
-from tilewright.storage import BlobNotFoundError, ForbiddenSourceError, StorageError, open_url
-from tilewright.storage.base import MANIFEST
+from tilewright.storage import MANIFEST, BlobNotFoundError, ForbiddenSourceError, StorageError, open_url
 
 
 @pytest.fixture(params=["local", "azurite", "moto"])

@@ -9,7 +9,8 @@ from typing import Any
 
 from tilewright.config import Settings
 from tilewright.errors import InputError
-from tilewright.storage.base import MANIFEST, clean_key, join_key, key_parts
+from tilewright.storage.keys import clean_key, join_key, key_parts
+from tilewright.storage.manifest import MANIFEST
 
 _FIELD = re.compile(r"\{[^{}]*\}")
 

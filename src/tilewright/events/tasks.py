@@ -119,7 +119,7 @@ def run_convert_blob(ctx: TaskContext) -> dict[str, Any]:
             raise CancelledError("cancelled")
         out = ctx.work_dir / "out"
         out.mkdir()
-        from tilewright.storage.base import key_parts
+        from tilewright.storage.keys import key_parts
 
         stem = key_parts(key)["stem"] or "slide"
         result = convert(

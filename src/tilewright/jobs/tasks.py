@@ -26,7 +26,7 @@ from tilewright.events import tasks as blob_tasks  # the convert_blob kind (issu
 from tilewright.paths import allowed_input
 from tilewright.pipeline import ProgressFn
 from tilewright.staging import publish_dir
-from tilewright.storage.base import file_sha256
+from tilewright.storage.manifest import file_sha256
 
 COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 KINDS = ("dzi", "tiff", "iiif")

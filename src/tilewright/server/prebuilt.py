@@ -230,7 +230,7 @@ class PrebuiltPyramids:
 
     def _load(self, store, prefix: str, manifest_key: str, etag: str) -> StorePyramid | None:
         from tilewright.storage import join_key
-        from tilewright.storage.base import MANIFEST_FORMAT
+        from tilewright.storage.manifest import MANIFEST_FORMAT
 
         try:
             manifest = json.loads(store.read_bytes(manifest_key))
