@@ -3,6 +3,11 @@
 `open_url(url, settings)` -> (store, key) for `az://container/path`, `abfs://...`,
 `https://ACCOUNT.blob.core.windows.net/container/path` (the configured account only),
 `s3://bucket/path`, `file:///path` or a plain path (inside the storage root or an input root).
+
+The parts: `base` (the interface over fsspec), `keys` (naming), `errors`, `retry` (transient failures),
+`parallel` (many requests at once), `manifest` (the completeness document: build, encode, parse, verify),
+`publish` (folder upload, manifest last); one module per store (`local`, `azure`, `s3`) with what differs.
+A new store is a `Storage` subclass in its own module plus its scheme in `open_store`/`open_url`.
 """
 
 from __future__ import annotations

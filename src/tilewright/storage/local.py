@@ -54,6 +54,7 @@ class LocalStorage(Storage):
         return f"{stat.st_size:x}-{stat.st_mtime_ns:x}", ""
 
     def ensure_container(self, key: str) -> None:
+        """A key's folder, made when missing (every time: a folder is cheap to check, and may be deleted)."""
         Path(self.full(key)).parent.mkdir(parents=True, exist_ok=True)
 
     def _open_write(self, key: str) -> IO[bytes]:
@@ -66,15 +67,14 @@ class LocalStorage(Storage):
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write-then-rename, so a reader never sees half a file."""
         target = Path(self.full(key))
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.ensure_container(key)
         temp = target.with_name(f"{STAGING_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}")
         temp.write_bytes(data)
         os.replace(temp, target)
 
     def _put_file(self, local: Path, key: str) -> None:
-        target = Path(self.full(key))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, target)
+        self.ensure_container(key)
+        shutil.copyfile(local, self.full(key))
 
     def publish_pyramid(
         self,
