@@ -17,8 +17,7 @@ import pytest
 
 from tilewright.config import Settings
 from tilewright.errors import CancelledError, LimitExceededError
-from tilewright.storage import BlobNotFoundError, ForbiddenSourceError, StorageError, open_url
-from tilewright.storage.base import MANIFEST
+from tilewright.storage import MANIFEST, BlobNotFoundError, ForbiddenSourceError, StorageError, open_url
 
 
 @pytest.fixture(params=["local", "azurite", "moto"])
@@ -240,3 +239,32 @@ def test_one_gigabyte_streamed_through_azurite_stays_under_300_mb(tmp_path, azur
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"1 GiB via Azurite: {figures} (total {time.perf_counter() - started:.1f} s)")
     assert figures["ok"] and figures["max_rss_mb"] < 300, figures
+
+
+def test_publish_dir_replaces_siblings_at_once_and_keeps_other_outputs_staging(tmp_path, monkeypatch):
+    """Two outputs of one folder republished at once by one process (threads) each move their old copy aside
+    under a name of their own; the stale-staging sweep of output `s` leaves output `s-<n>`'s staging alone."""
+    import os
+
+    from tilewright import staging
+    from tilewright.staging import STAGING_PREFIX, make_staging, publish_dir
+
+    parent = tmp_path / "out"
+    for name in ("a", "b"):
+        (parent / name).mkdir(parents=True)
+        (parent / name / "old.txt").write_text("old")
+    staged = {name: make_staging(parent, name) for name in ("a", "b")}
+    for name, folder in staged.items():
+        (folder / "new.txt").write_text(name)
+    removals: list[str] = []  # a's old copy is still being removed when b's publish moves its own aside
+    monkeypatch.setattr(staging.shutil, "rmtree", lambda path, **_kw: removals.append(str(path)))
+    for name in ("a", "b"):
+        publish_dir(staged[name], parent / name)
+    assert len(set(removals)) == 2 and [p.name for p in (parent / "b").iterdir()] == ["new.txt"]
+    monkeypatch.undo()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    other = parent / f"{STAGING_PREFIX}s-{dead.pid}-{os.getpid()}-deadbeef"  # output "s-<pid>", alive: not s's
+    other.mkdir()
+    make_staging(parent, "s")
+    assert other.exists()

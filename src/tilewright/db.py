@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from tilewright.config import Settings
 
@@ -24,7 +26,7 @@ _lock = threading.Lock()
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # WAL lets the server read while workers write progress; busy_timeout makes writers queue, not fail
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -65,8 +67,9 @@ def session_scope(settings: Settings) -> Iterator[Session]:
 
 def init_db(settings: Settings) -> None:
     """Create the data folders and bring the schema to the newest migration (safe to call from many processes)."""
+    # Alembic (~0.4 s) only where the schema is upgraded: every job process and CLI command imports this module
     from alembic import command
-    from alembic.config import Config
+    from alembic.config import Config  # (see above)
 
     url = settings.resolved_database_url()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -88,8 +91,8 @@ def init_db(settings: Settings) -> None:
 def dispose_engines() -> None:
     """Forget inherited engines (call in a freshly forked worker)."""
     with _lock:
-        for pid, _url in list(_engines):
+        for pid, url in list(_engines):
             if pid != os.getpid():
-                _engines.pop((pid, _url))
+                _engines.pop((pid, url))
         for engine in _engines.values():
             engine.dispose(close=False)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tilewright.config import Settings
 from tilewright.errors import InputError
-from tilewright.storage.base import MANIFEST, clean_key, join_key, key_parts
+from tilewright.storage.keys import clean_key, join_key, key_parts
+from tilewright.storage.manifest import MANIFEST
 
 _FIELD = re.compile(r"\{[^{}]*\}")
 
@@ -30,22 +33,43 @@ def output_segments(settings: Settings) -> set[str]:
     return segments
 
 
-def _sources(settings: Settings) -> list[dict[str, Any]]:
+class SourceFilter(BaseModel):
+    """One entry of `TILEWRIGHT_EVENT_SOURCES`: blobs in `container` (or `bucket`; any when empty) under
+    `prefix` whose names end with one of `suffixes` (default `event_suffixes`; a list or comma-separated)."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    container: str | None = None
+    bucket: str | None = None
+    prefix: str | None = None
+    suffixes: list[str] | str | None = None
+
+
+@dataclass(frozen=True)
+class _Source:
+    container: str
+    prefix: str
+    suffixes: tuple[str, ...]
+
+
+def _sources(settings: Settings) -> list[_Source]:
     checked = []
     for index, entry in enumerate(settings.event_sources):
-        if not isinstance(entry, dict) or set(entry) - {"container", "bucket", "prefix", "suffixes"}:
+        try:
+            source = SourceFilter.model_validate(entry)
+        except ValidationError:
             raise InputError(
                 f"TILEWRIGHT_EVENT_SOURCES[{index}] must be an object with container (or bucket), prefix and suffixes"
-            )
-        suffixes = entry.get("suffixes") or settings.event_suffixes
+            ) from None
+        suffixes = source.suffixes or settings.event_suffixes
         if isinstance(suffixes, str):
             suffixes = [s for s in suffixes.split(",") if s.strip()]
         checked.append(
-            {
-                "container": str(entry.get("container") or entry.get("bucket") or ""),
-                "prefix": clean_key(str(entry.get("prefix") or "")),
-                "suffixes": [s.strip().lower() for s in suffixes],
-            }
+            _Source(
+                container=source.container or source.bucket or "",
+                prefix=clean_key(source.prefix or ""),
+                suffixes=tuple(s.strip().lower() for s in suffixes),
+            )
         )
     return checked
 
@@ -68,12 +92,12 @@ def accept(key: str, settings: Settings, *, local: bool = False) -> tuple[bool, 
         return False, f"name does not end with one of {', '.join(suffixes)}"
     for source in sources:
         if local:  # a local store has no containers: the filter's prefix applies to the whole key
-            inside = key.startswith(source["prefix"])
+            inside = key.startswith(source.prefix)
         else:
-            inside = (not source["container"] or source["container"] == container) and (
-                not source["prefix"] or path.startswith(source["prefix"])
+            inside = (not source.container or source.container == container) and (
+                not source.prefix or path.startswith(source.prefix)
             )
-        if inside and key.lower().endswith(tuple(source["suffixes"])):
+        if inside and key.lower().endswith(source.suffixes):
             return True, ""
     return False, "no configured source (TILEWRIGHT_EVENT_SOURCES) matches its container, prefix and suffix"
 

@@ -16,7 +16,7 @@ from pydantic_core import ErrorDetails
 
 from tilewright.errors import InputError
 from tilewright.outputs import WRITERS
-from tilewright.storage.base import file_sha256
+from tilewright.storage.manifest import file_sha256
 
 M = TypeVar("M", bound=BaseModel)
 COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

@@ -4,6 +4,8 @@
 - `OPTIONS|POST /events/cloudevents`: CloudEvents 1.0 (webhook-validation handshake; structured, binary, batch).
 - `POST /events/s3`: S3 event notifications (AWS, MinIO).
 
+Each route comes from a source in `events.sources.SOURCES` (its parser and, if it has one, its handshake).
+
 With `events_key` set, each needs `?key=` or the `aeg-sas-key` / `x-tilewright-key` header. Other event
 types are ignored with 200. A malformed payload is a 400, a URL outside the configured stores a 403, a
 missing blob (when the event has no etag) a 404; a batch is processed event by event and answers with the
@@ -14,25 +16,21 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from tilewright.config import Settings
 from tilewright.errors import TilewrightError, one_line
-from tilewright.events.parse import (
-    MAX_EVENT_BYTES,
-    EventError,
-    Parsed,
-    load_json,
-    parse_cloudevents,
-    parse_eventgrid,
-    parse_s3,
-)
+from tilewright.events.parse import MAX_EVENT_BYTES, EventSource, Headers, OriginRefusedError, Parsed
+from tilewright.events.sources import SOURCES
 from tilewright.events.submit import submit_blob
 from tilewright.server.deps import executor_of, settings_of
 from tilewright.server.errors import ApiError
+from tilewright.storage import open_url
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["events"])
@@ -103,59 +101,60 @@ def _submit_all(request: Request, parsed: Parsed) -> JSONResponse:
     return JSONResponse(body, status_code=worst)
 
 
-@router.post("/events/eventgrid")
-async def eventgrid(request: Request) -> Response:
-    """Event Grid schema: answers the validation handshake; BlobCreated -> a job per blob version."""
-    _check_key(request)
-    parsed = parse_eventgrid(load_json(await _body(request)))
-    if parsed.validation_code is not None:
-        log.info("Event Grid subscription validated")
-        return JSONResponse({"validationResponse": parsed.validation_code})
-    return await run_in_threadpool(_submit_all, request, parsed)
+def _receive(source: EventSource) -> Callable[[Request], Awaitable[Response]]:
+    """The `POST /events/<name>` endpoint of a source: parse, then answer its own reply or submit each blob."""
+
+    async def receive(request: Request) -> Response:
+        _check_key(request)
+        parsed = source.parse(dict(request.headers), await _body(request))
+        if parsed.reply is not None:  # a handshake carried in the POST: nothing in it is submitted
+            log.info("%s subscription validated", source.name)
+            return JSONResponse(parsed.reply)
+        return await run_in_threadpool(_submit_all, request, parsed)
+
+    return receive
 
 
-@router.options("/events/cloudevents")
-def cloudevents_handshake(request: Request) -> Response:
-    """CloudEvents webhook validation (abuse protection): echo the allowed origin."""
-    _check_key(request)
-    origin = request.headers.get("webhook-request-origin")
-    if not origin:
-        return Response(status_code=200, headers={"Allow": "OPTIONS, POST"})
-    allowed = settings_of(request).webhook_allowed_origins
-    if allowed and origin not in allowed and "*" not in allowed:
-        raise ApiError(403, f"origin {origin!r} is not in TILEWRIGHT_WEBHOOK_ALLOWED_ORIGINS")
-    return Response(
-        status_code=200,
-        headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "OPTIONS, POST"},
+def _answer_handshake(handshake: Callable[[Headers, Settings], dict[str, str]]) -> Callable[[Request], Response]:
+    """The `OPTIONS /events/<name>` endpoint of a source whose webhook validates with a handshake."""
+
+    def answer(request: Request) -> Response:
+        _check_key(request)
+        try:
+            headers = handshake(dict(request.headers), settings_of(request))
+        except OriginRefusedError as exc:
+            raise ApiError(403, exc.reason) from None
+        return Response(status_code=200, headers=headers)
+
+    return answer
+
+
+# the routes come from the registry: a new source (events/sources/) is served without an edit here
+for _source in SOURCES:
+    if _source.handshake is not None:
+        router.add_api_route(
+            f"/events/{_source.name}",
+            _answer_handshake(_source.handshake),
+            methods=["OPTIONS"],
+            name=f"{_source.name}_handshake",
+            description=_source.handshake_description,
+        )
+    router.add_api_route(
+        f"/events/{_source.name}",
+        _receive(_source),
+        methods=["POST"],
+        name=_source.name,
+        description=_source.description,
     )
 
 
-@router.post("/events/cloudevents")
-async def cloudevents(request: Request) -> Response:
-    """CloudEvents 1.0, structured or binary mode or a batch; Microsoft.Storage.BlobCreated -> a job."""
-    _check_key(request)
-    parsed = parse_cloudevents(dict(request.headers), await _body(request))
-    return await run_in_threadpool(_submit_all, request, parsed)
-
-
-@router.post("/events/s3")
-async def s3_events(request: Request) -> Response:
-    """S3 event notifications (`Records[].s3`, as AWS and MinIO send them): ObjectCreated -> a job."""
-    _check_key(request)
-    parsed = parse_s3(load_json(await _body(request)))
-    return await run_in_threadpool(_submit_all, request, parsed)
-
-
 @router.get("/storage/pyramid")
-def pyramid(request: Request, url: str = Query(..., description="Output folder, e.g. az://c/web-slides-dzi-output/x")):
+def pyramid(
+    request: Request, url: str = Query(..., description="Output folder, e.g. az://c/web-slides-dzi-output/x")
+) -> dict[str, Any]:
     """The manifest of a published pyramid; 404 while it has none (in progress, crashed, or absent)."""
-    from tilewright.storage import open_url
-
     store, key = open_url(url, settings_of(request))
     manifest = store.read_manifest(key)
     if manifest is None:
         raise ApiError(404, f"no published pyramid at {store.url(key)} (no manifest)")
     return manifest
-
-
-__all__ = ["router", "EventError"]

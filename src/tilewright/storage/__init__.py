@@ -3,27 +3,30 @@
 `open_url(url, settings)` -> (store, key) for `az://container/path`, `abfs://...`,
 `https://ACCOUNT.blob.core.windows.net/container/path` (the configured account only),
 `s3://bucket/path`, `file:///path` or a plain path (inside the storage root or an input root).
+
+The parts: `base` (the interface over fsspec), `keys` (naming), `errors`, `retry` (transient failures),
+`parallel` (many requests at once), `manifest` (the completeness document: build, encode, parse, verify),
+`publish` (folder upload, manifest last); one module per store (`local`, `azure`, `s3`) with what differs.
+A new store is a `Storage` subclass in its own module plus its scheme in `open_store`/`open_url`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from tilewright.config import Settings
 from tilewright.errors import InputError
 from tilewright.paths import readable_roots, root_of
-from tilewright.storage.base import (
-    MANIFEST,
-    BlobInfo,
-    BlobNotFoundError,
-    ForbiddenSourceError,
-    Storage,
-    StorageError,
-    clean_key,
-    join_key,
-    key_parts,
-)
+from tilewright.storage.base import BlobInfo, Storage
+from tilewright.storage.errors import BlobNotFoundError, ForbiddenSourceError, StorageError
+from tilewright.storage.keys import clean_key, join_key, key_parts
+from tilewright.storage.local import LocalStorage
+from tilewright.storage.manifest import MANIFEST, parse_manifest
+
+if TYPE_CHECKING:
+    from tilewright.storage.azure import AzureStorage
 
 __all__ = [
     "MANIFEST",
@@ -37,6 +40,7 @@ __all__ = [
     "key_parts",
     "open_url",
     "open_store",
+    "parse_manifest",
 ]
 
 _AZURE_SCHEMES = ("az", "abfs", "abfss", "azure", "wasb", "wasbs")
@@ -44,19 +48,22 @@ _AZURE_SCHEMES = ("az", "abfs", "abfss", "azure", "wasb", "wasbs")
 
 def open_store(scheme: str, settings: Settings, root: Path | None = None) -> Storage:
     """A store for a scheme: 'az', 's3' or 'file' (rooted at `root`, default the storage root)."""
+    # Azure and S3 are imported when first asked for: a local-only run never loads adlfs/azure or s3fs/botocore
     if scheme in _AZURE_SCHEMES:
-        from tilewright.storage.azure import AzureStorage
-
-        return AzureStorage(settings)
+        return _azure(settings)
     if scheme == "s3":
-        from tilewright.storage.s3 import S3Storage
+        from tilewright.storage.s3 import S3Storage  # s3fs and botocore only for S3 (see above)
 
         return S3Storage(settings)
     if scheme in ("file", "local", ""):
-        from tilewright.storage.local import LocalStorage
-
         return LocalStorage(settings, root)
     raise InputError(f"unknown storage scheme {scheme!r}; use az://, s3://, file:// or a local path")
+
+
+def _azure(settings: Settings) -> AzureStorage:
+    from tilewright.storage.azure import AzureStorage  # adlfs and the Azure SDK only for Azure (see open_store)
+
+    return AzureStorage(settings)
 
 
 def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
@@ -75,8 +82,8 @@ def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
     if scheme == "s3":
         return open_store("s3", settings), clean_key(f"{parts.netloc}/{unquote(parts.path)}")
     if scheme in ("http", "https"):
-        store = open_store("az", settings)
-        return store, store.key_from_url(text)  # type: ignore[attr-defined]
+        store = _azure(settings)  # an https URL is a blob of the configured Azure account, or refused
+        return store, store.key_from_url(text)
     if scheme in ("file", ""):
         path = Path(unquote(parts.path) if scheme == "file" else text).expanduser()
         if not path.is_absolute():

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from adlfs import AzureBlobFileSystem
+from azure.storage.blob import ContentSettings
+from pydantic import SecretStr
 
 from tilewright.config import Settings
 from tilewright.errors import InputError
-from tilewright.storage.base import ForbiddenSourceError, Storage, clean_key
+from tilewright.storage.base import FileSystem, Storage
+from tilewright.storage.errors import ForbiddenSourceError
+from tilewright.storage.keys import clean_key
 
 DEV_ACCOUNT = "devstoreaccount1"
 
@@ -37,7 +44,10 @@ def account_and_endpoint(settings: Settings) -> tuple[str, str]:
         if parts.get("blobendpoint"):
             endpoint = parts["blobendpoint"].rstrip("/")
             if not account:
-                account = urlsplit(endpoint).path.strip("/").split("/")[0] or urlsplit(endpoint).hostname.split(".")[0]
+                account = (
+                    urlsplit(endpoint).path.strip("/").split("/")[0]
+                    or (urlsplit(endpoint).hostname or "").split(".")[0]
+                )
             return account, endpoint
         if not account:
             raise InputError("TILEWRIGHT_AZURE_CONNECTION_STRING has no AccountName or BlobEndpoint")
@@ -52,23 +62,25 @@ def account_and_endpoint(settings: Settings) -> tuple[str, str]:
     return settings.azure_account_name, f"https://{settings.azure_account_name}.blob.core.windows.net"
 
 
-def _filesystem(settings: Settings):
-    from adlfs import AzureBlobFileSystem
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
 
-    kwargs: dict = {"skip_instance_cache": True, "max_concurrency": 4}
-    secret = lambda value: value.get_secret_value() if value is not None else ""  # noqa: E731
-    if secret(settings.azure_connection_string):
-        kwargs["connection_string"] = secret(settings.azure_connection_string)
+
+def _filesystem(settings: Settings) -> FileSystem:
+    kwargs: dict[str, Any] = {"skip_instance_cache": True, "max_concurrency": 4}
+    if _secret(settings.azure_connection_string):
+        kwargs["connection_string"] = _secret(settings.azure_connection_string)
     else:
         account, endpoint = account_and_endpoint(settings)
         kwargs["account_name"] = account
         if not endpoint.endswith(".blob.core.windows.net"):
             kwargs["account_host"] = urlsplit(endpoint).netloc
-        if secret(settings.azure_account_key):
-            kwargs["account_key"] = secret(settings.azure_account_key)
-        elif secret(settings.azure_sas_token):
-            kwargs["sas_token"] = secret(settings.azure_sas_token).lstrip("?")
+        if _secret(settings.azure_account_key):
+            kwargs["account_key"] = _secret(settings.azure_account_key)
+        elif _secret(settings.azure_sas_token):
+            kwargs["sas_token"] = _secret(settings.azure_sas_token).lstrip("?")
         elif settings.azure_use_identity:
+            # azure-identity (and msal) loads only for managed identity: a key, SAS or connection string never needs it
             from azure.identity.aio import DefaultAzureCredential
 
             kwargs["credential"] = DefaultAzureCredential()
@@ -78,6 +90,9 @@ def _filesystem(settings: Settings):
 
 
 class AzureStorage(Storage):
+    """What differs: the account comes from the settings, https blob URLs are accepted (of that account only),
+    and uploads carry a content type (a browser opening a tile gets `image/jpeg`)."""
+
     scheme = "az"
 
     def __init__(self, settings: Settings) -> None:
@@ -106,8 +121,7 @@ class AzureStorage(Storage):
 
     def _put_file(self, local: Path, key: str) -> None:
         content_type = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
-        from azure.storage.blob import ContentSettings  # an object: older adlfs passes it to the SDK as is
-
+        # a ContentSettings object, not a dict: older adlfs passes it to the SDK as is
         self.fs.put_file(
             str(local), self.full(key), content_settings=ContentSettings(content_type=content_type), max_concurrency=1
         )

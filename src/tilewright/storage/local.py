@@ -1,7 +1,9 @@
 """Local disk: a folder (the configured `storage_root`, or an input root) holding keys as relative paths.
 
-Publishing is a real atomic rename here: the pyramid and its manifest are assembled in a
-hidden staging folder beside the output and renamed into place in one step.
+What differs from the object stores: paths are files (opened directly, etags from size and mtime, no
+containers to create), hidden staging folders are never listed, and publishing is a real atomic rename:
+the pyramid and its manifest are assembled in a staging folder beside the output and moved into place
+in one step (`staging.publish_dir`), so there is no manifest-last upload order to keep.
 """
 
 from __future__ import annotations
@@ -9,24 +11,20 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 from fsspec.implementations.local import LocalFileSystem
 
 from tilewright.config import Settings
-from tilewright.staging import STAGING_PREFIX, make_staging
-from tilewright.storage.base import (
-    MANIFEST,
-    ProgressFn,
-    Storage,
-    _no_progress,
-    clean_key,
-    encode_manifest,
-    manifest_entry,
-)
+from tilewright.errors import CancelledError
+from tilewright.staging import STAGING_PREFIX, make_staging, publish_dir, remove_staging
+from tilewright.storage.base import BlobInfo, Storage
+from tilewright.storage.keys import clean_key
+from tilewright.storage.manifest import MANIFEST, build_manifest, encode_manifest, manifest_entry
+from tilewright.storage.parallel import ProgressFn, no_progress
 
 
 class LocalStorage(Storage):
@@ -56,27 +54,27 @@ class LocalStorage(Storage):
         return f"{stat.st_size:x}-{stat.st_mtime_ns:x}", ""
 
     def ensure_container(self, key: str) -> None:
+        """A key's folder, made when missing (every time: a folder is cheap to check, and may be deleted)."""
         Path(self.full(key)).parent.mkdir(parents=True, exist_ok=True)
 
-    def _open_write(self, key: str):
+    def _open_write(self, key: str) -> IO[bytes]:
         self.ensure_container(key)
         return open(self.full(key), "wb")
 
-    def _open_read(self, key: str):
+    def _open_read(self, key: str) -> IO[bytes]:
         return open(self.full(key), "rb")
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write-then-rename, so a reader never sees half a file."""
         target = Path(self.full(key))
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.ensure_container(key)
         temp = target.with_name(f"{STAGING_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}")
         temp.write_bytes(data)
         os.replace(temp, target)
 
     def _put_file(self, local: Path, key: str) -> None:
-        target = Path(self.full(key))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, target)
+        self.ensure_container(key)
+        shutil.copyfile(local, self.full(key))
 
     def publish_pyramid(
         self,
@@ -85,35 +83,28 @@ class LocalStorage(Storage):
         *,
         source: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
-        progress: ProgressFn = _no_progress,
+        progress: ProgressFn = no_progress,
         cancelled: Callable[[], bool] = lambda: False,
     ) -> dict[str, Any]:
         """Copy the folder and its manifest into a staging folder beside the output, then rename it into place."""
+        prefix = clean_key(prefix)
         final = Path(self.full(prefix))
         staging = make_staging(final.parent, final.name)  # makes the parent; removes what a killed run left
         try:
             shutil.copytree(local_dir, staging, dirs_exist_ok=True)
             if cancelled():
-                from tilewright.errors import CancelledError
-
                 raise CancelledError("cancelled")
             files = sorted(p for p in staging.rglob("*") if p.is_file())
             entries = [manifest_entry(p, p.relative_to(staging).as_posix()) for p in files]
-            manifest = self.build_manifest(prefix, entries, source, extra)
+            manifest = build_manifest(prefix, self.url(prefix), entries, source, extra)
             (staging / MANIFEST).write_bytes(encode_manifest(manifest))
-            old = None
-            if final.exists():
-                old = final.parent / f"{STAGING_PREFIX}old-{final.name}-{uuid.uuid4().hex[:8]}"
-                os.replace(final, old)
-            os.replace(staging, final)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            publish_dir(staging, final)
             progress(len(entries), len(entries))
             return manifest
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_staging(staging)  # gone already once published; what a failure left otherwise
 
-    def list(self, prefix: str = ""):
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         for blob in super().list(prefix):
             if not any(part.startswith(STAGING_PREFIX) for part in blob.key.split("/")):
                 yield blob
