@@ -4,19 +4,25 @@ end through the same code paths as the built-in ones, with no other edit."""
 
 from __future__ import annotations
 
+import shutil
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pyvips
+from fastapi.testclient import TestClient
+from fsspec.implementations.memory import MemoryFileSystem
 from pydantic import BaseModel, ConfigDict
 
-from tilewright import formats, ops
+from services import finished
+from tilewright import formats, ops, storage
 from tilewright.config import Settings
 from tilewright.convert import convert
 from tilewright.db import init_db
 from tilewright.errors import InputError
+from tilewright.events import sources as event_sources
+from tilewright.events.parse import BlobEvent, EventError, EventSource, Parsed, load_json
 from tilewright.formats import registry as readers
 from tilewright.formats.base import Level, SlideReader
 from tilewright.jobs import registry as jobs_registry
@@ -26,6 +32,8 @@ from tilewright.jobs.runner import execute
 from tilewright.jobs.service import submit_job
 from tilewright.outputs import WRITERS, Plan, PyramidWriter
 from tilewright.recipes import chain_recipe, run_recipe
+from tilewright.server import create_app
+from tilewright.storage import Storage
 
 # -- a reader: a toy raw format (magic, width, height, RGB bytes) --------------------------------------------
 
@@ -177,3 +185,67 @@ def test_a_new_job_kind_is_validated_by_its_model_queued_run_and_recorded(monkey
     assert execute(job["id"], settings).status == "succeeded"  # the runner both executors call
     done = store.get(settings, job["id"])
     assert done["state"] == "succeeded" and done["outputs"] == {"echo": "hi hi"}
+
+
+# -- a store: one `Storage` subclass plus one line in `storage.STORES` (here fsspec's in-memory filesystem) --
+
+
+class MemoryStorage(Storage):
+    """Blobs in fsspec's memory filesystem: `mem://CONTAINER/KEY`."""
+
+    scheme = "mem"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, root: Path | None = None) -> MemoryStorage:
+        return cls(settings)
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(MemoryFileSystem(), settings, "")
+
+
+def test_a_new_store_is_opened_by_url_and_publishes_with_the_manifest_last(monkeypatch, tmp_path):
+    monkeypatch.setitem(storage.STORES, "mem", f"{__name__}:MemoryStorage")
+    settings = Settings(data_dir=tmp_path)
+    store, key = storage.open_url("mem://extending/pyramids/one", settings)
+    assert isinstance(store, MemoryStorage) and key == "extending/pyramids/one"
+    folder = tmp_path / "pyramid"
+    (folder / "slide_files" / "0").mkdir(parents=True)
+    (folder / "slide_files" / "0" / "0_0.jpeg").write_bytes(b"tile")
+    (folder / "slide.dzi").write_text("<Image/>")
+    store.publish_pyramid(folder, key, source={"url": "test"})
+    manifest = store.read_manifest(key)
+    assert manifest is not None and manifest["file_count"] == 2
+    assert store.read_bytes(storage.join_key(key, "slide_files/0/0_0.jpeg")) == b"tile"
+    assert store.verify_manifest(key) == []
+
+
+# -- an event source: one module's `SOURCE` plus one line in `events.sources.SOURCES` ------------------------
+
+
+def _parse_plain(headers: dict[str, str], body: bytes) -> Parsed:
+    """`{"blobs": ["URL", ...]}`: the simplest webhook there is."""
+    payload = load_json(body)
+    if not isinstance(payload, dict) or not isinstance(payload.get("blobs"), list):
+        raise EventError('expected {"blobs": [URL, ...]}')
+    return Parsed(blobs=[BlobEvent(url=str(url), origin="plain") for url in payload["blobs"]])
+
+
+PLAIN = EventSource(name="plain", description="a list of blob URLs", parse=_parse_plain)
+
+
+def test_a_new_event_source_is_served_as_a_webhook_and_its_blob_converted(monkeypatch, tmp_path, testdata):
+    monkeypatch.setattr(event_sources, "SOURCES", (*event_sources.SOURCES, PLAIN))
+    settings = Settings(data_dir=tmp_path, concurrency=1)
+    blob = settings.resolved_storage_root() / "incoming" / "boxes.tiff"
+    blob.parent.mkdir(parents=True)
+    shutil.copyfile(testdata("generic-tiff/boxes.tiff"), blob)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert "/events/plain" in client.get("/openapi.json").json()["paths"]  # documented like the others
+        assert client.post("/events/plain", content=b"[]").status_code == 400  # its parser's error is a 400
+        answer = client.post("/events/plain", json={"blobs": [f"file://{blob}"]})
+        assert answer.status_code == 200, answer.text
+        (submitted,) = answer.json()["results"]
+        assert submitted["status"] == "submitted"
+        assert finished(client, submitted["job"])["state"] == "succeeded"
+    published = sorted(p.name for p in (settings.resolved_storage_root() / "incoming").rglob("*.dzi"))
+    assert published == ["boxes.dzi"]

@@ -21,9 +21,11 @@ from sqlalchemy import text
 from tilewright import __version__
 from tilewright.config import Settings, get_settings
 from tilewright.db import get_engine, init_db
+from tilewright.events import sources as event_sources
 from tilewright.jobs.executors import Executor, make_executor
 from tilewright.server import errors, metrics, routes_ui
 from tilewright.server.routes_events import router as events_router
+from tilewright.server.routes_events import source_routes
 from tilewright.server.routes_images import router as images_router
 from tilewright.server.routes_jobs import router as jobs_router
 from tilewright.server.routes_process import router as process_router
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     app.include_router(images_router)
     app.include_router(jobs_router)
     app.include_router(process_router)
+    app.include_router(source_routes(event_sources.SOURCES))  # the registry as it is now
     app.include_router(events_router)
     routes_ui.install(app, settings)  # web page, /static, /vendor/openseadragon, CORS
 

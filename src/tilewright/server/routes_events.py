@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -26,7 +26,6 @@ from starlette.concurrency import run_in_threadpool
 from tilewright.config import Settings
 from tilewright.errors import TilewrightError, one_line
 from tilewright.events.parse import MAX_EVENT_BYTES, EventSource, Headers, OriginRefusedError, Parsed
-from tilewright.events.sources import SOURCES
 from tilewright.events.submit import submit_blob
 from tilewright.server.deps import executor_of, settings_of
 from tilewright.server.errors import ApiError
@@ -129,23 +128,30 @@ def _answer_handshake(handshake: Callable[[Headers, Settings], dict[str, str]]) 
     return answer
 
 
-# the routes come from the registry: a new source (events/sources/) is served without an edit here
-for _source in SOURCES:
-    if _source.handshake is not None:
-        router.add_api_route(
-            f"/events/{_source.name}",
-            _answer_handshake(_source.handshake),
-            methods=["OPTIONS"],
-            name=f"{_source.name}_handshake",
-            description=_source.handshake_description,
+def source_routes(sources: Iterable[EventSource]) -> APIRouter:
+    """`POST /events/<name>` (and `OPTIONS` where it has a handshake) for each registered source.
+
+    Built by `create_app` from `events.sources.SOURCES` as it is then: a new source (one module in
+    events/sources/ and one line there) is served without an edit here.
+    """
+    routes = APIRouter(tags=["events"])
+    for source in sources:
+        if source.handshake is not None:
+            routes.add_api_route(
+                f"/events/{source.name}",
+                _answer_handshake(source.handshake),
+                methods=["OPTIONS"],
+                name=f"{source.name}_handshake",
+                description=source.handshake_description,
+            )
+        routes.add_api_route(
+            f"/events/{source.name}",
+            _receive(source),
+            methods=["POST"],
+            name=source.name,
+            description=source.description,
         )
-    router.add_api_route(
-        f"/events/{_source.name}",
-        _receive(_source),
-        methods=["POST"],
-        name=_source.name,
-        description=_source.description,
-    )
+    return routes
 
 
 @router.get("/storage/pyramid")

@@ -7,13 +7,13 @@
 The parts: `base` (the interface over fsspec), `keys` (naming), `errors`, `retry` (transient failures),
 `parallel` (many requests at once), `manifest` (the completeness document: build, encode, parse, verify),
 `publish` (folder upload, manifest last); one module per store (`local`, `azure`, `s3`) with what differs.
-A new store is a `Storage` subclass in its own module plus its scheme in `open_store`/`open_url`.
+A new store is a `Storage` subclass in its own module plus one line in `STORES` (its URL scheme).
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from tilewright.config import Settings
@@ -22,11 +22,7 @@ from tilewright.paths import readable_roots, root_of
 from tilewright.storage.base import BlobInfo, Storage
 from tilewright.storage.errors import BlobNotFoundError, ForbiddenSourceError, StorageError
 from tilewright.storage.keys import clean_key, join_key, key_parts
-from tilewright.storage.local import LocalStorage
 from tilewright.storage.manifest import MANIFEST, parse_manifest
-
-if TYPE_CHECKING:
-    from tilewright.storage.azure import AzureStorage
 
 __all__ = [
     "MANIFEST",
@@ -43,27 +39,30 @@ __all__ = [
     "parse_manifest",
 ]
 
-_AZURE_SCHEMES = ("az", "abfs", "abfss", "azure", "wasb", "wasbs")
+#: URL scheme -> the store serving it, as "module:Class": a new store is one module plus one line here.
+#: Imported when first asked for (`_store_class`): a local-only run never loads adlfs/azure or s3fs/botocore.
+STORES: dict[str, str] = {
+    "az": "tilewright.storage.azure:AzureStorage",
+    "s3": "tilewright.storage.s3:S3Storage",
+    "file": "tilewright.storage.local:LocalStorage",
+}
+#: other spellings of a scheme (adlfs' and Hadoop's names for Azure; "" is a plain path)
+SCHEME_ALIASES = {"abfs": "az", "abfss": "az", "azure": "az", "wasb": "az", "wasbs": "az", "local": "file", "": "file"}
+
+
+def _store_class(scheme: str) -> type[Storage]:
+    spec = STORES.get(SCHEME_ALIASES.get(scheme, scheme))
+    if spec is None:
+        known = ", ".join(f"{name}://" for name in STORES)
+        raise InputError(f"unknown storage scheme {scheme!r}; use {known} or a local path")
+    module, _, name = spec.partition(":")
+    store_class: type[Storage] = getattr(import_module(module), name)
+    return store_class
 
 
 def open_store(scheme: str, settings: Settings, root: Path | None = None) -> Storage:
-    """A store for a scheme: 'az', 's3' or 'file' (rooted at `root`, default the storage root)."""
-    # Azure and S3 are imported when first asked for: a local-only run never loads adlfs/azure or s3fs/botocore
-    if scheme in _AZURE_SCHEMES:
-        return _azure(settings)
-    if scheme == "s3":
-        from tilewright.storage.s3 import S3Storage  # s3fs and botocore only for S3 (see above)
-
-        return S3Storage(settings)
-    if scheme in ("file", "local", ""):
-        return LocalStorage(settings, root)
-    raise InputError(f"unknown storage scheme {scheme!r}; use az://, s3://, file:// or a local path")
-
-
-def _azure(settings: Settings) -> AzureStorage:
-    from tilewright.storage.azure import AzureStorage  # adlfs and the Azure SDK only for Azure (see open_store)
-
-    return AzureStorage(settings)
+    """A store for a scheme of `STORES` (or an alias): the local one rooted at `root` (default the storage root)."""
+    return _store_class(scheme).from_settings(settings, root)
 
 
 def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
@@ -75,16 +74,10 @@ def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
     scheme = parts.scheme.lower()
     if len(scheme) == 1:  # a Windows drive letter, not a scheme
         scheme = ""
-    if scheme in _AZURE_SCHEMES:
-        # abfs://container@account.dfs.core.windows.net/path is accepted too (container before the '@')
-        container = parts.netloc.split("@", 1)[0]
-        return open_store("az", settings), clean_key(f"{container}/{unquote(parts.path)}")
-    if scheme == "s3":
-        return open_store("s3", settings), clean_key(f"{parts.netloc}/{unquote(parts.path)}")
     if scheme in ("http", "https"):
-        store = _azure(settings)  # an https URL is a blob of the configured Azure account, or refused
+        store = open_store("az", settings)  # an https URL is a blob of the configured Azure account, or refused
         return store, store.key_from_url(text)
-    if scheme in ("file", ""):
+    if SCHEME_ALIASES.get(scheme, scheme) == "file":
         path = Path(unquote(parts.path) if scheme == "file" else text).expanduser()
         if not path.is_absolute():
             path = settings.resolved_storage_root() / path
@@ -96,4 +89,8 @@ def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
             f"{text!r} is outside the storage root, the input roots and the upload folder "
             "(TILEWRIGHT_STORAGE_ROOT, TILEWRIGHT_INPUT_ROOTS, the upload folder)"
         )
+    if SCHEME_ALIASES.get(scheme, scheme) in STORES:
+        # SCHEME://CONTAINER/KEY (bucket for S3); abfs://container@account.dfs.core.windows.net/path too
+        container = parts.netloc.split("@", 1)[0]
+        return open_store(scheme, settings), clean_key(f"{container}/{unquote(parts.path)}")
     raise InputError(f"unknown storage URL scheme {parts.scheme!r} in {text!r}")

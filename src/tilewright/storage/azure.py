@@ -95,6 +95,10 @@ class AzureStorage(Storage):
 
     scheme = "az"
 
+    @classmethod
+    def from_settings(cls, settings: Settings, root: Path | None = None) -> AzureStorage:
+        return cls(settings)
+
     def __init__(self, settings: Settings) -> None:
         self.account, self.endpoint = account_and_endpoint(settings)
         super().__init__(_filesystem(settings), settings, "")

@@ -22,7 +22,7 @@ from typing import IO, Any, Protocol, TypeVar
 
 from tilewright.config import Settings
 from tilewright.errors import LimitExceededError
-from tilewright.storage.errors import BlobNotFoundError
+from tilewright.storage.errors import BlobNotFoundError, ForbiddenSourceError
 from tilewright.storage.keys import clean_key, join_key
 from tilewright.storage.manifest import MANIFEST, manifest_problems, parse_manifest
 from tilewright.storage.parallel import ProgressFn, no_progress, run_parallel
@@ -69,6 +69,16 @@ class Storage:
     """An fsspec filesystem with keys, streamed transfers, concurrent retried uploads and manifests."""
 
     scheme = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, root: Path | None = None) -> Storage:
+        """How `open_store` makes this store (its `STORES` line): a remote store needs only the settings,
+        `root` is for the local one. Each store says how."""
+        raise NotImplementedError(f"{cls.__name__} does not say how to open it (from_settings)")
+
+    def key_from_url(self, url: str) -> str:
+        """The key of an https URL naming a blob of this store; only Azure's blobs have such URLs."""
+        raise ForbiddenSourceError(f"{url!r}: https URLs name blobs of the configured Azure account only")
 
     def __init__(self, fs: FileSystem, settings: Settings, root: str = "") -> None:
         self.fs = fs

@@ -30,6 +30,10 @@ from tilewright.storage.parallel import ProgressFn, no_progress
 class LocalStorage(Storage):
     scheme = "file"
 
+    @classmethod
+    def from_settings(cls, settings: Settings, root: Path | None = None) -> LocalStorage:
+        return cls(settings, root)
+
     def __init__(self, settings: Settings, root: Path | str | None = None) -> None:
         folder = Path(root) if root is not None else settings.resolved_storage_root()
         folder = folder.expanduser().resolve()

@@ -8,6 +8,7 @@ blob just written must see what is there now).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 from s3fs import S3FileSystem
@@ -44,6 +45,10 @@ def _filesystem(settings: Settings) -> S3FileSystemLike:
 class S3Storage(Storage):
     scheme = "s3"
     fs: S3FileSystemLike
+
+    @classmethod
+    def from_settings(cls, settings: Settings, root: Path | None = None) -> S3Storage:
+        return cls(settings)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(_filesystem(settings), settings, "")
