@@ -7,6 +7,9 @@ Every `import`/`from ... import` in `src/tilewright` is an edge, the ones inside
 is not implied by importing one of its modules (Python runs it, but no tool counts that and every
 package would be a cycle with its own modules).
 
+Layers (`FORBIDDEN`): the pixel and settings basics import nothing above them, readers/operations/writers
+know nothing of jobs or the server, and jobs/events/storage know nothing of the server.
+
 An import inside a function is allowed only with a comment on its line or the line above saying
 why (a measured start-up win, an optional dependency): the default is an import at the top.
 
@@ -20,6 +23,19 @@ import sys
 from pathlib import Path
 
 PACKAGE = "tilewright"
+
+#: layers (docs/development.md): modules under the key never import modules under any of its values
+FORBIDDEN: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("errors", "imaging", "staging"): ("config", "formats", "ops", "outputs", "recipes", "jobs", "events", "server"),
+    ("config", "paths"): ("formats", "ops", "outputs", "recipes", "jobs", "events", "storage", "server"),
+    ("formats", "ops", "outputs", "recipes", "convert", "importer", "pipeline"): ("jobs", "events", "server"),
+    ("jobs", "events", "storage"): ("server",),
+}
+
+
+def _under(module: str, tops: tuple[str, ...]) -> bool:
+    parts = module.split(".")
+    return len(parts) > 1 and parts[1] in tops
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -131,6 +147,11 @@ def check(src: Path) -> list[str]:
                 if "#" not in here and not above.startswith("#"):
                     rel = path.relative_to(root.parent) if root.parent in path.parents else path
                     problems.append(f"{rel}:{node.lineno}: import inside a function without a comment saying why")
+    for lower, higher in FORBIDDEN.items():
+        for module, imported in sorted(graph.items()):
+            for target in sorted(imported):
+                if _under(module, lower) and _under(target, higher):
+                    problems.append(f"layering: {module} imports {target}")
     for cycle in find_cycles(graph):
         problems.append("import cycle: " + " <-> ".join(cycle))
     return problems
@@ -144,7 +165,7 @@ def main(argv: list[str]) -> int:
     if problems:
         print(f"check_imports: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print("check_imports: no import cycle, every function-level import explained")
+    print("check_imports: no import cycle, no layer imports a higher one, every function-level import explained")
     return 0
 
 
