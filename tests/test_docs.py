@@ -17,6 +17,10 @@ CODE_SPAN = re.compile(r"`[^`\n]*`")
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 
 
+def python_blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
+
+
 def prose(text: str) -> str:
     """The text without code (a link shown in a code block or span is an example, not a link)."""
     text = CODE_BLOCK.sub("", text)
@@ -74,3 +78,12 @@ def test_docs_pages_named_in_the_code_exist():
 def test_the_link_checker_sees_links_and_ignores_code():
     text = "see [a](guide/a.md) and ![b](pictures/b.png)\n\n```\n[c](nowhere.md)\n```\n`[d](nowhere.md)`\n"
     assert LINK.findall(prose(text)) == ["guide/a.md", "pictures/b.png"]
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
+def test_python_examples_in_the_docs_run(page, tmp_path, monkeypatch, testdata):
+    # the examples read "in.jpg": a real photo (SOURCES.md: jpeg-png/2569067123_aca715a2ee_o.jpg)
+    (tmp_path / "in.jpg").write_bytes(testdata("jpeg-png/2569067123_aca715a2ee_o.jpg").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    for block in python_blocks(page):
+        exec(compile(block, f"{page.name} example", "exec"), {})

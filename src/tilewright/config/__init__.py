@@ -78,8 +78,8 @@ class Settings(BaseSettings):
     # -- formats ----------------------------------------------------------------
     format_checkers: list[str] = Field(
         ["dicom", "openslide", "ometiff", "vips"],
-        description="Readers tried in this order (most specific first); plug-ins from the "
-        "`tilewright.formats` entry-point group are tried after these.",
+        description="Readers tried first, in this order (most specific first); every other reader, built-in "
+        "or a plug-in of the `tilewright.formats` entry-point group, is tried after these.",
         json_schema_extra=FORMATS,
     )
 
