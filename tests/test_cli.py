@@ -222,3 +222,12 @@ def test_a_bad_setting_is_one_line_naming_it_and_exit_2(testdata):
         "tilewright: error: bad setting TILEWRIGHT_BACKGROUND: Value error, colour must be #rrggbb, #rgb or a name "
         "like white, not 'notacolour'"
     ]
+
+
+def test_a_truncated_png_saved_by_a_chain_is_the_inputs_fault_not_the_disks(testdata, tmp_path):
+    # libvips says "vips2png: unable to write to target" when the input fails to decode during a save
+    result = run(
+        "process", testdata("broken/truncated.png"), "-o", tmp_path / "out", "--op", "resize=0.9", "--format", "png"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "cannot write output" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

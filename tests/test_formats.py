@@ -17,7 +17,7 @@ import pytest
 
 from tilewright.config import Settings
 from tilewright.errors import InputError, LimitExceededError, UnsupportedFormatError
-from tilewright.formats import accepted_suffixes, detect, open_slide
+from tilewright.formats import accepted_suffixes, detect, open_slide, registry
 from tilewright.formats.bridge import BridgedLevel
 from tilewright.formats.jpegtiles import ADOBE_RGB
 
@@ -205,9 +205,15 @@ def test_checker_order_is_configurable(testdata):
         detect(testdata("jpeg-png/boxes.png"), Settings(format_checkers=["nope"]))
 
 
-def test_a_reader_left_out_of_format_checkers_is_still_tried(testdata):
-    """The setting orders the checkers; a built-in it does not name is tried after those it names."""
-    assert detect(testdata("jpeg-png/boxes.png"), Settings(format_checkers=["ometiff"])).name == "vips"
+def test_every_built_in_reader_is_tried_by_default_and_one_left_out_of_the_setting_is_off(testdata, monkeypatch):
+    """The default tries every reader of the registry, a new one too; a list names the ones tried."""
+    assert Settings().format_checkers == []
+    assert detect(testdata("jpeg-png/boxes.png"), Settings()).name == "vips"
+    # a reader registered in `_BUILTIN` (here the vips reader under a second name, first) needs no setting
+    monkeypatch.setattr(registry, "_BUILTIN", {"second": registry._BUILTIN["vips"], **registry._BUILTIN})
+    assert [name for name, _ in registry._ordered_names(Settings())][:2] == ["second", "dicom"]
+    with pytest.raises(UnsupportedFormatError):  # left out of an explicit list: off (e.g. no OpenSlide)
+        detect(testdata("jpeg-png/boxes.png"), Settings(format_checkers=["ometiff"]))
 
 
 def test_uploads_and_imports_accept_the_suffixes_the_readers_declare():

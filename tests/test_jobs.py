@@ -3,6 +3,8 @@ SQLite file; and a real `tilewright serve` killed with SIGKILL mid-job and start
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -16,7 +18,9 @@ from tilewright.db import init_db
 from tilewright.errors import InputError
 from tilewright.jobs import store
 from tilewright.jobs.executors import EmbeddedExecutor
+from tilewright.jobs.registry import prepare
 from tilewright.jobs.service import submit_job
+from tilewright.storage.manifest import file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +154,20 @@ def test_server_killed_mid_job_completes_after_restart(tmp_path, slow_tiff):
         assert not any((tmp_path / "data" / "work").iterdir()), "the dead attempt's work directory is removed"
     finally:
         server.stop()
+
+
+def test_a_convert_key_hashes_the_parameters_as_sent(env, tmp_path):
+    # the CLI and query strings send "256", not 256: the key (and the recorded parameters) hash what was sent,
+    # as before the kinds had models, so a job submitted then is found again, not run twice
+    settings, _executor = env
+    source = TESTDATA / "generic-tiff" / "boxes.tiff"
+    sent = {"input": str(source), "tile_size": "256", "quality": "90", "base_only": "yes"}
+    clean, key = prepare("convert", sent, settings)
+    assert clean == {**sent, "input": str(source.resolve()), "kind": "dzi", "collection": "default"}
+    material = file_sha256(source.resolve())
+    digest = hashlib.sha256(f"convert\0{json.dumps(clean, sort_keys=True, default=str)}\0{material}".encode())
+    assert key == digest.hexdigest()
+    with pytest.raises(InputError, match="convert option tile_size must be between 16 and 8192, not 5"):
+        prepare("convert", {**sent, "tile_size": "5"}, settings)
+    with pytest.raises(InputError, match="unknown tile_format 'gif'"):
+        prepare("convert", {**sent, "tile_format": "gif"}, settings)

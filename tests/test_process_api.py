@@ -295,3 +295,18 @@ def test_upload_with_an_unknown_recipe_is_400(client, testdata):
         client.post("/images", files={"file": ("boxes.png", body)}, data={"recipe": "nope"}), 400, "unknown recipe"
     )
     assert not [p for p in client.settings.resolved_upload_dir().iterdir() if p.name.startswith(".incoming")]
+
+
+def test_process_reads_json_whatever_the_content_type_and_checks_the_token_first(client, testdata, tmp_path):
+    body = {"images": [{"input": str(testdata("jpeg-png/boxes.png")), "output": "ct/boxes.png"}], "operations": []}
+    # `curl -d` sends form-encoded: the body is still the JSON it is, as it always was
+    sent = client.post(
+        "/process", content=json.dumps(body), headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert sent.status_code == 200, sent.text
+    assert client.post("/process", content=json.dumps(body), headers={"content-type": ""}).status_code == 200
+    # with a token set, a request without it is a 401 whatever its body, malformed JSON included
+    settings = Settings(data_dir=tmp_path, api_token="s3cret", input_roots=[str(TESTDATA)], concurrency=1)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as guarded:
+        assert guarded.post("/process", content=b"{not json").status_code == 401
+        assert guarded.post("/process", json=body).status_code == 401

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tilewright.config import Settings
-from tilewright.errors import CancelledError, LimitExceededError
+from tilewright.errors import CancelledError, InputError, LimitExceededError
 from tilewright.storage import MANIFEST, BlobNotFoundError, ForbiddenSourceError, StorageError, open_url
 
 
@@ -268,3 +268,15 @@ def test_publish_dir_replaces_siblings_at_once_and_keeps_other_outputs_staging(t
     other.mkdir()
     make_staging(parent, "s")
     assert other.exists()
+
+
+def test_a_file_in_an_input_root_inside_the_storage_root_keeps_its_storage_key(tmp_path):
+    # the storage root is asked first: an event naming such a file publishes where it always did
+    settings = Settings(data_dir=tmp_path, input_roots=[str(tmp_path / "storage" / "in" / "x")])
+    blob = tmp_path / "storage" / "in" / "x" / "a.png"
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"png")
+    store, key = open_url(f"file://{blob}", settings)
+    assert key == "in/x/a.png" and store.url(key).endswith("/storage/in/x/a.png")
+    with pytest.raises(InputError, match="unknown storage URL scheme 'local'"):
+        open_url("local://in/x/a.png", settings)  # `local` names a store, never a URL scheme

@@ -78,8 +78,10 @@ def vips_reason(exc: BaseException, lines: int = 1, fallback: str = "libvips err
     return " ".join((useful or [fallback])[:lines])[:300]
 
 
-#: what a libvips error says when the output could not be written (a full, read-only or forbidden disk)
-OUTPUT_FAULTS = ("no space left", "permission denied", "read-only", "disk quota", "unable to write")
+#: what a libvips error says when the output could not be written (a full, read-only or forbidden disk).
+#: Not "unable to write": libvips adds "vips2png: unable to write to target" when the *input* fails to
+#: decode during a save, so it would blame the disk for a truncated file.
+OUTPUT_FAULTS = ("no space left", "permission denied", "read-only", "disk quota")
 
 
 def vips_error(

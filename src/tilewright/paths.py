@@ -14,16 +14,17 @@ from tilewright.errors import InputError
 
 
 def readable_roots(settings: Settings) -> list[Path]:
-    """Folders whose files a user may name: `INPUT_ROOTS`, the upload folder, the storage root (resolved)."""
+    """Folders whose files a user may name (resolved): the storage root, `INPUT_ROOTS`, the upload folder.
+
+    In this order: a file in two of them (an input root inside the storage root) is keyed from the first,
+    so a store URL names the same key (and the same output folder) as it always did."""
     roots = [Path(r).expanduser().resolve() for r in settings.input_roots]
-    return [*roots, settings.resolved_upload_dir(), settings.resolved_storage_root()]
+    return [settings.resolved_storage_root(), *roots, settings.resolved_upload_dir()]
 
 
 def root_of(path: Path, roots: list[Path]) -> Path | None:
-    """The root that `path` (already resolved) lies in, or is; the deepest when roots nest (a file of the storage
-    root inside an input root is keyed from the storage root); None when it is inside none of them."""
-    matches = [root for root in roots if path == root or root in path.parents]
-    return max(matches, key=lambda root: len(root.parts), default=None)
+    """The first of `roots` that `path` (already resolved) lies in, or is; None when it is inside none of them."""
+    return next((root for root in roots if path == root or root in path.parents), None)
 
 
 def allowed_input(path: str | Path, settings: Settings) -> Path:

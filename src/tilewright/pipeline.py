@@ -34,6 +34,10 @@ def never() -> bool:
     return False
 
 
+class Aborted(Exception):
+    """Another part of the same run (a recipe's other lane) failed: this one stops too, without a reason of its own."""
+
+
 @dataclass
 class Step:
     name: str
@@ -110,7 +114,7 @@ class Runner:
         def on_eval(img: pyvips.Image, progress: Any) -> None:
             try:
                 stop()
-            except Exception:  # noqa: BLE001 - any reason to stop: the caller raises it after the write fails
+            except (CancelledError, Aborted):  # cancelled, over time, or another lane failed: the caller raises why
                 state["killed"] = True
                 img.set_kill(True)
                 return

@@ -77,9 +77,10 @@ class Settings(BaseSettings):
 
     # -- formats ----------------------------------------------------------------
     format_checkers: list[str] = Field(
-        ["dicom", "openslide", "ometiff", "vips"],
-        description="Readers tried first, in this order (most specific first); every other reader, built-in "
-        "or a plug-in of the `tilewright.formats` entry-point group, is tried after these.",
+        [],
+        description="Readers tried, in this order (empty: every built-in reader, most specific first: dicom, "
+        "openslide, ometiff, vips); a built-in reader not named is not tried; plug-ins of the "
+        "`tilewright.formats` entry-point group are tried after these unless named.",
         json_schema_extra=FORMATS,
     )
 

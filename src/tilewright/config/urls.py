@@ -76,7 +76,7 @@ def url_of(
     return AfterValidator(check)
 
 
-BrokerUrl = Annotated[str, url_of(BROKER_SCHEMES, "redis://127.0.0.1:6379/0", separator=";")]
+BrokerUrl = Annotated[str, url_of(BROKER_SCHEMES, "redis://127.0.0.1:6379/0", empty_ok=True, separator=";")]
 ResultBackendUrl = Annotated[str, url_of(RESULT_BACKEND_SCHEMES, "redis://127.0.0.1:6379/0", empty_ok=True)]
 CacheUrl = Annotated[str, url_of(CACHE_SCHEMES, "redis://127.0.0.1:6379/1", empty_ok=True)]
 DatabaseUrl = Annotated[str, url_of(database_dialect_known, "postgresql+psycopg://USER@HOST/DB", empty_ok=True)]

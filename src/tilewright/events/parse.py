@@ -64,6 +64,8 @@ class EventSource:
     parse: Callable[[Headers, bytes], Parsed]
     handshake: Callable[[Headers, Settings], dict[str, str]] | None = None
     handshake_description: str = ""
+    #: the route's name (its OpenAPI operation id and summary derive from it); default: `name`
+    route_name: str = ""
 
 
 def load_json(body: bytes) -> Any:

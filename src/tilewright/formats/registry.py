@@ -1,8 +1,8 @@
 """Pick a reader by content, through an ordered list of checkers (like Cytomine PIMS).
 
-The order comes from `Settings.format_checkers` (most specific first); every reader it
-does not name, built-in or plug-in, is tried after those, in registration order. Third-party
-readers register a `SlideReader` subclass in the `tilewright.formats` entry-point group.
+The order is `_BUILTIN`'s (most specific first), or `Settings.format_checkers` when it names
+the built-in readers to try (one left out is off); third-party readers register a `SlideReader`
+subclass in the `tilewright.formats` entry-point group and are tried after those, unless named.
 A new built-in format is one new file plus one line in `_BUILTIN`; the file suffixes uploads
 and imports accept follow from the readers' `suffixes`.
 
@@ -142,7 +142,10 @@ def _ordered_names(settings: Settings) -> list[tuple[str, str]]:
     """(name, 'module:Class') in checking order: the configured order, then every other reader (built-in
     first, then plug-ins): a reader left out of the setting is tried last, never skipped."""
     known = available_readers()
-    names = list(settings.format_checkers) + [n for n in known if n not in settings.format_checkers]
+    # empty: every built-in reader in `_BUILTIN`'s order (a new one is tried without a settings change);
+    # a list names the built-in readers to try (one left out is off); plug-ins come after unless named
+    chosen = list(settings.format_checkers) or list(_BUILTIN)
+    names = chosen + [n for n in known if n not in _BUILTIN and n not in chosen]
     for name in names:
         if name not in known:
             raise ValueError(f"unknown format checker {name!r} in format_checkers; known: {', '.join(known)}")

@@ -24,6 +24,7 @@ from tilewright.jobs.params import parse
 from tilewright.pipeline import ProgressFn
 
 P = TypeVar("P", bound=BaseModel)
+_NOTHING = object()
 
 
 class TransientError(TilewrightError):
@@ -55,7 +56,16 @@ class Task(Generic[P]):
     check: Callable[[P, Settings], tuple[dict[str, Any], str]]
     run: Callable[[TaskContext], dict[str, Any]]
     description: str = ""
+    #: record a parameter as it was sent ("256", "yes") unless the check changed it (a resolved path):
+    #: the recorded parameters make the default idempotency key, and a kind whose keys hashed the values
+    #: as sent must keep hashing them so, or a job submitted before is not found again
+    as_sent: bool = False
 
     def prepare(self, kind: str, raw: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], str]:
         """Validate `raw` with the model (InputError naming what is wrong), then run the check."""
-        return self.check(parse(self.params, kind, raw), settings)
+        model = parse(self.params, kind, raw)
+        clean, material = self.check(model, settings)
+        if self.as_sent:
+            unchanged = {k: v for k, v in raw.items() if k in clean and clean[k] == getattr(model, k, _NOTHING)}
+            clean = {**clean, **unchanged}
+        return clean, material

@@ -115,10 +115,3 @@ def set_field(image: pyvips.Image, name: str, value: int | str) -> pyvips.Image:
     gtype = pyvips.GValue.gint_type if isinstance(value, int) else pyvips.GValue.gstr_type
     image.set_type(gtype, name, value)
     return image
-
-
-def to_uchar(image: pyvips.Image) -> pyvips.Image:
-    """Round and clip a float result (composite, convolution) back to 8 bits."""
-    if image.format == "uchar":
-        return image
-    return image.rint().cast("uchar") if image.format in ("float", "double") else image.cast("uchar")

@@ -6,13 +6,12 @@ them. Errors are `OperationError`s naming the step.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Sequence
 
 import pyvips
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import vips_reason
+from tilewright.errors import one_line
 from tilewright.ops.base import OperationError, ParamError, Step, with_encoding_of
 from tilewright.ops.registry import OPS
 from tilewright.ops.source import LeadThumbnail, Source, lead_thumbnail
@@ -61,8 +60,7 @@ def apply_chain(
             except ParamError as exc:
                 raise OperationError(str(exc), index=index, op=step.op, param=exc.param) from None
             except pyvips.Error as exc:  # an op refusing this image (its file is read later, when written)
-                reason = vips_reason(exc, lines=sys.maxsize)
-                raise OperationError(f"libvips failed: {reason}", index=index, op=step.op) from None
+                raise OperationError(f"libvips failed: {one_line(exc)}", index=index, op=step.op) from None
             for out in result if isinstance(result, list) else [result]:
                 _check_size(out, image, settings, index, step.op)
                 produced.append(with_encoding_of(out, image))

@@ -8,7 +8,8 @@ from typing import Annotated
 import pyvips
 from pydantic import Field
 
-from tilewright.ops.base import ParamError, background_for, parse_colour, to_uchar
+from tilewright.imaging.eight_bit import to_uchar
+from tilewright.ops.base import ParamError, background_for, parse_colour
 
 
 def kernel_sigma(size: int) -> float:

@@ -9,7 +9,8 @@ import pyvips
 from pydantic import Field
 
 from tilewright.errors import one_line
-from tilewright.ops.base import ParamError, grey_of, parse_colour, to_uchar
+from tilewright.imaging.eight_bit import to_uchar
+from tilewright.ops.base import ParamError, grey_of, parse_colour
 
 Position = Literal["bottom-right", "bottom-left", "top-right", "top-left", "centre", "center"]
 

@@ -15,15 +15,11 @@ import pyvips
 
 from tilewright.errors import InputError
 from tilewright.ops import LeadThumbnail, ParamError, output_format, run_chain, save
-from tilewright.pipeline import Runner
+from tilewright.pipeline import Aborted, Runner
 from tilewright.recipes import plan
 from tilewright.recipes.context import RecipeRun, check_read, explain
 from tilewright.recipes.metadata import ratio
 from tilewright.recipes.schema import Output
-
-
-class _Aborted(Exception):
-    """Another lane failed: this one stops too."""
 
 
 class Tracker:
@@ -42,9 +38,9 @@ class Tracker:
         self.error: BaseException | None = None
 
     def check(self) -> None:
-        """Raise `_Aborted` when another lane failed, `CancelledError` when cancelled or out of time."""
+        """Raise `Aborted` when another lane failed, `CancelledError` when cancelled or out of time."""
         if self.abort.is_set():
-            raise _Aborted()
+            raise Aborted()
         self.runner.check()
 
     def report(self, name: str, fraction: float) -> None:
@@ -59,7 +55,7 @@ class Tracker:
 
     def fail(self, exc: BaseException) -> None:
         with self.lock:
-            if self.error is None and not isinstance(exc, _Aborted):
+            if self.error is None and not isinstance(exc, Aborted):
                 self.error = exc
         self.abort.set()
 
@@ -160,7 +156,7 @@ def _save(run: RecipeRun, tracker: Tracker, image: pyvips.Image, stem: Path, nam
         raise InputError(f"cannot make {stem.name}: {exc}", path=run.source_path) from None
     except pyvips.Error as exc:
         if watched and watched[0]():
-            tracker.check()  # another lane failed (_Aborted), or the CancelledError that says why
+            tracker.check()  # another lane failed (Aborted), or the CancelledError that says why
         raise explain(run, exc, f"cannot make {stem.name}") from exc
     check_read(run)
     return path

@@ -45,14 +45,16 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         init_db(settings)
         for folder in (settings.resolved_output_root(), settings.resolved_upload_dir(), settings.work_root()):
             folder.mkdir(parents=True, exist_ok=True)
-        app.state.executor = executor or make_executor(settings)
-        app.state.executor.start()
         app.state.tiles = TileService(settings)  # tile threads, open slides, the tile cache (Redis)
-        log.info("tilewright %s serving with the %s executor", __version__, app.state.executor.name)
         try:
-            yield
+            app.state.executor = executor or make_executor(settings)
+            app.state.executor.start()
+            log.info("tilewright %s serving with the %s executor", __version__, app.state.executor.name)
+            try:
+                yield
+            finally:
+                app.state.executor.stop()
         finally:
-            app.state.executor.stop()
             app.state.tiles.close()
             app.state.tiles = None
 

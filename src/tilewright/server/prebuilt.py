@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 DZI = "slide.dzi"
 FILES = "slide_files/"
 MAX_MANIFEST_ENTRIES = 500_000  # tile entries of parsed manifests kept in memory (~170 bytes each)
-LOOKUP_SECONDS = 2.0  # how long where an image's pyramid is (or that it has none) is trusted
+#: how long an image record, and where its pyramid is (or that it has none), is trusted: a changed, deleted
+#: or newly published image is noticed this fast (the tile service's records use the same)
+LOOKUP_SECONDS = 2.0
 
 
 def geometry(text: str) -> tuple[int, int, str]:

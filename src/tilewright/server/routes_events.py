@@ -148,7 +148,7 @@ def source_routes(sources: Iterable[EventSource]) -> APIRouter:
             f"/events/{source.name}",
             _receive(source),
             methods=["POST"],
-            name=source.name,
+            name=source.route_name or source.name,
             description=source.description,
         )
     return routes

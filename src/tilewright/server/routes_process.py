@@ -152,6 +152,13 @@ class _ProcessRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def checked(request: Request) -> Response:
+            # the body is JSON whatever its content type says (`curl -d` sends form-encoded), as it always was;
+            # set before anything reads the headers (Request caches them)
+            request.scope["headers"] = [
+                *(item for item in request.scope["headers"] if item[0] != b"content-type"),
+                (b"content-type", b"application/json"),
+            ]
+            require_token(request)  # before the body is parsed: without the token it is a 401, whatever it sent
             try:
                 return await handler(request)
             except RequestValidationError as exc:

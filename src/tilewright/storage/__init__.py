@@ -77,7 +77,7 @@ def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
     if scheme in ("http", "https"):
         store = open_store("az", settings)  # an https URL is a blob of the configured Azure account, or refused
         return store, store.key_from_url(text)
-    if SCHEME_ALIASES.get(scheme, scheme) == "file":
+    if scheme in ("file", ""):  # (`local` names the store in `open_store`, never a URL scheme)
         path = Path(unquote(parts.path) if scheme == "file" else text).expanduser()
         if not path.is_absolute():
             path = settings.resolved_storage_root() / path
@@ -89,7 +89,7 @@ def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
             f"{text!r} is outside the storage root, the input roots and the upload folder "
             "(TILEWRIGHT_STORAGE_ROOT, TILEWRIGHT_INPUT_ROOTS, the upload folder)"
         )
-    if SCHEME_ALIASES.get(scheme, scheme) in STORES:
+    if SCHEME_ALIASES.get(scheme, scheme) in STORES and SCHEME_ALIASES.get(scheme, scheme) != "file":
         # SCHEME://CONTAINER/KEY (bucket for S3); abfs://container@account.dfs.core.windows.net/path too
         container = parts.netloc.split("@", 1)[0]
         return open_store(scheme, settings), clean_key(f"{container}/{unquote(parts.path)}")

@@ -55,4 +55,5 @@ SOURCE = EventSource(
     name="s3",
     description="S3 event notifications (`Records[].s3`, as AWS and MinIO send them): ObjectCreated -> a job.",
     parse=_parse,
+    route_name="s3_events",  # the name the route always had: generated clients keep their operation id
 )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from tilewright.config import Settings
 from tilewright.convert import convert, make_options
@@ -16,6 +17,31 @@ from tilewright.outputs import WriteOptions
 from tilewright.paths import allowed_input
 from tilewright.staging import publish_dir
 
+TileFormat = Literal["jpeg", "png", "webp"]
+
+
+def _number(name: str, low: int, high: int) -> Callable[[Any], int | None]:
+    """A writer option given as a number or a string of one ("256": the CLI and query strings send strings)."""
+
+    def check(value: Any) -> int | None:
+        if value is None:
+            return None
+        try:
+            number = int(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad convert option: {exc}") from None
+        if not low <= number <= high:
+            raise ValueError(f"convert option {name} must be between {low} and {high}, not {number}")
+        return number
+
+    return check
+
+
+def _tile_format(value: Any) -> Any:
+    if value is not None and value not in get_args(TileFormat):
+        raise ValueError(f"unknown tile_format {value!r}")
+    return value
+
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -24,10 +50,10 @@ class Params(BaseModel):
     kind: OutputKind = "dzi"
     collection: Collection = "default"
     image_id: str | None = None
-    tile_size: int | None = Field(None, ge=16, le=8192)
-    overlap: int | None = Field(None, ge=0, le=64)
-    tile_format: Literal["jpeg", "png", "webp"] | None = None
-    quality: int | None = Field(None, ge=1, le=100)
+    tile_size: Annotated[int | None, BeforeValidator(_number("tile_size", 16, 8192))] = None
+    overlap: Annotated[int | None, BeforeValidator(_number("overlap", 0, 64))] = None
+    tile_format: Annotated[TileFormat | None, BeforeValidator(_tile_format)] = None
+    quality: Annotated[int | None, BeforeValidator(_number("quality", 1, 100))] = None
     base_only: bool | None = None
     iiif_id: str | None = None
 
@@ -117,4 +143,4 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     return outputs
 
 
-TASK = Task(Params, check, run, "convert one image or slide to dzi/tiff/iiif")
+TASK = Task(Params, check, run, "convert one image or slide to dzi/tiff/iiif", as_sent=True)

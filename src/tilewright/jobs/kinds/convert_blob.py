@@ -98,7 +98,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                 "tiles": result.tiles,
             },
             start=0.7,
-            dzi=f"{stem}.dzi",
+            dzi=Path(result.output).relative_to(out).as_posix(),  # the .dzi the writer wrote (`x.dzi.svs`: x.dzi)
         )
     except BlobNotFoundError as exc:
         raise InputError(exc.reason) from None

@@ -6,21 +6,41 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from tilewright.config import Settings
 from tilewright.errors import CancelledError
 from tilewright.jobs.kind import Task, TaskContext, TransientError
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _as(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Coerce as ping always has (`float("2")`, `int(1.5)`, `str(7)`), saying what failed in its own words."""
 
-    seconds: float = Field(0.0, ge=0, le=3600)
-    fail_attempts: int = 0
-    nonce: str = ""
+    def coerce(value: Any) -> Any:
+        try:
+            return convert(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad ping parameter: {exc}") from None
+
+    return coerce
+
+
+def _seconds(value: float) -> float:
+    if not 0 <= value <= 3600:
+        raise ValueError("ping seconds must be between 0 and 3600")
+    return value
+
+
+class Params(BaseModel):
+    # a diagnostics kind: keys it does not know are ignored, and values coerced loosely, as they always were
+    model_config = ConfigDict(extra="ignore")
+
+    seconds: Annotated[float, BeforeValidator(_as(float)), AfterValidator(_seconds)] = 0.0
+    fail_attempts: Annotated[int, BeforeValidator(_as(int))] = 0
+    nonce: Annotated[str, BeforeValidator(_as(str))] = ""
 
 
 def check(params: Params, settings: Settings) -> tuple[dict[str, Any], str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pyvips
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from tilewright.config import Settings
 from tilewright.errors import CancelledError, InputError, vips_error
@@ -30,6 +30,10 @@ def _chain(operations: list[Any]) -> list[Any]:
     return operations
 
 
+def _none_is_empty(value: Any) -> Any:
+    return [] if value is None else value  # `"operations": null` is no operation, as it always was
+
+
 class ImageItem(BaseModel):
     input: str = Field(description="an uploaded image's id, or a path inside an input root")
     output: str = Field(description="a relative name under OUTPUT_ROOT/processed/ (the extension may be left out)")
@@ -39,7 +43,7 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # first: a bad chain is reported before anything else, as it always was
-    operations: Annotated[list[Any], AfterValidator(_chain)] = Field(
+    operations: Annotated[list[Any], BeforeValidator(_none_is_empty), AfterValidator(_chain)] = Field(
         default_factory=list,
         description='operations applied left to right: "name=value" strings or {"op": name, ...} objects',
         examples=[["split", "resize=0.5"]],

@@ -81,4 +81,4 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     return result
 
 
-TASK = Task(Params, check, run, "run a recipe on an uploaded image")
+TASK = Task(Params, check, run, "run a recipe on an uploaded image", as_sent=True)

@@ -24,13 +24,13 @@ from tilewright.formats import open_slide
 from tilewright.jobs.models import Image
 from tilewright.server.cache import SlideHandles, SourceKey, TileCache, TtlCache
 from tilewright.server.errors import ApiError
-from tilewright.server.prebuilt import PrebuiltPyramids, Pyramid
+from tilewright.server.prebuilt import LOOKUP_SECONDS, PrebuiltPyramids, Pyramid
 from tilewright.server.tiles.urls import ID
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-RECORD_SECONDS = 2.0  # how long an image record is trusted: a changed or deleted image is noticed this fast
+RECORD_SECONDS = LOOKUP_SECONDS  # records and pyramid lookups expire together (see prebuilt.LOOKUP_SECONDS)
 
 
 @dataclass(frozen=True)
