@@ -67,7 +67,7 @@ def test_settings_are_checked_where_declared():
 
 
 def test_forwarded_header_parsing():
-    assert forwarded_element('for=192.0.2.60;proto=https;by=203.0.113.43') == {
+    assert forwarded_element("for=192.0.2.60;proto=https;by=203.0.113.43") == {
         "for": "192.0.2.60",
         "proto": "https",
         "by": "203.0.113.43",
@@ -101,7 +101,9 @@ def test_forwarded_headers_count_only_from_a_trusted_proxy(tmp_path, testdata):
         proxy = TestClient(app, client=TRUSTED)  # the same running app (one lifespan), another peer
         add_image(*record)
         assert info_id(stranger) == "http://testserver/iiif/3/cmu"
-        assert info_id(stranger, {"Host": "evil.example"}) == "http://evil.example/iiif/3/cmu"  # as before: no public_url
+        assert (
+            info_id(stranger, {"Host": "evil.example"}) == "http://evil.example/iiif/3/cmu"
+        )  # as before: no public_url
         assert info_id(stranger, FORGED) == "http://evil.example/iiif/3/cmu"  # only Host, never the forwarded ones
         assert stranger.get("/evil/images/cmu.dzi", headers=FORGED).status_code == 404
 

@@ -20,7 +20,6 @@ from tilewright.server.tiles.render import cached_response, encode, grid, not_mo
 from tilewright.server.tiles.service import Record, TileService, etag_of
 from tilewright.server.tiles.urls import parse_format
 
-
 UNPUBLISHED_CACHE_CONTROL = "no-cache"
 """`Cache-Control` of the Deep Zoom tiles of an image not yet published (shared with the fast path).
 
