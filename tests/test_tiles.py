@@ -201,6 +201,42 @@ def test_prebuilt_pyramid_is_served_from_disk(served, served_configured_grid, te
     shutil.rmtree(folder)
 
 
+def test_a_tile_url_means_one_tile_forever_or_is_not_kept(served, testdata):
+    """The dynamic grid (the SVS's 240/0) is not the published one (254/1): the same tile URL names another
+    tile once the pyramid is published, so until then it is sent `no-cache` (revalidated by its ETag),
+    from the routes and from the fast path alike; a published tile keeps the long max-age."""
+    client, settings, app = served
+    add_image(settings, "later", testdata(SLIDES["cmu"]), collection="pub2")
+    url = "/images/later_files/12/3_4.jpeg"
+    before = client.get(url)
+    assert before.headers["x-tile-source"] == "dynamic" and before.headers["x-tile-cache"] == "miss"
+    assert before.headers["cache-control"] == "no-cache" != settings.tile_cache_control
+    hit = client.get(url)  # answered by the fast path, with the same headers
+    assert hit.headers["x-tile-cache"] == "hit" and hit.headers["cache-control"] == "no-cache"
+    assert client.get(url, headers={"If-None-Match": hit.headers["etag"]}).headers["cache-control"] == "no-cache"
+    assert client.get("/images/later.dzi").headers["cache-control"] == "no-cache"
+    iiif_url = "/iiif/3/later/0,0,512,512/256,/0/default.jpg"  # its URL names the region: cacheable
+    assert client.get(iiif_url).headers["cache-control"] == settings.tile_cache_control
+    assert client.get(iiif_url).headers["cache-control"] == settings.tile_cache_control  # the fast path's
+    from tilewright.convert import convert, make_options  # as the test above: convert is the heavy import
+
+    folder = settings.resolved_output_root() / "pub2" / "later"
+    folder.mkdir(parents=True)
+    convert(testdata(SLIDES["cmu"]), folder / "slide", "dzi", options=make_options("dzi", settings), settings=settings)
+    app.state.tiles.prebuilt.forget("later")  # (the server notices a publication within 2 s)
+    after = client.get(url)
+    assert after.headers["x-tile-source"] == "prebuilt" and after.content != before.content
+    assert (
+        after.headers["cache-control"] == settings.tile_cache_control
+        and after.headers["etag"] != before.headers["etag"]
+    )
+    assert client.get(url, headers={"If-None-Match": after.headers["etag"]}).headers["cache-control"] == (
+        settings.tile_cache_control
+    )
+    assert client.get("/images/later.dzi").headers["cache-control"] == "no-cache"
+    shutil.rmtree(folder)
+
+
 # -- IIIF ------------------------------------------------------------------------------------------
 def test_iiif_info_json(served):
     client, _settings, _app = served

@@ -3,6 +3,7 @@
 Upload a real slide through the page (with its progress bar), watch its job reach 100 % over
 server-sent events, open it from the gallery in the OpenSeadragon viewer, check that tiles were
 requested and that the viewer is not blank. Screenshots go to test-artifacts/ and docs/.
+The same page also works under a path prefix, behind a real reverse proxy (`ReverseProxy`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import threading
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+import uvicorn
 from PIL import Image as PILImage
+from starlette.types import Receive, Scope, Send
 
-from services import REPO, clean_env, free_port, start_server
+from services import REPO, clean_env, free_port, start_server, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -125,4 +130,113 @@ def test_page_shows_a_refused_upload_in_words(server, browser, testdata):
     page.wait_for_selector("#upload-progress.failed", timeout=30_000)
     message = page.inner_text("#upload-message")
     assert message.startswith("Upload refused:") and "broken.svs" in message
+    page.close()
+
+
+# -- under a path prefix, behind a reverse proxy --------------------------------------------------------
+HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailer", b"host"}
+
+
+class ReverseProxy:
+    """A reverse proxy as nginx's `location /tiles/ { proxy_pass http://backend/; }`: it serves the backend
+    under `prefix`, strips it, streams the answers (server-sent events too), 404s anything else; and
+    remembers every path it was asked for."""
+
+    def __init__(self, backend: str, prefix: str) -> None:
+        self.backend, self.prefix = backend, prefix
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        path = scope["raw_path"].decode()
+        self.paths.append(path)
+        if not path.startswith(self.prefix + "/"):
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b"not under the prefix"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        query = scope["query_string"].decode()
+        url = self.backend + path[len(self.prefix) :] + (f"?{query}" if query else "")
+        headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP and k != b"content-length"]
+        async with httpx.AsyncClient(timeout=None) as client:
+            request = client.build_request(scope["method"], url, headers=headers, content=body)
+            response = await client.send(request, stream=True)
+            kept = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]
+            await send({"type": "http.response.start", "status": response.status_code, "headers": kept})
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            await response.aclose()
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory):
+    """`tilewright serve` with TILEWRIGHT_PUBLIC_URL under /tiles (its root path), behind `ReverseProxy`."""
+    folder = tmp_path_factory.mktemp("proxied")
+    port, proxy_port = free_port(), free_port()
+    env = clean_env(
+        TILEWRIGHT_DATA_DIR=str(folder / "data"),
+        TILEWRIGHT_CONCURRENCY="1",
+        TILEWRIGHT_PUBLIC_URL=f"http://127.0.0.1:{proxy_port}/tiles",
+    )
+    backend = start_server(env, port, folder / "server.log")
+    proxy = ReverseProxy(f"http://127.0.0.1:{port}", "/tiles")
+    server = uvicorn.Server(
+        uvicorn.Config(proxy, host="127.0.0.1", port=proxy_port, lifespan="off", log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 30, "the reverse proxy to listen")
+    yield f"http://127.0.0.1:{proxy_port}", proxy
+    server.should_exit = True
+    thread.join(timeout=10)
+    backend.stop()
+
+
+def test_the_page_works_under_a_path_prefix_behind_a_proxy(proxied, browser, testdata):
+    public, proxy = proxied
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    requested: list[str] = []
+    failed: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+
+    page.goto(public + "/tiles/")
+    assert page.title() == "tilewright"
+    page.set_input_files("#file", str(testdata("svs/cmu-1-small-region.svs")))
+    page.click("#upload-button")
+    page.wait_for_selector("#upload-progress.done", timeout=30_000)
+    page.wait_for_selector('#job-rows tr[data-state="succeeded"]', timeout=120_000)  # followed over SSE
+    page.wait_for_function(
+        "document.querySelector('.thumb img') && document.querySelector('.thumb img').naturalWidth > 0", timeout=10_000
+    )
+    page.click(".thumb")
+    page.wait_for_function(
+        "window.tilewrightViewer && window.tilewrightViewer.world.getItemCount() > 0 && "
+        "window.tilewrightViewer.world.getItemAt(0).getFullyLoaded()",
+        timeout=30_000,
+    )
+    page.wait_for_selector("#meta figure img", timeout=10_000)  # the associated images, by their relative URLs
+    page.wait_for_function("[...document.querySelectorAll('#meta figure img')].every((i) => i.complete)")
+    assert any("_files/" in url for url in requested), "the viewer requested no tiles"
+    assert any("/vendor/openseadragon/images/" in url for url in requested), "no OpenSeadragon button images"
+    assert any("/events" in url for url in requested) and any("/static/app.js" in url for url in requested)
+    outside = [url for url in requested if not url.startswith(public + "/tiles/")]
+    assert not outside, outside
+    assert not failed, failed
+    assert all(path.startswith("/tiles/") for path in proxy.paths), [
+        p for p in proxy.paths if not p.startswith("/tiles/")
+    ]
+    # the absolute URLs the server writes are the public ones
+    record = httpx.get(public + "/tiles/images?limit=1").json()[0]
+    info = httpx.get(f"{public}/tiles/iiif/3/{record['id']}/info.json").json()
+    assert info["id"] == f"{public}/tiles/iiif/3/{record['id']}"
+    assert not errors, errors
     page.close()

@@ -285,6 +285,10 @@ def serve(
             port=settings.port if port is None else port,
             log_level="info" if _state["verbose"] else "warning",
             log_config=None,
+            root_path=settings.resolved_root_path(),
+            # the app applies uvicorn's ProxyHeadersMiddleware itself, with TILEWRIGHT_FORWARDED_ALLOW_IPS, after
+            # its own check of the same peer (server/proxy.py); uvicorn's (trusting 127.0.0.1 by default) stays off
+            proxy_headers=False,
         )
 
 

@@ -14,6 +14,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.config import JsonDict
@@ -24,7 +25,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from tilewright.config.urls import BrokerUrl, CacheUrl, DatabaseUrl, EndpointUrl, ResultBackendUrl
+from tilewright.config.urls import (
+    BrokerUrl,
+    CacheUrl,
+    DatabaseUrl,
+    EndpointUrl,
+    PublicUrl,
+    ResultBackendUrl,
+    RootPath,
+    TrustedProxies,
+)
 from tilewright.errors import ConfigError, one_line
 from tilewright.imaging.colour import parse_colour
 
@@ -405,13 +415,33 @@ class Settings(BaseSettings):
     )
     tile_cache_control: str = Field(
         "public, max-age=86400",
-        description="`Cache-Control` header of tiles, thumbnails, regions and associated images.",
+        description="`Cache-Control` header of tiles, thumbnails, regions and associated images (Deep Zoom "
+        "tiles of an image not yet published get `no-cache`: their grid changes when it is).",
         json_schema_extra=SERVING,
     )
     max_region_pixels: int = Field(
         4096 * 4096,
         ge=1,
         description="Largest output (width x height) of a `/region`, IIIF or thumbnail request; larger ones get a 400.",
+        json_schema_extra=SERVING,
+    )
+    public_url: PublicUrl = Field(
+        "",
+        description="Scheme, host and path prefix of every absolute URL the server writes (IIIF `info.json` "
+        "`id`, ...), e.g. `https://example.org/tiles`; empty: taken from the request (its `Host` header, "
+        "or the forwarded headers of a trusted proxy).",
+        json_schema_extra=SERVING,
+    )
+    root_path: RootPath = Field(
+        None,
+        description="Path prefix the app is mounted under behind a proxy that strips it (`/tiles`); "
+        "links and the web page's URLs start with it (default: the path of `PUBLIC_URL`, else none).",
+        json_schema_extra=SERVING,
+    )
+    forwarded_allow_ips: TrustedProxies = Field(
+        [],
+        description="Addresses or networks of trusted reverse proxies (JSON list, `*`: any): only their "
+        "`X-Forwarded-For`/`-Proto`/`-Host`/`-Prefix` and `Forwarded` headers are used; empty: ignored from anyone.",
         json_schema_extra=SERVING,
     )
     openseadragon_dir: Path | None = Field(
@@ -466,6 +496,13 @@ class Settings(BaseSettings):
 
     def resolved_storage_root(self) -> Path:
         return (self.storage_root or self.data_dir / "storage").resolve()
+
+    # -- derived (serving) ---------------------------------------------------------
+    def resolved_root_path(self) -> str:
+        """The path prefix the app is mounted under: `root_path`, else the path of `public_url`, else ""."""
+        if self.root_path is not None:
+            return self.root_path
+        return urlsplit(self.public_url).path.rstrip("/")
 
 
 @lru_cache(maxsize=1)

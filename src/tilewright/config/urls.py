@@ -7,6 +7,7 @@ An error names the scheme, never the URL: it may hold a password.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from typing import Annotated
@@ -29,6 +30,10 @@ RESULT_BACKEND_SCHEMES = frozenset(
 CACHE_SCHEMES = frozenset({"redis", "rediss", "unix"})  # redis-py's Redis.from_url
 DATABASE_DIALECTS = frozenset({"mariadb", "mssql", "mysql", "oracle", "postgresql", "sqlite"})  # SQLAlchemy's
 HTTP_SCHEMES = frozenset({"http", "https"})
+
+PATH_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*")
+"""A path prefix an app is mounted under: empty, or `/SEGMENT[/SEGMENT...]` without a trailing slash
+(also what `X-Forwarded-Prefix` must look like to be taken)."""
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9.+-]*)://")
 
@@ -81,3 +86,42 @@ ResultBackendUrl = Annotated[str, url_of(RESULT_BACKEND_SCHEMES, "redis://127.0.
 CacheUrl = Annotated[str, url_of(CACHE_SCHEMES, "redis://127.0.0.1:6379/1", empty_ok=True)]
 DatabaseUrl = Annotated[str, url_of(database_dialect_known, "postgresql+psycopg://USER@HOST/DB", empty_ok=True)]
 EndpointUrl = Annotated[str, url_of(HTTP_SCHEMES, "http://127.0.0.1:9000", empty_ok=True, needs_host=True)]
+
+
+def _public_url(value: str) -> str:
+    if not value:
+        return value
+    parts = urlsplit(value)
+    example = "https://example.org/tiles"
+    if parts.scheme not in HTTP_SCHEMES or not parts.hostname:
+        raise ValueError(f"expected http(s)://HOST[:PORT][/PREFIX], e.g. {example}")
+    if parts.query or parts.fragment or not PATH_PREFIX.fullmatch(parts.path.rstrip("/")):
+        raise ValueError(f"expected a scheme, host and path prefix only (no query, no fragment), e.g. {example}")
+    return value.rstrip("/")  # joined with paths that start with "/"
+
+
+def _root_path(value: str | None) -> str | None:
+    if value is None:  # not set: derived from public_url
+        return None
+    value = value.rstrip("/")
+    if not PATH_PREFIX.fullmatch(value):
+        raise ValueError("expected empty or /PREFIX (path segments, no query), e.g. /tiles")
+    return value
+
+
+def _trusted_proxies(value: list[str]) -> list[str]:
+    # the forms uvicorn's forwarded_allow_ips takes (an address, a network, "*"); uvicorn itself would
+    # silently treat a typo as a literal that never matches, so it is refused here
+    for item in value:
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False) if "/" in item else ipaddress.ip_address(item)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address, a network (10.0.0.0/8) or *") from None
+    return value
+
+
+PublicUrl = Annotated[str, AfterValidator(_public_url)]
+RootPath = Annotated[str | None, AfterValidator(_root_path)]
+TrustedProxies = Annotated[list[str], AfterValidator(_trusted_proxies)]

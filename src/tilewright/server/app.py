@@ -24,6 +24,7 @@ from tilewright.db import get_engine, init_db
 from tilewright.events import sources as event_sources
 from tilewright.jobs.executors import Executor, make_executor
 from tilewright.server import errors, metrics, routes_ui
+from tilewright.server.proxy import ProxyScope
 from tilewright.server.routes_events import router as events_router
 from tilewright.server.routes_events import source_routes
 from tilewright.server.routes_images import router as images_router
@@ -108,4 +109,5 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     app.mount("/outputs", StaticFiles(directory=settings.resolved_output_root(), check_dir=False), name="outputs")
+    app.add_middleware(ProxyScope, settings=settings)  # last, so outermost: every other part sees the settled scope
     return app

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from starlette._utils import get_route_path  # the router's own rule: the path under the root path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tilewright.config import Settings
@@ -70,7 +71,7 @@ class _Measure:
             route = (
                 getattr(scope.get("route"), "path_format", None)
                 or scope.get(ROUTE_KEY)
-                or ("/outputs" if scope["path"].startswith("/outputs/") else "other")
+                or ("/outputs" if get_route_path(scope).startswith("/outputs/") else "other")
             )
             self.latency.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
 

@@ -24,6 +24,7 @@ from tilewright.outputs import WRITERS
 from tilewright.recipes import load_recipe
 from tilewright.server.deps import executor_of, require_token, settings_of
 from tilewright.server.errors import ApiError
+from tilewright.server.proxy import link
 from tilewright.server.upload import Received, discard, receive
 from tilewright.storage import MANIFEST, StorageError, join_key
 
@@ -151,7 +152,7 @@ def _record(
         )
         session.add(image)
         session.flush()
-        response.headers["Location"] = f"/images/{image_id}"
+        response.headers["Location"] = link(request, f"/images/{image_id}")
         return {"image": _image_view(settings, image), "job": job}
 
 

@@ -18,6 +18,7 @@ from tilewright.jobs.models import FINISHED
 from tilewright.jobs.registry import TASKS
 from tilewright.jobs.service import submit_job
 from tilewright.server.deps import executor_of, require_token, settings_of
+from tilewright.server.proxy import link
 
 router = APIRouter(tags=["jobs"])
 
@@ -35,7 +36,7 @@ def create_job(
     the existing job (200) and runs nothing twice."""
     job, created = submit_job(settings_of(request), executor_of(request), body.kind, body.params, key=idempotency_key)
     response.status_code = 201 if created else 200
-    response.headers["Location"] = f"/jobs/{job['id']}"
+    response.headers["Location"] = link(request, f"/jobs/{job['id']}")
     return job
 
 

@@ -32,6 +32,7 @@ from tilewright.ops import Encoded, OperationError, Source, Step, encode, parse_
 from tilewright.paths import allowed_input
 from tilewright.server.deps import executor_of, require_token, settings_of
 from tilewright.server.errors import ApiError, error_response
+from tilewright.server.proxy import link
 from tilewright.server.upload import discard, safe_filename, stream_body
 
 router = APIRouter(tags=["operations"])
@@ -195,7 +196,7 @@ async def process(body: ProcessRequest, request: Request) -> Response | list[dic
     pixels = await run_in_threadpool(_total_pixels, resolved, settings)
     if pixels > settings.process_inline_max_pixels:
         job, created = await run_in_threadpool(submit_job, settings, executor_of(request), "process", params)
-        return JSONResponse(job, status_code=202, headers={"Location": f"/jobs/{job['id']}"})
+        return JSONResponse(job, status_code=202, headers={"Location": link(request, f"/jobs/{job['id']}")})
     return await run_in_threadpool(process_images, params, settings)
 
 

@@ -1,4 +1,6 @@
 // tilewright's web page: upload with progress, live jobs (server-sent events), gallery, OpenSeadragon viewer.
+// Every URL here is relative (no leading "/"): the page is served at the app's root ("PREFIX/" or
+// "PREFIX/ui"), so the same page works with the app at the root of a host or under a proxy's path prefix.
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
@@ -61,7 +63,7 @@ function upload(event) {
   };
   setProgress(0, "0 %");
   const xhr = new XMLHttpRequest();   // fetch() has no upload progress; XHR does
-  xhr.open("POST", `/images?${params}`);
+  xhr.open("POST", `images?${params}`);
   for (const [key, value] of Object.entries(authHeaders())) xhr.setRequestHeader(key, value);
   xhr.upload.onprogress = (e) => {
     if (e.lengthComputable) setProgress(e.loaded / e.total, `uploading ${Math.round(100 * e.loaded / e.total)} %`);
@@ -127,7 +129,7 @@ function trackJob(job) {
   jobs.set(job.id, job);
   renderJobs();
   if (FINISHED.includes(job.state) || streams.has(job.id) || streams.size >= 20) return;
-  const source = new EventSource(`/jobs/${job.id}/events`);
+  const source = new EventSource(`jobs/${job.id}/events`);
   streams.set(job.id, source);
   const update = (event) => {
     const data = JSON.parse(event.data);
@@ -148,7 +150,7 @@ function jobFinished(job) {
 
 async function act(id, action) {
   try {
-    const job = await api(`/jobs/${id}/${action}`, { method: "POST" });
+    const job = await api(`jobs/${id}/${action}`, { method: "POST" });
     jobs.set(job.id, job);
     trackJob(job);
   } catch (e) {
@@ -158,7 +160,7 @@ async function act(id, action) {
 
 async function refreshJobs() {
   try {
-    for (const job of await api("/jobs?limit=50")) {
+    for (const job of await api("jobs?limit=50")) {
       const known = jobs.get(job.id);
       if (!known || known.state !== job.state || known.progress !== job.progress) trackJob(job);
     }
@@ -168,7 +170,7 @@ async function refreshJobs() {
 // -- gallery and viewer ------------------------------------------------------------------------------
 async function refreshCollections() {
   try {
-    const collections = await api("/collections");
+    const collections = await api("collections");
     const select = $("#gallery-collection"), chosen = select.value;
     select.replaceChildren(el("option", { value: "" }, "all collections"));
     $("#collection-list").replaceChildren();
@@ -183,14 +185,14 @@ async function refreshCollections() {
 async function refreshGallery() {
   const collection = $("#gallery-collection").value;
   let images = [];
-  try { images = await api(`/images?limit=200${collection ? "&collection=" + encodeURIComponent(collection) : ""}`); }
+  try { images = await api(`images?limit=200${collection ? "&collection=" + encodeURIComponent(collection) : ""}`); }
   catch (e) { return; }
   const box = $("#thumbs");
   box.replaceChildren();
   if (!images.length) box.append(el("p", { class: "muted" }, "no images yet"));
   for (const image of images) {
     box.append(el("figure", { class: "thumb", "data-image": image.id, onclick: () => openViewer(image.id) },
-      el("img", { src: `/images/${image.id}/thumbnail?size=166`, alt: image.filename, loading: "lazy" }),
+      el("img", { src: `images/${image.id}/thumbnail?size=166`, alt: image.filename, loading: "lazy" }),
       el("div", { class: "name" }, image.filename),
       el("div", { class: "collection" }, `${image.collection} · ${image.state || ""}`)));
   }
@@ -208,7 +210,7 @@ function metaList(pairs) {
 async function openViewer(id, keepView = false) {
   let info, record;
   try {
-    [info, record] = await Promise.all([api(`/images/${id}/info`), api(`/images/${id}`)]);
+    [info, record] = await Promise.all([api(`images/${id}/info`), api(`images/${id}`)]);
   } catch (e) {
     alert(`Cannot open image: ${e.message}`);
     return;
@@ -227,9 +229,10 @@ async function openViewer(id, keepView = false) {
     ["tiles", info.tiles], ["state", record.state],
     ["Deep Zoom", info.dzi], ["IIIF", info.iiif],
   ]));
-  for (const url of info.associated || []) {
-    meta.append(el("figure", {}, el("img", { src: url, alt: url.split("/").pop(), style: "max-width:100%" }),
-                   el("figcaption", { class: "muted" }, url.split("/").pop())));
+  for (const url of info.associated || []) {   // the server's links start with its root path: only the name is taken
+    const name = url.split("/").pop();
+    meta.append(el("figure", {}, el("img", { src: `images/${id}/associated/${name}`, alt: name, style: "max-width:100%" }),
+                   el("figcaption", { class: "muted" }, name)));
   }
   const props = Object.entries(info.properties || {});
   if (props.length) meta.append(el("details", {}, el("summary", {}, `${props.length} properties`), metaList(props)));
@@ -237,9 +240,9 @@ async function openViewer(id, keepView = false) {
     $("#viewer").replaceChildren(el("p", { class: "error" }, "OpenSeadragon is missing: run `make` on the server."));
     return;
   }
-  const source = `/images/${id}.dzi`;
+  const source = `images/${id}.dzi`;
   if (!viewer) {
-    viewer = OpenSeadragon({ id: "viewer", prefixUrl: "/vendor/openseadragon/images/", tileSources: source,
+    viewer = OpenSeadragon({ id: "viewer", prefixUrl: "vendor/openseadragon/images/", tileSources: source,
                              showNavigator: true, crossOriginPolicy: "Anonymous", maxZoomPixelRatio: 2 });
   } else {
     const center = keepView ? viewer.viewport.getCenter() : null, zoom = keepView ? viewer.viewport.getZoom() : null;
@@ -253,7 +256,7 @@ async function openViewer(id, keepView = false) {
 // -- start -----------------------------------------------------------------------------------------------
 async function loadRecipes() {
   try {
-    const names = await api("/ui/recipes");
+    const names = await api("ui/recipes");
     const select = $("#recipe");
     select.replaceChildren(...names.map((name) => el("option", { value: name }, name)));
     if (names.includes("default")) select.value = "default";

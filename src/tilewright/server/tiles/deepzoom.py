@@ -20,6 +20,13 @@ from tilewright.server.tiles.render import cached_response, encode, grid, not_mo
 from tilewright.server.tiles.service import Record, TileService, etag_of
 from tilewright.server.tiles.urls import parse_format
 
+UNPUBLISHED_CACHE_CONTROL = "no-cache"
+"""`Cache-Control` of the Deep Zoom tiles of an image not yet published (shared with the fast path).
+
+Their grid follows the source (e.g. 256/0) and the published pyramid's is another (254/1): the same
+URL names another tile once the pyramid is published. So caches keep them only to revalidate (their
+ETag names the grid); a published pyramid's tiles keep `tile_cache_control`."""
+
 
 def dz_what(geometry: tuple[int, int], level: int, col: int, row: int, fmt_out: str, quality: int) -> str:
     """The cache name of a dynamic Deep Zoom tile (shared with the fast path)."""
@@ -87,8 +94,10 @@ def dz_tile(svc: TileService, request: Request, image_id: str, level: int, col: 
                 return Response(data, media_type=iiif.FORMATS[fmt_out], headers=headers)
         # a tile the pyramid lacks is rendered to fit the .dzi being served
         ts, overlap = dz_geometry(settings, published.tile_size, published.overlap)
+        cache_control = settings.tile_cache_control
     else:
         ts, overlap = dz_geometry(settings, grid(svc, record).tile)
+        cache_control = UNPUBLISHED_CACHE_CONTROL
 
     def make(handle: Handle) -> bytes:
         reader = handle.reader
@@ -108,6 +117,6 @@ def dz_tile(svc: TileService, request: Request, image_id: str, level: int, col: 
         return stored or encode(render_region(handle, rx, ry, rw, rh, x1 - x0, y1 - y0), fmt_out, settings.quality)
 
     what = dz_what((ts, overlap), level, col, row, fmt_out, settings.quality)
-    response = cached_response(svc, request, record, what, iiif.FORMATS[fmt_out], make)
+    response = cached_response(svc, request, record, what, iiif.FORMATS[fmt_out], make, cache_control)
     response.headers["X-Tile-Source"] = "dynamic"
     return response

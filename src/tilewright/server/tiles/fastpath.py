@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette._utils import get_route_path  # the router's own rule: the path under the root path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tilewright.server import iiif
 from tilewright.server.metrics import ROUTE_KEY
 from tilewright.server.tiles import urls
-from tilewright.server.tiles.deepzoom import dz_what, known_dz_geometry
+from tilewright.server.tiles.deepzoom import UNPUBLISHED_CACHE_CONTROL, dz_what, known_dz_geometry
 from tilewright.server.tiles.image_api import IMAGE_PROFILE_LINK, iiif_limits, iiif_what
 from tilewright.server.tiles.service import Record, TileService
 from tilewright.server.tiles.urls import parse_format
@@ -52,7 +53,7 @@ class CachedTiles:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             svc: TileService | None = getattr(scope["app"].state, "tiles", None)
             if svc is not None:
-                answer = _lookup(svc, scope["path"], _header(scope, b"if-none-match"))
+                answer = _lookup(svc, get_route_path(scope), _header(scope, b"if-none-match"))
                 if answer is not None:
                     scope[ROUTE_KEY] = answer.route
                     await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
@@ -85,6 +86,7 @@ def _lookup(svc: TileService, path: str, if_none_match: str | None) -> Answer | 
             return dz_what(geometry, level, col, row, fmt_out, settings.quality)
 
         what_of, url = dz_what_of, urls.DZ_TILE
+        cache_control = UNPUBLISHED_CACHE_CONTROL  # it answers only tiles of images not yet published
         extra = [(b"x-tile-source", b"dynamic")]
         media_of = [iiif.FORMATS[fmt_out]]
     else:
@@ -113,12 +115,13 @@ def _lookup(svc: TileService, path: str, if_none_match: str | None) -> Answer | 
             return iiif_what(req, settings.quality)
 
         what_of, url = iiif_what_of, urls.IIIF_IMAGE
+        cache_control = settings.tile_cache_control
         extra = [(b"link", _IIIF_LINK)]
     found = svc.cached(fields["image_id"], what_of, if_none_match)
     if found is None:
         return None
     etag, data = found
-    headers = [(b"etag", etag.encode()), (b"cache-control", settings.tile_cache_control.encode()), *extra]
+    headers = [(b"etag", etag.encode()), (b"cache-control", cache_control.encode()), *extra]
     if data is None:
         return Answer(url.route, 304, headers, b"")
     headers += [

@@ -16,6 +16,7 @@ from tilewright.config import Settings
 from tilewright.server import iiif
 from tilewright.server.cache import Handle
 from tilewright.server.errors import ApiError
+from tilewright.server.proxy import public_base
 from tilewright.server.tiles import urls
 from tilewright.server.tiles.render import (
     MAX_SIDE,
@@ -45,7 +46,7 @@ def info(svc: TileService, request: Request, image_id: str) -> Response:
     record = svc.record(image_id)
     found = grid(svc, record)
     tile = found.tile or svc.settings.iiif_tile_size
-    base = str(request.base_url).rstrip("/") + urls.IIIF_BASE.url(image_id=image_id)
+    base = public_base(svc.settings, request) + urls.IIIF_BASE.url(image_id=image_id)
     doc = iiif.info(base, found.width, found.height, tile, **iiif_limits(svc.settings))
     accept = request.headers.get("accept", "")
     media = f'application/ld+json;profile="{iiif.CONTEXT}"' if "application/ld+json" in accept else "application/json"

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from tilewright.server import iiif
 from tilewright.server.cache import Handle
 from tilewright.server.errors import ApiError
+from tilewright.server.proxy import link
 from tilewright.server.tiles import urls
 from tilewright.server.tiles.render import cached_response, encode, render
 from tilewright.server.tiles.service import TileService
@@ -74,8 +75,9 @@ def region(
     return cached_response(svc, request, record, what, iiif.FORMATS[fmt], make)
 
 
-def info(svc: TileService, image_id: str) -> dict[str, Any]:
-    """The slide's metadata (`SlideInfo`, without its path), its record, and the URLs it is served at."""
+def info(svc: TileService, request: Request, image_id: str) -> dict[str, Any]:
+    """The slide's metadata (`SlideInfo`, without its path), its record, and the URLs it is served at
+    (under the root path)."""
     record = svc.record(image_id)
     data = render(svc, record, lambda handle: handle.reader.info().to_dict())
     data.pop("path", None)  # the server's file layout is nobody's business
@@ -84,12 +86,14 @@ def info(svc: TileService, image_id: str) -> dict[str, Any]:
         id=image_id,
         collection=record.collection,
         kind=record.kind,
-        dzi=urls.DZI.url(image_id=image_id),
-        iiif=urls.IIIF_INFO.url(image_id=image_id),
-        thumbnail=urls.THUMBNAIL.url(image_id=image_id),
+        dzi=link(request, urls.DZI.url(image_id=image_id)),
+        iiif=link(request, urls.IIIF_INFO.url(image_id=image_id)),
+        thumbnail=link(request, urls.THUMBNAIL.url(image_id=image_id)),
         tiles="prebuilt" if published is not None else "dynamic",
         associated=[
-            urls.ASSOCIATED.url(image_id=image_id, name=n) for n in data["associated_images"] if n in ASSOCIATED
+            link(request, urls.ASSOCIATED.url(image_id=image_id, name=n))
+            for n in data["associated_images"]
+            if n in ASSOCIATED
         ],
     )
     return data

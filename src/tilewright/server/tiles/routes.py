@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from tilewright.server.errors import ApiError
+from tilewright.server.proxy import link
 from tilewright.server.tiles import deepzoom, image_api, images, urls
 from tilewright.server.tiles.render import MAX_SIDE
 from tilewright.server.tiles.service import service
@@ -50,8 +51,8 @@ async def get_dz_tile(image_id: str, level: int, col: int, row: int, fmt: str, r
 
 # -- IIIF Image API 3 -------------------------------------------------------------------------------
 @router.get(urls.IIIF_BASE.template, include_in_schema=False)
-async def iiif_base(image_id: str) -> Response:
-    return RedirectResponse(urls.IIIF_INFO.url(image_id=image_id), status_code=303)
+async def iiif_base(image_id: str, request: Request) -> Response:
+    return RedirectResponse(link(request, urls.IIIF_INFO.url(image_id=image_id)), status_code=303)
 
 
 @_get_and_head(urls.IIIF_INFO, summary="IIIF Image API 3 information document")
@@ -122,7 +123,7 @@ async def region(
 @router.get(urls.INFO.template, summary="The slide's metadata: size, levels, resolution, properties, URLs")
 async def info(image_id: str, request: Request) -> dict[str, Any]:
     svc = service(request)
-    return await svc.run(images.info, svc, image_id)
+    return await svc.run(images.info, svc, request, image_id)
 
 
 @router.get(urls.CACHE_STATS.template, summary="Tile cache statistics")
