@@ -20,6 +20,8 @@ from openslide.deepzoom import DeepZoomGenerator
 
 from tilewright.config import Settings
 from tilewright.convert import convert, make_options
+from tilewright.errors import InputError
+from tilewright.outputs.iiif import MAX_SIDE
 
 DZ = "{http://schemas.microsoft.com/deepzoom/2008}"
 
@@ -117,7 +119,8 @@ def test_tiff_base_only_has_one_level(testdata, tmp_path):
 
 
 def test_iiif_level0_tiles_and_info_json(testdata, tmp_path):
-    options = make_options("iiif", Settings(), iiif_id="https://images.example.org/iiif")
+    # --iiif-id is the image's id itself, not a base URL the folder's name is appended to
+    options = make_options("iiif", Settings(), iiif_id="https://images.example.org/iiif/photo")
     result = convert(testdata("jpeg-png/2569067123_aca715a2ee_o.jpg"), tmp_path / "photo", "iiif", options=options)
     folder = Path(result.output)
     info = json.loads((folder / "info.json").read_text())
@@ -140,3 +143,88 @@ def test_tile_formats(testdata, tmp_path, fmt):
     convert(testdata("jpeg-png/boxes.png"), tmp_path / "boxes", "dzi", options=options)
     assert read_dzi(tmp_path / "boxes.dzi")["format"] == fmt
     assert (tmp_path / "boxes_files" / "9" / f"0_0.{fmt}").exists()
+
+
+def iiif_level0_urls(info: dict) -> set[str]:
+    """Every URL a level-0 client may ask of this info.json (as OpenSeadragon builds them): `full/max`, each
+    listed size and each tile of each scale factor (canonical: `full` for a region that is the whole image)."""
+    width, height, base = info["width"], info["height"], info["id"]
+    urls = {f"{base}/full/max/0/default.jpg"}
+    urls |= {f"{base}/full/{s['width']},{s['height']}/0/default.jpg" for s in info.get("sizes", [])}
+    for tiles in info["tiles"]:
+        for factor in tiles["scaleFactors"]:
+            step = tiles["width"] * factor
+            for y in range(0, height, step):
+                for x in range(0, width, step):
+                    w, h = min(step, width - x), min(step, height - y)
+                    region = "full" if (w, h) == (width, height) else f"{x},{y},{w},{h}"
+                    urls.add(f"{base}/{region}/{math.ceil(w / factor)},{math.ceil(h / factor)}/0/default.jpg")
+    return urls
+
+
+def written_files(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file() and p.name != "info.json"}
+
+
+@pytest.mark.parametrize(
+    "image, tile_size",
+    [("jpeg-png/2569067123_aca715a2ee_o.jpg", 512), ("jpeg-png/boxes.png", 256), ("svs/cmu-1-small-region.svs", 300)],
+)
+def test_iiif_writes_every_url_its_info_json_implies_and_the_plan_counts_them(testdata, tmp_path, image, tile_size):
+    """`full/max` (level 0 requires it) and every listed size and tile are there, at ID/..., and nothing else;
+    the dry run's tile count is the number of files written."""
+    image_id = "https://images.example.org/iiif/some/slide"
+    options = make_options("iiif", Settings(), tile_size=tile_size, iiif_id=image_id)
+    planned = convert(testdata(image), tmp_path / "out", "iiif", options=options, dry_run=True)
+    result = convert(testdata(image), tmp_path / "out", "iiif", options=options)
+    folder = Path(result.output)
+    info = json.loads((folder / "info.json").read_text())
+    assert info["id"] == image_id
+    urls = iiif_level0_urls(info)
+    expected = {folder / url.removeprefix(image_id + "/") for url in urls}
+    assert written_files(folder) == expected
+    assert planned.tiles == result.tiles == len(expected)
+    full = pyvips.Image.new_from_file(str(folder / "full" / "max" / "0" / "default.jpg"))
+    assert (full.width, full.height) == (info["width"], info["height"])
+    assert "maxWidth" not in info and "maxHeight" not in info  # max is the full size for these
+
+
+def test_iiif_full_max_of_a_big_image_is_bounded_and_info_json_says_so(big_pyramid, tmp_path):
+    """A 6000 x 5000 image: `full/max` is the largest level within MAX_SIDE (3000 x 2500), stitched
+    from the tiles, and `maxWidth`/`maxHeight` tell a client what `max` is."""
+    options = make_options("iiif", Settings(), iiif_id="http://127.0.0.1:9/big")
+    result = convert(big_pyramid, tmp_path / "big", "iiif", options=options)
+    folder = Path(result.output)
+    info = json.loads((folder / "info.json").read_text())
+    assert (info["maxWidth"], info["maxHeight"]) == (3000, 2500) and max(3000, 2500) <= MAX_SIDE
+    full = load(folder / "full" / "max" / "0" / "default.jpg")
+    assert full.shape == (2500, 3000, 3)
+    # the stitched image is the level's tiles, in place: its last tile is the level's last tile
+    corner = load(folder / "5120,4096,880,904" / "440,452" / "0" / "default.jpg")
+    assert np.abs(full[2048:, 2560:].astype(int) - corner.astype(int)).mean() < 8  # a second JPEG encoding
+    assert written_files(folder) == {folder / u.removeprefix(info["id"] + "/") for u in iiif_level0_urls(info)}
+
+
+def test_iiif_png_tiles_still_have_a_jpeg_full_max(testdata, tmp_path):
+    options = make_options("iiif", Settings(), tile_format="png", iiif_id="http://127.0.0.1:9/boxes")
+    result = convert(testdata("jpeg-png/boxes.png"), tmp_path / "boxes", "iiif", options=options)
+    folder = Path(result.output)
+    info = json.loads((folder / "info.json").read_text())
+    assert info["preferredFormats"] == ["png"]
+    assert {p.name for p in (folder / "full" / "max" / "0").iterdir()} == {"default.jpg", "default.png"}
+    assert result.tiles == convert(testdata("jpeg-png/boxes.png"), tmp_path / "b2", "iiif", options=options).tiles
+
+
+def test_iiif_id_default_is_the_servers_outputs_url_else_it_must_be_given(testdata, tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", port=8123)
+    inside = settings.resolved_output_root() / "coll" / "photo"
+    result = convert(testdata("jpeg-png/boxes.png"), inside, "iiif", settings=settings)
+    info = json.loads((Path(result.output) / "info.json").read_text())
+    assert info["id"] == "http://127.0.0.1:8123/outputs/coll/photo"  # what `tilewright serve` serves there
+    with pytest.raises(InputError, match="--iiif-id"):
+        convert(testdata("jpeg-png/boxes.png"), tmp_path / "elsewhere", "iiif", settings=settings, dry_run=True)
+    assert not (tmp_path / "elsewhere").exists()
+    with pytest.raises(InputError, match="http"):
+        make_options("iiif", settings, iiif_id="images/photo")
+    given = make_options("iiif", settings, iiif_id="https://example.org/iiif/photo/")
+    assert given.iiif_id == "https://example.org/iiif/photo"  # the id has no trailing slash

@@ -143,7 +143,10 @@ def convert(
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be written; write nothing.")] = False,
-    iiif_id: Annotated[str | None, typer.Option(help="IIIF: base URL the output folder is served under.")] = None,
+    iiif_id: Annotated[
+        str | None,
+        typer.Option(help="IIIF: the image's id, the URL the output folder is served at (default: its /outputs/ URL)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
 ) -> None:
     """Convert one image or slide to a Deep Zoom, pyramidal TIFF or IIIF pyramid."""

@@ -20,6 +20,7 @@ from tilewright.config import Settings, get_settings
 from tilewright.errors import CancelledError, InputError, TilewrightError, vips_error
 from tilewright.formats import SlideReader, open_slide
 from tilewright.outputs import WRITERS, Plan, PyramidWriter, WriteOptions
+from tilewright.outputs.iiif import check_id, served_id
 from tilewright.pipeline import ProgressFn, Runner, Step, never, no_progress
 from tilewright.staging import remove_staging
 
@@ -85,7 +86,7 @@ def make_options(
         base_only=base_only,
         overwrite=overwrite,
     )
-    return replace(options, iiif_id=iiif_id) if iiif_id else options
+    return replace(options, iiif_id=check_id(iiif_id)) if iiif_id else options
 
 
 def convert(
@@ -103,6 +104,8 @@ def convert(
     if kind not in WRITERS:
         raise InputError(f"unknown output kind {kind!r}; choose one of {', '.join(WRITERS)}")
     options = options or make_options(kind, settings)
+    if kind == "iiif" and not options.iiif_id:  # no id given: the server's URL of the output, if it has one
+        options = replace(options, iiif_id=served_id(Path(output), settings))
     ctx = _Context(Path(source), kind, Path(output), options, settings, dry_run)
     runner = Runner(settings.time_limit_seconds, progress, cancelled)
     started = time.perf_counter()

@@ -32,7 +32,7 @@ class WriteOptions:
     quality: int = 85
     base_only: bool = False
     overwrite: bool = False
-    iiif_id: str = "http://127.0.0.1:8000/iiif/static"
+    iiif_id: str | None = None  # IIIF: the image's `id`, the URL the output folder is served at
     mpp: tuple[float, float] | None = None
 
 

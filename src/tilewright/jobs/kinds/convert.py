@@ -14,6 +14,7 @@ from tilewright.jobs.kind import Task, TaskContext
 from tilewright.jobs.params import Collection, OutputKind, content_hash
 from tilewright.jobs.publish import describe_input, output_store, output_urls, publish_to_store, store_prefix
 from tilewright.outputs import WriteOptions
+from tilewright.outputs.iiif import served_id
 from tilewright.paths import allowed_input
 from tilewright.staging import publish_dir
 
@@ -98,8 +99,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     final = settings.resolved_output_root() / params.collection / target_id
     location = output_store(settings)  # a bad output_store fails before converting, not after
     if params.kind == "iiif" and not params.iiif_id:
-        iiif_id = f"http://{settings.host}:{settings.port}/outputs/{params.collection}/{target_id}/slide"
-        params = params.model_copy(update={"iiif_id": iiif_id})
+        params = params.model_copy(update={"iiif_id": served_id(final / "slide", settings)})
     options = params.options(settings)
     staged = ctx.work_dir / "out"
     staged.mkdir(parents=True)

@@ -3,6 +3,7 @@ a keyword)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from tilewright.importer import plan_import
 from tilewright.jobs.kind import Task, TaskContext
 from tilewright.jobs.params import Collection, OutputKind, content_hash
 from tilewright.jobs.publish import describe_input, output_store, output_urls, publish_to_store, store_prefix
+from tilewright.outputs.iiif import served_id
 from tilewright.paths import allowed_input
 from tilewright.staging import publish_dir
 
@@ -53,6 +55,8 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         def progress(fraction: float, stage: str, index: int = index, name: str = source.name) -> None:
             ctx.progress(share * (index + fraction) / max(1, len(todo)), f"{name}: {stage}")
 
+        if params.kind == "iiif":  # each image's id: its URL once published at `final`
+            options = replace(options, iiif_id=served_id(final / output.relative_to(staged), settings))
         try:
             result = convert(
                 source,
