@@ -221,6 +221,12 @@ def test_iiif_id_default_is_the_servers_outputs_url_else_it_must_be_given(testda
     result = convert(testdata("jpeg-png/boxes.png"), inside, "iiif", settings=settings)
     info = json.loads((Path(result.output) / "info.json").read_text())
     assert info["id"] == "http://127.0.0.1:8123/outputs/coll/photo"  # what `tilewright serve` serves there
+    behind = Settings(data_dir=tmp_path / "data", public_url="https://example.org/tiles")  # behind a proxy
+    again = convert(testdata("jpeg-png/boxes.png"), inside.with_name("again"), "iiif", settings=behind)
+    assert (
+        json.loads((Path(again.output) / "info.json").read_text())["id"]
+        == "https://example.org/tiles/outputs/coll/again"
+    )
     with pytest.raises(InputError, match="--iiif-id"):
         convert(testdata("jpeg-png/boxes.png"), tmp_path / "elsewhere", "iiif", settings=settings, dry_run=True)
     assert not (tmp_path / "elsewhere").exists()

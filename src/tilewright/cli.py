@@ -280,12 +280,15 @@ def serve(
 
     from tilewright.server import create_app  # lazy: FastAPI
 
-    settings = get_settings()
+    # --host/--port are the settings of this server: the job outputs' URLs (IIIF ids) name them too
+    settings = get_settings().model_copy(
+        update={"host": host or get_settings().host, "port": get_settings().port if port is None else port}
+    )
     with _errors():
         uvicorn.run(
             create_app(settings),
-            host=host or settings.host,
-            port=settings.port if port is None else port,
+            host=settings.host,
+            port=settings.port,
             log_level="info" if _state["verbose"] else "warning",
             log_config=None,
             root_path=settings.resolved_root_path(),

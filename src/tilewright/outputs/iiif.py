@@ -39,7 +39,8 @@ def check_id(value: str) -> str:
 
 
 def served_id(output: Path, settings: Settings) -> str:
-    """The URL `tilewright serve` serves `output` at: `/outputs/` is the output root (server/app.py).
+    """The URL `tilewright serve` serves `output` at: `/outputs/` is the output root (server/app.py), under
+    `TILEWRIGHT_PUBLIC_URL` when it is set.
 
     InputError for an output outside the output root: its URL is only known to whoever serves it.
     """
@@ -52,7 +53,9 @@ def served_id(output: Path, settings: Settings) -> str:
             f"under the output root {root} (served at /outputs/)",
             path=output,
         ) from None
-    return f"http://{settings.host}:{settings.port}/outputs/{relative.as_posix()}"
+    # the public base URL when one is set (a server behind a proxy, or listening on 0.0.0.0), else where it listens
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    return f"{base}/outputs/{relative.as_posix()}"
 
 
 class IiifWriter(PyramidWriter):
