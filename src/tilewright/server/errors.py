@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from tilewright.errors import TilewrightError, one_line
 
@@ -24,6 +25,7 @@ TITLES = {
     411: "length required",
     413: "too large",
     415: "unsupported media type",
+    416: "range not satisfiable",
     422: "invalid request",
     500: "internal error",
     503: "unavailable",
@@ -44,6 +46,25 @@ def error_response(status: int, detail: str, headers: dict[str, str] | None = No
     )
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this request's path.
+
+    The router's own 405 names the methods of the first route whose path matches, but a path
+    can have several (a GET and its HEAD twin, a GET and a POST): RFC 9110 wants them all. The
+    router is asked once per method, as it would route it (included routers and all); mounts
+    match every method and answer their own 405 (StaticFiles names GET, HEAD), so they are left out.
+    """
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    return [
+        method
+        for method in METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_request: Request, exc: ApiError) -> JSONResponse:
@@ -54,8 +75,13 @@ def install(app: FastAPI) -> None:
         return error_response(exc.http_status, one_line(exc, None), type=type(exc).__name__)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            methods = allowed_methods(request)
+            if methods:  # else a mount's own answer
+                headers["Allow"] = ", ".join(methods)
+        return error_response(exc.status_code, str(exc.detail), headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

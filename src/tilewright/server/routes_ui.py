@@ -7,19 +7,38 @@ npm at set-up time (`make` copies it to `build/openseadragon/`, or `openseadrago
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from tilewright.config import Settings
+from tilewright.server.tiles.deepzoom import DZI_MEDIA_TYPE
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 SOURCE_TREE = Path(__file__).resolve().parents[3]
 router = APIRouter(include_in_schema=False)
+
+
+class OutputFiles(StaticFiles):
+    """The job outputs (`/outputs`): files as they are, and .dzi as XML, as the dynamic .dzi route sends it.
+
+    Python's `mimetypes` knows no .dzi (it would go out as text/plain), and adding it there would
+    change the process's table for everyone.
+    """
+
+    def file_response(
+        self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        if str(full_path).endswith(".dzi") and "content-type" in response.headers:
+            response.headers["content-type"] = DZI_MEDIA_TYPE
+        return response
 
 
 def openseadragon_dir(settings: Settings) -> Path:

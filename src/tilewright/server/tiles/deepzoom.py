@@ -28,6 +28,10 @@ URL names another tile once the pyramid is published. So caches keep them only t
 ETag names the grid); a published pyramid's tiles keep `tile_cache_control`."""
 
 
+DZI_MEDIA_TYPE = "application/xml"
+"""The `Content-Type` of a .dzi descriptor, dynamic or a file under /outputs (`routes_ui.OutputFiles`)."""
+
+
 def dz_what(geometry: tuple[int, int], level: int, col: int, row: int, fmt_out: str, quality: int) -> str:
     """The cache name of a dynamic Deep Zoom tile (shared with the fast path)."""
     return f"dz:{geometry[0]}:{geometry[1]}:{level}:{col}:{row}:{fmt_out}:q{quality}"
@@ -74,7 +78,7 @@ def dzi(svc: TileService, request: Request, image_id: str) -> Response:
     headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Tile-Source": source}
     if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
-    return Response(data, media_type="application/xml", headers=headers)
+    return Response(data, media_type=DZI_MEDIA_TYPE, headers=headers)
 
 
 def dz_tile(svc: TileService, request: Request, image_id: str, level: int, col: int, row: int, fmt: str) -> Response:

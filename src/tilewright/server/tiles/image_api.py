@@ -30,7 +30,14 @@ from tilewright.server.tiles.render import (
 from tilewright.server.tiles.service import TileService, etag_of
 
 IMAGE_PROFILE_LINK = f'<{iiif.PROTOCOL}/3/level2.json>;rel="profile"'
-"""The `Link` header of every image response (shared with the fast path)."""
+"""The `Link` header of every image and information response: the compliance level (Image API 3 §6;
+shared with the fast path)."""
+
+CONTEXT_LINK = f'<{iiif.CONTEXT}>;rel="http://www.w3.org/ns/json-ld#context";type="application/ld+json"'
+"""The `Link` to the JSON-LD context when info.json goes out as plain `application/json` (JSON-LD 1.1
+§6.1, "Interpreting JSON as JSON-LD"); as `application/ld+json` the context is in the media type."""
+
+LD_MEDIA_TYPE = f'application/ld+json;profile="{iiif.CONTEXT}"'
 
 
 def iiif_what(req: iiif.Request, quality: int) -> str:
@@ -48,10 +55,13 @@ def info(svc: TileService, request: Request, image_id: str) -> Response:
     tile = found.tile or svc.settings.iiif_tile_size
     base = public_base(svc.settings, request) + urls.IIIF_BASE.url(image_id=image_id)
     doc = iiif.info(base, found.width, found.height, tile, **iiif_limits(svc.settings))
-    accept = request.headers.get("accept", "")
-    media = f'application/ld+json;profile="{iiif.CONTEXT}"' if "application/ld+json" in accept else "application/json"
-    etag = etag_of(record.key(f"info:{base}:{tile}:{svc.settings.max_region_pixels}"))
-    headers = {"ETag": etag, "Cache-Control": "no-cache", "Link": f'<{iiif.CONTEXT}>;rel="profile"'}
+    # Two representations, chosen by `Accept` (Image API 3 §5.1): caches must key on it (Vary), and each
+    # has its own ETag, so that a 304 never confirms the other one.
+    linked_data = "application/ld+json" in request.headers.get("accept", "")
+    media = LD_MEDIA_TYPE if linked_data else "application/json"
+    etag = etag_of(record.key(f"info:{base}:{tile}:{svc.settings.max_region_pixels}:{media}"))
+    links = IMAGE_PROFILE_LINK if linked_data else f"{IMAGE_PROFILE_LINK}, {CONTEXT_LINK}"
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept", "Link": links}
     if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     return Response(json.dumps(doc), media_type=media, headers=headers)
