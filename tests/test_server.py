@@ -49,6 +49,23 @@ def test_health_docs_and_metrics(client):
     assert 'tilewright_jobs{state="queued"}' in text and "tilewright_http_request_duration_seconds" in text
 
 
+def test_405_names_every_method_the_path_answers(client):
+    """A GET route and its HEAD twin (or a GET and a POST) are separate routes; the router named only the first."""
+    for url, allowed in (
+        ("/iiif/3/any/info.json", "GET, HEAD"),
+        ("/images/any_files/0/0_0.jpeg", "GET, HEAD"),
+        ("/jobs", "GET, POST"),
+        ("/healthz", "GET"),
+        ("/outputs/any/slide.dzi", "GET, HEAD"),  # StaticFiles' own answer
+    ):
+        refused = client.put(url)
+        assert refused.status_code == 405 and refused.headers["allow"] == allowed, (url, refused.headers)
+        assert refused.json()["error"] == "method not allowed"
+        for method in allowed.split(", "):  # each one listed is routed (no 405)
+            if method in ("GET", "HEAD"):
+                assert client.request(method, url).status_code != 405, (method, url)
+
+
 def test_upload_multipart_converts_and_serves_the_dzi(client, testdata):
     source = testdata("svs/cmu-1-small-region.svs")
     with open(source, "rb") as handle:
@@ -64,6 +81,8 @@ def test_upload_multipart_converts_and_serves_the_dzi(client, testdata):
     assert dzi_url == f"/outputs/slides/{image['id']}/slide.dzi"
     dzi = client.get(dzi_url)
     assert dzi.status_code == 200 and b"<Image" in dzi.content
+    dynamic = client.get(f"/images/{image['id']}.dzi")  # the same type as the dynamic route's (not text/plain)
+    assert dzi.headers["content-type"] == dynamic.headers["content-type"] == "application/xml"
     assert client.get(f"/outputs/slides/{image['id']}/slide_files/0/0_0.jpeg").status_code == 200
     assert client.get("/outputs/../../etc/passwd").status_code == 404
 

@@ -253,6 +253,33 @@ def test_iiif_info_json(served):
     assert client.get("/iiif/3/nosuch/info.json").status_code == 404
 
 
+def test_iiif_info_json_varies_on_accept(served):
+    """Two representations at one URL: `Vary: Accept`, an ETag each (a 304 confirms only its own), and the
+    Link headers of the spec: the compliance level as rel="profile" (Image API 3 §6), the JSON-LD context
+    as rel="http://www.w3.org/ns/json-ld#context" only when the JSON is plain (JSON-LD 1.1 §6.1)."""
+    client, _settings, _app = served
+    url, ld_accept = "/iiif/3/cmu/info.json", {"Accept": "application/ld+json"}
+    plain = client.get(url, headers={"Origin": "https://viewer.example"})
+    ld = client.get(url, headers={**ld_accept, "Origin": "https://viewer.example"})
+    assert plain.headers["content-type"] == "application/json"
+    assert ld.headers["content-type"] == 'application/ld+json;profile="http://iiif.io/api/image/3/context.json"'
+    for answer in (plain, ld):
+        assert "Accept" in answer.headers["vary"] and answer.headers["access-control-allow-origin"] == "*"
+        assert '<http://iiif.io/api/image/3/level2.json>;rel="profile"' in answer.headers["link"]
+        assert 'context.json>;rel="profile"' not in answer.headers["link"]
+    context_link = '<http://iiif.io/api/image/3/context.json>;rel="http://www.w3.org/ns/json-ld#context"'
+    assert context_link in plain.headers["link"] and context_link not in ld.headers["link"]
+    assert plain.headers["etag"] != ld.headers["etag"] and plain.json() == ld.json()
+    again = client.get(url, headers={**ld_accept, "If-None-Match": ld.headers["etag"]})
+    assert (
+        again.status_code == 304 and "Accept" in again.headers["vary"] and again.headers["etag"] == ld.headers["etag"]
+    )
+    other = client.get(url, headers={"If-None-Match": ld.headers["etag"]})  # the other representation: sent whole
+    assert other.status_code == 200 and other.headers["content-type"] == "application/json"
+    head = client.head(url, headers=ld_accept)
+    assert head.headers["etag"] == ld.headers["etag"] and "Accept" in head.headers["vary"]
+
+
 def test_iiif_images_match_openslide(served, testdata):
     client, _settings, _app = served
     slide = openslide.OpenSlide(str(testdata(SLIDES["ndpi"])))
@@ -492,6 +519,55 @@ def test_cached_tiles_are_answered_before_routing_with_the_same_headers(served):
     assert 'route="/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality_format}",status="304"' in metrics
     assert 'route="/images/{image_id}_files/{level}/{col}_{row}.{fmt}",status="200"' in metrics
     assert ":int}" not in metrics  # rendered and fast-path tiles are counted under one route name
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/iiif/3/tiff/2048,0,1024,1024/256,/0/default.png",
+        "/images/tiff_files/11/0_1.png",
+        "/images/cmu/thumbnail?size=96&format=png",
+        "/images/cmu/region?x=8&y=8&w=64&h=64&format=png",
+        "/images/cmu/associated/macro?format=webp",
+    ],
+)
+def test_image_answers_honour_one_byte_range(served, url):
+    """As /outputs does (RFC 9110 §14): a 206 for one range, a 416 past the end, the whole body otherwise.
+
+    The first request of each URL is a miss (the routes answer), the later ones cached tiles (the fast
+    path, for the tile URLs): both must give the same answers."""
+    client, _settings, _app = served
+    first = client.get(url, headers={"Range": "bytes=10-19"})
+    assert first.status_code == 206 and first.headers["x-tile-cache"] == "miss", first.text
+    whole = client.get(url)
+    assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
+    body, size, etag = whole.content, len(whole.content), whole.headers["etag"]
+    assert first.content == body[10:20] and first.headers["content-range"] == f"bytes 10-19/{size}"
+    for given, want in (
+        ("bytes=10-19", (10, 19)),
+        ("bytes=-5", (size - 5, size - 1)),
+        (f"bytes={size - 3}-", (size - 3, size - 1)),
+        (f"bytes=0-{size + 100}", (0, size - 1)),
+    ):
+        part = client.get(url, headers={"Range": given})
+        assert part.status_code == 206 and part.content == body[want[0] : want[1] + 1], given
+        assert part.headers["content-range"] == f"bytes {want[0]}-{want[1]}/{size}", given
+        assert int(part.headers["content-length"]) == want[1] - want[0] + 1 and part.headers["etag"] == etag
+        assert part.headers["content-type"] == whole.headers["content-type"]
+    past = client.get(url, headers={"Range": f"bytes={size}-"})
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{size}"
+    for ignored in (
+        {"Range": "bytes=0-1,5-6"},  # several ranges
+        {"Range": "pages=1"},
+        {"Range": "bytes=9-2"},
+        {"Range": "bytes=0-9", "If-Range": '"another"'},  # the client holds another version
+    ):
+        answer = client.get(url, headers=ignored)
+        assert answer.status_code == 200 and answer.content == body, ignored
+    assert client.get(url, headers={"Range": "bytes=0-9", "If-Range": etag}).status_code == 206
+    head = client.head(url, headers={"Range": "bytes=0-9"})  # range handling is defined for GET only
+    assert head.status_code == 200 and head.headers["accept-ranges"] == "bytes"
+    assert client.get(url, headers={"Range": "bytes=0-9", "If-None-Match": etag}).status_code == 304
 
 
 def test_cors(served):

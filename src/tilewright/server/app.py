@@ -107,6 +107,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         ready = all(c["ok"] for c in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    app.mount("/outputs", routes_ui.OutputFiles(directory=settings.resolved_output_root(), check_dir=False), name="outputs")
+    app.mount(
+        "/outputs", routes_ui.OutputFiles(directory=settings.resolved_output_root(), check_dir=False), name="outputs"
+    )
     app.add_middleware(ProxyScope, settings=settings)  # last, so outermost: every other part sees the settled scope
     return app

@@ -81,6 +81,6 @@ def install(app: FastAPI, settings: Settings) -> None:
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "HEAD"],
             allow_headers=["*"],
-            expose_headers=["ETag", "X-Tile-Cache", "X-Tile-Source"],
+            expose_headers=["ETag", "X-Tile-Cache", "X-Tile-Source", "Content-Range"],  # Content-Range: ranges.py
             max_age=3600,
         )

@@ -8,7 +8,8 @@ tile URL shapes of the URL table (`urls.DZ_TILE`, `urls.IIIF_IMAGE`), asks
 `TileService.cached` (memory only, no I/O) and answers a hit or a 304 itself; everything
 else, including every miss, goes on to the routes unchanged, which render the tile and
 put it in the cache. The cache names come from the same functions the routes use
-(`dz_what`, `iiif_what`), so both paths always agree on what a tile is.
+(`dz_what`, `iiif_what`), so both paths always agree on what a tile is, and a `Range` is
+chosen by the routes' own `ranges.pick` (an unsatisfiable one goes to the routes for their 416).
 
 It sits inside the CORS and metrics middleware (added first in `create_app`), so its
 answers carry the same CORS headers and are counted like any other request (under the
@@ -28,6 +29,7 @@ from tilewright.server.metrics import ROUTE_KEY
 from tilewright.server.tiles import urls
 from tilewright.server.tiles.deepzoom import UNPUBLISHED_CACHE_CONTROL, dz_what, known_dz_geometry
 from tilewright.server.tiles.image_api import IMAGE_PROFILE_LINK, iiif_limits, iiif_what
+from tilewright.server.tiles.ranges import ACCEPT_RANGES, Unsatisfiable, content_range, pick
 from tilewright.server.tiles.service import Record, TileService
 from tilewright.server.tiles.urls import parse_format
 
@@ -53,7 +55,7 @@ class CachedTiles:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             svc: TileService | None = getattr(scope["app"].state, "tiles", None)
             if svc is not None:
-                answer = _lookup(svc, get_route_path(scope), _header(scope, b"if-none-match"))
+                answer = _lookup(svc, scope)
                 if answer is not None:
                     scope[ROUTE_KEY] = answer.route
                     await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
@@ -70,9 +72,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _lookup(svc: TileService, path: str, if_none_match: str | None) -> Answer | None:
+def _lookup(svc: TileService, scope: Scope) -> Answer | None:
     """The answer for a cached tile, or None: the routes answer."""
     settings = svc.settings
+    path, if_none_match = get_route_path(scope), _header(scope, b"if-none-match")
     what_of: Callable[[Record], str | None]
     fields = urls.DZ_TILE.match(path)
     if fields is not None:
@@ -124,9 +127,14 @@ def _lookup(svc: TileService, path: str, if_none_match: str | None) -> Answer | 
     headers = [(b"etag", etag.encode()), (b"cache-control", cache_control.encode()), *extra]
     if data is None:
         return Answer(url.route, 304, headers, b"")
-    headers += [
-        (b"content-type", media_of[-1].encode()),
-        (b"content-length", str(len(data)).encode()),
-        (b"x-tile-cache", b"hit"),
-    ]
-    return Answer(url.route, 200, headers, data)
+    try:
+        chosen = pick(scope["method"], _header(scope, b"range"), _header(scope, b"if-range"), etag, len(data))
+    except Unsatisfiable:
+        return None  # the route answers the 416
+    status, size = 200, len(data)
+    headers += [(b"content-type", media_of[-1].encode()), (b"accept-ranges", ACCEPT_RANGES.encode())]
+    if chosen is not None:
+        status, data = 206, data[chosen[0] : chosen[1] + 1]
+        headers.append((b"content-range", content_range(*chosen, size).encode()))
+    headers += [(b"content-length", str(len(data)).encode()), (b"x-tile-cache", b"hit")]
+    return Answer(url.route, status, headers, data)

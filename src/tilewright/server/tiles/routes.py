@@ -1,6 +1,7 @@
 """The tile routes (URLs from `urls`): parameters checked here, the work done on the tile pool.
 
-Every image route answers HEAD as well as GET (`curl -I`, link checkers, caches revalidating).
+Every image route answers HEAD as well as GET (`curl -I`, link checkers, caches revalidating), and
+the images (tiles, IIIF images, thumbnails, associated images, regions) honour one byte range (`ranges`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from tilewright.server.errors import ApiError
 from tilewright.server.proxy import link
 from tilewright.server.tiles import deepzoom, image_api, images, urls
+from tilewright.server.tiles.ranges import ranged
 from tilewright.server.tiles.render import MAX_SIDE
 from tilewright.server.tiles.service import service
 from tilewright.server.tiles.urls import TileUrl, parse_format
@@ -46,7 +48,7 @@ async def get_dzi(image_id: str, request: Request) -> Response:
 @_get_and_head(urls.DZ_TILE, summary="Deep Zoom tile (pre-built when published, else rendered from the source)")
 async def get_dz_tile(image_id: str, level: int, col: int, row: int, fmt: str, request: Request) -> Response:
     svc = service(request)
-    return await svc.run(deepzoom.dz_tile, svc, request, image_id, level, col, row, fmt)
+    return ranged(request, await svc.run(deepzoom.dz_tile, svc, request, image_id, level, col, row, fmt))
 
 
 # -- IIIF Image API 3 -------------------------------------------------------------------------------
@@ -69,7 +71,9 @@ async def iiif_image(
     image_id: str, region: str, size: str, rotation: str, quality_format: str, request: Request
 ) -> Response:
     svc = service(request)
-    return await svc.run(image_api.image, svc, request, image_id, region, size, rotation, quality_format)
+    return ranged(
+        request, await svc.run(image_api.image, svc, request, image_id, region, size, rotation, quality_format)
+    )
 
 
 # -- thumbnail, associated images, regions, info ---------------------------------------------------
@@ -84,7 +88,7 @@ async def thumbnail(
     fmt = parse_format(format)
     if size * size > svc.settings.max_region_pixels:
         raise ApiError(400, f"size {size} is over the limit (max_region_pixels {svc.settings.max_region_pixels:,})")
-    return await svc.run(images.thumbnail, svc, request, image_id, size, fmt)
+    return ranged(request, await svc.run(images.thumbnail, svc, request, image_id, size, fmt))
 
 
 @_get_and_head(urls.ASSOCIATED, summary="Associated image: label, macro or thumbnail")
@@ -95,7 +99,7 @@ async def associated(
         raise ApiError(404, f"no associated image {name!r}; ask for one of {', '.join(images.ASSOCIATED)}")
     svc = service(request)
     fmt = parse_format(format)
-    return await svc.run(images.associated, svc, request, image_id, name, fmt)
+    return ranged(request, await svc.run(images.associated, svc, request, image_id, name, fmt))
 
 
 @_get_and_head(urls.REGION, summary="A region of one level (x, y in level-0 pixels, as OpenSlide)")
@@ -117,7 +121,7 @@ async def region(
             f"region {w}x{h} = {w * h:,} pixels is over the limit of "
             f"{svc.settings.max_region_pixels:,} (TILEWRIGHT_MAX_REGION_PIXELS)",
         )
-    return await svc.run(images.region, svc, request, image_id, x, y, w, h, level, fmt)
+    return ranged(request, await svc.run(images.region, svc, request, image_id, x, y, w, h, level, fmt))
 
 
 @router.get(urls.INFO.template, summary="The slide's metadata: size, levels, resolution, properties, URLs")
