@@ -138,7 +138,7 @@ def _thumbnail(run: RecipeRun, lead: LeadThumbnail, kept: dict[bool, pyvips.Imag
         try:
             image = image.copy_memory()
         except pyvips.Error as exc:
-            raise explain(run, exc, f"cannot make {run.source_path.name}") from exc
+            raise explain(run, exc) from exc
         kept[lead.orient] = image
     return image
 
@@ -157,6 +157,6 @@ def _save(run: RecipeRun, tracker: Tracker, image: pyvips.Image, stem: Path, nam
     except pyvips.Error as exc:
         if watched and watched[0]():
             tracker.check()  # another lane failed (Aborted), or the CancelledError that says why
-        raise explain(run, exc, f"cannot make {stem.name}") from exc
+        raise explain(run, exc) from exc
     check_read(run)
     return path
