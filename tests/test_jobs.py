@@ -149,7 +149,7 @@ def test_server_killed_mid_job_completes_after_restart(tmp_path, slow_tiff):
         )
         assert done["state"] == "succeeded", done
         assert done["attempts"] == 2
-        assert Path(done["outputs"]["output"]).is_file()
+        assert (settings.resolved_output_root() / done["outputs"]["output"]).is_file()  # shown relative
         assert httpx.get(base + done["outputs"]["urls"][-1]).status_code == 200
         assert not any((tmp_path / "data" / "work").iterdir()), "the dead attempt's work directory is removed"
     finally:
