@@ -233,6 +233,14 @@ function metaList(pairs) {
   return dl;
 }
 
+function tilesNote(info, record) {   // where the viewer's tiles come from, in words
+  if (info.tiles === "prebuilt") return "pre-built pyramid";
+  if (!FINISHED.includes(record.state)) return "dynamic tiles until its job has made the pyramid";
+  // the job is over and made no Deep Zoom pyramid (a recipe that makes one for slides only, a TIFF or IIIF
+  // output): this image is served dynamically, for good
+  return "served dynamically: tiles are made on request from the upload (its job made no Deep Zoom pyramid)";
+}
+
 async function openViewer(id, keepView = false) {
   let info, record;
   try {
@@ -244,7 +252,7 @@ async function openViewer(id, keepView = false) {
   openImage = { id, job_id: record.job_id, tiles: info.tiles };
   const section = $("#viewer-section");
   section.hidden = false;
-  $("#viewer-title").textContent = `${record.filename} — ${info.tiles === "prebuilt" ? "pre-built pyramid" : "dynamic tiles"}`;
+  $("#viewer-title").textContent = `${record.filename} — ${tilesNote(info, record)}`;
   const meta = $("#meta");
   meta.replaceChildren(metaList([
     ["id", id], ["collection", record.collection], ["format", info.format], ["vendor", info.vendor],
