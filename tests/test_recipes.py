@@ -412,7 +412,11 @@ def test_decode_once_copy_is_removed_on_failure(testdata, tmp_path, monkeypatch,
     work = tmp_path / "work"
     work.mkdir()
     if failing == "decode":  # the header reads, the pixels do not
-        source, recipe, error = testdata("broken/truncated.png"), "default", "image data is corrupt or truncated: vipspng"
+        source, recipe, error = (
+            testdata("broken/truncated.png"),
+            "default",
+            "image data is corrupt or truncated: vipspng",
+        )
     else:
         source = _photo_png(tmp_path / "in.png")
         recipe = parse_recipe(

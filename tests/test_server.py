@@ -127,7 +127,9 @@ def test_job_json_shows_paths_relative_to_their_roots(client, testdata):
     def no_server_paths(text: str) -> None:
         assert not [h for h in hidden if h in text], text
 
-    created = client.post("/images?filename=boxes.png&collection=rel", content=testdata("jpeg-png/boxes.png").read_bytes())
+    created = client.post(
+        "/images?filename=boxes.png&collection=rel", content=testdata("jpeg-png/boxes.png").read_bytes()
+    )
     no_server_paths(created.text)
     image_id, job_id = created.json()["image"]["id"], created.json()["job"]["id"]
     assert created.json()["job"]["params"]["input"] == f"{image_id}/boxes.png"  # under the upload folder

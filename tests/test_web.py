@@ -185,7 +185,9 @@ def test_a_bad_input_fails_in_words_without_retry(server, browser, testdata):
     row = finished_row(page, answer["job"]["id"], "failed")
     error = row.locator(".error").inner_text()
     image_id = answer["image"]["id"]
-    assert error == f"{image_id}/truncated.jpg: image data is corrupt or truncated: VipsJpeg: premature end of JPEG image"
+    assert (
+        error == f"{image_id}/truncated.jpg: image data is corrupt or truncated: VipsJpeg: premature end of JPEG image"
+    )
     assert row.locator('[data-action="retry"]').count() == 0
 
     slow = httpx.post(f"{server}/jobs", json={"kind": "ping", "params": {"seconds": 60, "nonce": "web-cancel"}}).json()
@@ -213,7 +215,7 @@ def test_a_photo_gets_a_pyramid_or_the_page_says_it_is_served_dynamically(server
         page.wait_for_selector(f'.thumb[data-image="{image_id}"]', timeout=30_000)
         page.click(f'.thumb[data-image="{image_id}"]')
         page.wait_for_function(
-            "([id, note]) => document.querySelector('#meta dd') && document.querySelector('#meta dd').textContent === id"
+            "([id, note]) => document.querySelector('#meta dd')?.textContent === id"
             " && document.querySelector('#viewer-title').textContent.includes(note)",
             arg=[image_id, note],
             timeout=30_000,

@@ -18,12 +18,17 @@ from tilewright.errors import InputError
 JSON = dict[str, Any] | list[Any] | str | int | float | bool | None
 
 
-def _subclasses(cls: type) -> set[type]:
-    return {cls}.union(*(_subclasses(sub) for sub in cls.__subclasses__()))
+def _subclasses(cls: type[InputError]) -> set[type[InputError]]:
+    found: set[type[InputError]] = {cls}
+    for sub in cls.__subclasses__():
+        found |= _subclasses(sub)
+    return found
 
 
-#: the `error_type`s a job that failed for its input records: running it again cannot help
-INPUT_FAULTS = frozenset(cls.__name__ for cls in _subclasses(InputError))
+def input_faults() -> set[str]:
+    """The `error_type`s a job that failed for its input records (running it again cannot help): every
+    `InputError` class, looked up when asked, so that one defined in a module imported later counts."""
+    return {cls.__name__ for cls in _subclasses(InputError)}
 
 
 def roots(settings: Settings) -> list[Path]:
@@ -62,7 +67,7 @@ class Relative:
 def retryable(job: dict[str, Any]) -> bool:
     """A finished job that did not succeed, and did not fail for its input (a transient or write failure,
     a cancel, a worker lost): the page offers Retry only for these."""
-    return job["state"] in ("failed", "cancelled") and job.get("error_type") not in INPUT_FAULTS
+    return job["state"] in ("failed", "cancelled") and job.get("error_type") not in input_faults()
 
 
 def public_job(settings: Settings, job: dict[str, Any], relative: Relative | None = None) -> dict[str, Any]:
