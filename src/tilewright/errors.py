@@ -80,8 +80,9 @@ CORRUPT = "image data is corrupt or truncated"
 
 
 def vips_reason(exc: BaseException, lines: int = 1, fallback: str = "libvips error") -> str:
-    """The useful part of a pyvips error: its lines after the wrappers (`VIPS_WRAPPERS`), on one line."""
-    text = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    """The useful part of a pyvips error: its lines after the wrappers (`VIPS_WRAPPERS`), each once (libvips
+    repeats a line when several threads meet the same fault), on one line."""
+    text = dict.fromkeys(line.strip() for line in str(exc).splitlines() if line.strip())
     useful = [line for line in text if not line.startswith(VIPS_WRAPPERS)]
     return " ".join((useful or [fallback])[:lines])[:300]
 
