@@ -68,7 +68,8 @@ def test_jobs_run_on_a_celery_worker(redis_server, tmp_path, testdata):
             assert [j["state"] for j in jobs] == ["succeeded"] * 5 + ["failed"], worker.output()
             assert jobs[4]["attempts"] == 2  # the transient failure was retried through the broker
             assert jobs[5]["attempts"] == 1 and "corrupt" in jobs[5]["error"]
-            assert all(Path(j["outputs"]["output"]).is_file() for j in jobs[:4])
+            output_root = settings.resolved_output_root()  # the API shows outputs relative to it
+            assert all((output_root / j["outputs"]["output"]).is_file() for j in jobs[:4])
         finally:
             worker.stop()
 
@@ -96,7 +97,7 @@ def test_worker_killed_mid_job_another_finishes_it_exactly_once(redis_server, tm
             done = finished(client, job["id"], 90)
             assert done["state"] == "succeeded", (done, second.output())
             assert done["attempts"] == 2
-            assert Path(done["outputs"]["output"]).is_file()
+            assert (settings.resolved_output_root() / done["outputs"]["output"]).is_file()  # shown relative
             # exactly once: no further run starts or rewrites the record once it succeeded
             again = client.get(f"/jobs/{job['id']}").json()
             assert again["finished_at"] == done["finished_at"] and again["attempts"] == 2

@@ -20,6 +20,7 @@ from tilewright.jobs import store
 from tilewright.jobs.executors import EmbeddedExecutor
 from tilewright.jobs.registry import prepare
 from tilewright.jobs.service import submit_job
+from tilewright.jobs.view import Relative, retryable
 from tilewright.storage.manifest import file_sha256
 
 
@@ -87,6 +88,7 @@ def test_corrupt_input_fails_once_with_its_reason(env, testdata):
     job = _wait(settings, job["id"])
     assert job["state"] == "failed" and job["attempts"] == 1
     assert "corrupt or truncated" in job["error"] and job["error_type"] == "InputError"
+    assert not retryable(job)  # the same input fails the same way: the page offers no Retry
 
 
 def test_transient_failures_retry_with_backoff_then_give_up(env):
@@ -97,6 +99,25 @@ def test_transient_failures_retry_with_backoff_then_give_up(env):
     assert ok["state"] == "succeeded" and ok["attempts"] == 3 and ok["error"] is None
     assert bad["state"] == "failed" and bad["attempts"] == settings.job_max_attempts
     assert "gave up after 3 attempts" in bad["error"]
+    assert retryable(bad)  # a transient failure: a retry may succeed, the page offers it
+
+
+def test_relative_shows_paths_under_a_root_relative_to_it(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", input_roots=[tmp_path / "in", tmp_path / "in" / "deep"])
+    uploads, outputs = settings.resolved_upload_dir(), settings.resolved_output_root()
+    relative = Relative(settings)
+    job = {
+        "params": {"input": f"{uploads}/ID/a b.svs", "deep": f"{tmp_path}/in/deep/x.png", "n": 3},
+        "outputs": {"output": str(outputs), "paths": [f"{outputs}/c/ID/slide.dzi"], "ok": True},
+        "error": f"{tmp_path}/in/x.jpg: image data is corrupt or truncated ('{uploads}/ID')",
+        "kept": [f"file://{outputs}/c", f"/elsewhere{outputs}/c", f"{uploads}2/x", None],
+    }
+    assert relative.value(job) == {
+        "params": {"input": "ID/a b.svs", "deep": "x.png", "n": 3},
+        "outputs": {"output": ".", "paths": ["c/ID/slide.dzi"], "ok": True},
+        "error": "x.jpg: image data is corrupt or truncated ('ID')",
+        "kept": job["kept"],
+    }
 
 
 def test_cancel_a_running_job(env):
@@ -105,7 +126,7 @@ def test_cancel_a_running_job(env):
     wait_until(lambda: store.get(settings, job["id"])["progress"] > 0, 30, "the job to report progress")
     store.cancel(settings, job["id"])
     job = _wait(settings, job["id"], timeout=10)
-    assert job["state"] == "cancelled"
+    assert job["state"] == "cancelled" and retryable(job)
 
 
 def test_input_outside_the_roots_is_refused(env, tmp_path):
@@ -149,7 +170,7 @@ def test_server_killed_mid_job_completes_after_restart(tmp_path, slow_tiff):
         )
         assert done["state"] == "succeeded", done
         assert done["attempts"] == 2
-        assert Path(done["outputs"]["output"]).is_file()
+        assert (settings.resolved_output_root() / done["outputs"]["output"]).is_file()  # shown relative
         assert httpx.get(base + done["outputs"]["urls"][-1]).status_code == 200
         assert not any((tmp_path / "data" / "work").iterdir()), "the dead attempt's work directory is removed"
     finally:

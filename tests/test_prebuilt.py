@@ -316,7 +316,7 @@ def test_an_import_job_publishes_its_whole_folder_to_the_store(served):
     stored = job["outputs"]["store"]
     assert stored["output"] == f"{store_url}/pyramids/batch/{job['id']}"
     assert stored["manifest"] == f"{store_url}/{prefix}manifest.json"
-    local = Path(job["outputs"]["output"])
+    local = settings.resolved_output_root() / job["outputs"]["output"]  # shown relative to its root
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert {"boxes.dzi", "sub/slide.dzi", "sub/slide_files/12/4_5.jpeg"} <= files
     manifest = json.loads(blobs.get(prefix + "manifest.json"))

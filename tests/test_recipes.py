@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from tilewright.cli import app
 from tilewright.config import Settings
+from tilewright.convert import convert
 from tilewright.errors import CancelledError, InputError, LimitExceededError, OutputExistsError
 from tilewright.ops import Source
 from tilewright.recipes import RecipeError, list_recipes, load_recipe, parse_recipe, plan, run_recipe
@@ -169,6 +170,18 @@ def test_bad_inputs_publish_nothing(testdata, tmp_path, relative, error):
         run_recipe(testdata(relative), outdir, settings=Settings(max_image_pixels=10**6))
     assert not outdir.exists()
     assert [p.name for p in tmp_path.iterdir()] == []  # no staging left behind
+
+
+def test_a_truncated_photo_fails_in_the_words_convert_uses(testdata, tmp_path):
+    """The thumbnail kept in memory (`copy_memory`) met the truncation first: its "unable to copy to
+    memory" wrapper once hid libvips' reason; the recipe now says what `tilewright convert` says."""
+    source = testdata("broken/truncated.jpg")
+    with pytest.raises(InputError) as recipe_error:
+        run_recipe(source, tmp_path / "out")
+    with pytest.raises(InputError) as convert_error:
+        convert(source, tmp_path / "slide", "dzi")
+    assert recipe_error.value.reason == convert_error.value.reason
+    assert recipe_error.value.reason == "image data is corrupt or truncated: VipsJpeg: premature end of JPEG image"
 
 
 def test_cancel_and_time_limit_publish_nothing(testdata, tmp_path):
@@ -399,7 +412,11 @@ def test_decode_once_copy_is_removed_on_failure(testdata, tmp_path, monkeypatch,
     work = tmp_path / "work"
     work.mkdir()
     if failing == "decode":  # the header reads, the pixels do not
-        source, recipe, error = testdata("broken/truncated.png"), "default", "cannot decode the image: vipspng"
+        source, recipe, error = (
+            testdata("broken/truncated.png"),
+            "default",
+            "image data is corrupt or truncated: vipspng",
+        )
     else:
         source = _photo_png(tmp_path / "in.png")
         recipe = parse_recipe(

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from conftest import TESTDATA
 from services import assert_error, finished, wait_until
 from tilewright.config import Settings
+from tilewright.jobs import store
 from tilewright.server import create_app
 
 
@@ -118,6 +119,65 @@ def test_upload_errors(client, testdata, tmp_path):
     assert not [p for p in client.settings.resolved_upload_dir().iterdir() if p.name.startswith(".incoming")]
 
 
+def test_an_empty_recipe_is_a_plain_conversion_to_the_chosen_kind(tmp_path, testdata):
+    """The page's "none" sends `recipe=` (empty): the chosen output kind is made, not the server's upload
+    recipe; naming no recipe at all still runs TILEWRIGHT_UPLOAD_RECIPE."""
+    settings = Settings(data_dir=tmp_path, upload_recipe="default", concurrency=1)
+    body = testdata("jpeg-png/boxes.png").read_bytes()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        chosen = c.post("/images?filename=boxes.png&collection=a&kind=iiif&recipe=", content=body).json()
+        assert (chosen["job"]["kind"], chosen["job"]["params"]["kind"]) == ("convert", "iiif")
+        form = c.post("/images?collection=b&kind=tiff", files={"file": ("boxes.png", body)}, data={"recipe": ""})
+        assert (form.json()["job"]["kind"], form.json()["job"]["params"]["kind"]) == ("convert", "tiff")
+        configured = c.post("/images?filename=boxes.png&collection=c", content=body).json()
+        assert (configured["job"]["kind"], configured["job"]["params"]["recipe"]) == ("recipe", "default")
+        done = finished(c, chosen["job"]["id"])
+        assert done["state"] == "succeeded" and done["outputs"]["kind"] == "iiif"
+        assert (settings.resolved_output_root() / done["outputs"]["output"] / "info.json").is_file()
+        for job in (form.json()["job"], configured["job"]):
+            assert finished(c, job["id"])["state"] == "succeeded"
+
+
+def test_job_json_shows_paths_relative_to_their_roots(client, testdata):
+    """The API (served with CORS `*`) never shows where the server keeps files; the job store still records
+    the absolute paths the jobs read."""
+    hidden = [str(client.settings.data_dir.resolve()), str(TESTDATA.resolve())]
+
+    def no_server_paths(text: str) -> None:
+        assert not [h for h in hidden if h in text], text
+
+    created = client.post(
+        "/images?filename=boxes.png&collection=rel", content=testdata("jpeg-png/boxes.png").read_bytes()
+    )
+    no_server_paths(created.text)
+    image_id, job_id = created.json()["image"]["id"], created.json()["job"]["id"]
+    assert created.json()["job"]["params"]["input"] == f"{image_id}/boxes.png"  # under the upload folder
+    done = finished(client, job_id)
+    assert done["outputs"]["output"] == f"rel/{image_id}/slide.dzi"  # under the output root
+    assert done["retryable"] is False
+    for path in ("/jobs?limit=1000", f"/jobs/{job_id}", "/images?limit=1000", f"/images/{image_id}"):
+        response = client.get(path)
+        assert response.status_code == 200
+        no_server_paths(response.text)
+    with client.stream("GET", f"/jobs/{job_id}/events") as stream:
+        events = "".join(stream.iter_text())
+    assert "event: end" in events
+    no_server_paths(events)
+    recorded = store.get(client.settings, job_id)
+    assert recorded["params"]["input"] == str(client.settings.resolved_upload_dir() / image_id / "boxes.png")
+    assert recorded["outputs"]["output"] == str(client.settings.resolved_output_root() / "rel" / image_id / "slide.dzi")
+
+    # a bad input under an input root: its error names the file relative to that root, and no retry can help
+    params = {"input": str(testdata("broken/truncated.jpg")), "collection": "rel"}
+    failing = client.post("/jobs", json={"kind": "convert", "params": params})
+    no_server_paths(failing.text)
+    assert failing.json()["params"]["input"] == "broken/truncated.jpg"
+    failed = finished(client, failing.json()["id"])
+    assert failed["state"] == "failed" and failed["error_type"] == "InputError" and failed["retryable"] is False
+    assert failed["error"].startswith("broken/truncated.jpg: image data is corrupt or truncated"), failed["error"]
+    assert str(TESTDATA.resolve()) in store.get(client.settings, failed["id"])["error"]
+
+
 def test_collections_list_get_and_delete(client, testdata):
     body = testdata("jpeg-png/boxes.png").read_bytes()
     created = client.post("/images?filename=boxes.png&collection=trash", content=body).json()
@@ -146,7 +206,8 @@ def test_jobs_submit_idempotency_list_and_errors(client, testdata):
     assert keyed.status_code == 201 and keyed.json()["id"] != first.json()["id"]
     for job in (first.json(), keyed.json()):
         done = finished(client, job["id"])
-        assert done["state"] == "succeeded" and (Path(done["outputs"]["output"]) / "info.json").is_file()
+        output = client.settings.resolved_output_root() / done["outputs"]["output"]  # shown relative to its root
+        assert done["state"] == "succeeded" and (output / "info.json").is_file()
     listed = client.get("/jobs", params={"kind": "convert", "state": "succeeded"}).json()
     assert {first.json()["id"], keyed.json()["id"]} <= {j["id"] for j in listed}
     assert_error(client.get("/jobs", params={"state": "bogus"}), 400, "unknown state")
@@ -173,7 +234,7 @@ def test_import_job(client, testdata):
     assert done["state"] == "succeeded", done
     assert sorted(Path(p).name for p in done["outputs"]["converted"]) == ["boxes.dzi", "slide.dzi"]
     assert [Path(f["source"]).name for f in done["outputs"]["failed"]] == ["broken.png"]
-    assert all(Path(p).is_file() for p in done["outputs"]["converted"])
+    assert all((client.settings.resolved_output_root() / p).is_file() for p in done["outputs"]["converted"])
 
 
 def test_cancel_retry_and_events(client):

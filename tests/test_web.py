@@ -13,6 +13,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import numpy as np
@@ -130,6 +131,96 @@ def test_page_shows_a_refused_upload_in_words(server, browser, testdata):
     page.wait_for_selector("#upload-progress.failed", timeout=30_000)
     message = page.inner_text("#upload-message")
     assert message.startswith("Upload refused:") and "broken.svs" in message
+    page.close()
+
+
+def upload_through_page(page, path: Path, collection: str, kind: str | None = None, recipe: str | None = None) -> tuple:
+    """Fill the upload form and send it; -> (the query the page sent, the server's answer)."""
+    page.fill("#collection", collection)
+    if recipe is not None:
+        page.wait_for_selector(f'#recipe option[value="{recipe}"]', state="attached", timeout=10_000)
+        page.select_option("#recipe", recipe)
+    if kind is not None:
+        page.select_option("#kind", kind)
+    page.set_input_files("#file", str(path))
+    with page.expect_response(lambda r: "/images?" in r.url and r.request.method == "POST") as answer:
+        page.click("#upload-button")
+    response = answer.value
+    return parse_qs(urlsplit(response.url).query, keep_blank_values=True), response.json()
+
+
+def finished_row(page, job_id: str, state: str):
+    page.wait_for_selector(f'#job-rows tr[data-job="{job_id}"][data-state="{state}"]', timeout=120_000)
+    return page.locator(f'#job-rows tr[data-job="{job_id}"]')
+
+
+def test_the_page_makes_the_output_chosen_and_shows_what_was_made(server, browser, testdata):
+    """Issue 11: the page sent `recipe=default` whatever "Output" said, so an upload for IIIF got a DZI."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server + "/")
+    sent, answer = upload_through_page(page, testdata("jpeg-png/boxes.png"), "iiif-page", kind="iiif")
+    assert sent["kind"] == ["iiif"] and sent["recipe"] == [""], sent
+    job = answer["job"]
+    assert (job["kind"], job["params"]["kind"]) == ("convert", "iiif")
+    assert "converts it to IIIF tiles" in page.inner_text("#upload-message")
+    row = finished_row(page, job["id"], "succeeded")
+    assert "convert → iiif" in row.inner_text()
+    made = row.locator(".made a")
+    assert made.count() == 1 and made.first.inner_text() == "info.json"
+    info = httpx.get(f"{server}/{made.first.get_attribute('href')}")
+    assert info.status_code == 200 and info.json()["width"] == answer["image"]["width"]
+    # a recipe decides its own outputs: the Output choice is then visibly not used, and the recipe is sent
+    page.select_option("#recipe", "default")
+    assert page.is_disabled("#kind") and page.is_visible("#recipe-note")
+    page.close()
+
+
+def test_a_bad_input_fails_in_words_without_retry(server, browser, testdata):
+    """A truncated JPEG run through the default recipe: the reason `tilewright convert` gives, no server path,
+    and no Retry (retrying cannot help); a cancelled job still offers Retry."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server + "/")
+    _, answer = upload_through_page(page, testdata("broken/truncated.jpg"), "broken-page", recipe="default")
+    assert answer["job"]["kind"] == "recipe"
+    row = finished_row(page, answer["job"]["id"], "failed")
+    error = row.locator(".error").inner_text()
+    image_id = answer["image"]["id"]
+    assert (
+        error == f"{image_id}/truncated.jpg: image data is corrupt or truncated: VipsJpeg: premature end of JPEG image"
+    )
+    assert row.locator('[data-action="retry"]').count() == 0
+
+    slow = httpx.post(f"{server}/jobs", json={"kind": "ping", "params": {"seconds": 60, "nonce": "web-cancel"}}).json()
+    wait_until(lambda: httpx.get(f"{server}/jobs/{slow['id']}").json()["state"] == "running", 60, "the ping to run")
+    httpx.post(f"{server}/jobs/{slow['id']}/cancel")
+    wait_until(lambda: httpx.get(f"{server}/jobs/{slow['id']}").json()["state"] == "cancelled", 60, "the cancel")
+    page.reload()
+    cancelled = finished_row(page, slow["id"], "cancelled")
+    assert cancelled.locator('[data-action="retry"]').count() == 1
+    page.close()
+
+
+def test_a_photo_gets_a_pyramid_or_the_page_says_it_is_served_dynamically(server, browser, testdata):
+    """A flat PNG converted to Deep Zoom (the page's default) is viewed on its pyramid; through the default
+    recipe (a pyramid for slides only) the viewer says plainly that it is served dynamically."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server + "/")
+    for collection, recipe, note in (
+        ("photo-dzi", None, "pre-built pyramid"),
+        ("photo-recipe", "default", "served dynamically"),
+    ):
+        _, answer = upload_through_page(page, testdata("jpeg-png/boxes.png"), collection, recipe=recipe)
+        finished_row(page, answer["job"]["id"], "succeeded")
+        image_id = answer["image"]["id"]
+        page.wait_for_selector(f'.thumb[data-image="{image_id}"]', timeout=30_000)
+        page.click(f'.thumb[data-image="{image_id}"]')
+        page.wait_for_function(
+            "([id, note]) => document.querySelector('#meta dd')?.textContent === id"
+            " && document.querySelector('#viewer-title').textContent.includes(note)",
+            arg=[image_id, note],
+            timeout=30_000,
+        )
+        page.goto(server + "/")
     page.close()
 
 

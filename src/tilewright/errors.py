@@ -71,10 +71,19 @@ def one_line(exc: BaseException, limit: int | None = 300) -> str:
     return " ".join(str(exc).split())[:limit] or type(exc).__name__
 
 
+#: the lines libvips puts in front of the reason, which say only which call failed ("unable to call
+#: VipsForeignSaveJpegFile", "unable to copy to memory" from `copy_memory`): never the useful line
+VIPS_WRAPPERS = ("unable to call", "unable to copy to memory")
+
+#: what a libvips failure that is not the output's fault says about the input, whichever call met it
+CORRUPT = "image data is corrupt or truncated"
+
+
 def vips_reason(exc: BaseException, lines: int = 1, fallback: str = "libvips error") -> str:
-    """The useful part of a pyvips error: its lines after 'unable to call X', on one line."""
-    text = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in text if not line.startswith("unable to call")]
+    """The useful part of a pyvips error: its lines after the wrappers (`VIPS_WRAPPERS`), each once (libvips
+    repeats a line when several threads meet the same fault), on one line."""
+    text = dict.fromkeys(line.strip() for line in str(exc).splitlines() if line.strip())
+    useful = [line for line in text if not line.startswith(VIPS_WRAPPERS)]
     return " ".join((useful or [fallback])[:lines])[:300]
 
 
@@ -86,7 +95,7 @@ OUTPUT_FAULTS = ("no space left", "permission denied", "read-only", "disk quota"
 
 def vips_error(
     exc: BaseException,
-    doing: str,
+    doing: str = CORRUPT,
     *,
     source: object | None = None,
     output: object | None = None,

@@ -38,7 +38,8 @@ def check_read(run: RecipeRun) -> None:
         raise failure
 
 
-def explain(run: RecipeRun, exc: BaseException, doing: str) -> TilewrightError:
-    """A libvips failure as a user-facing error (`doing`: "cannot make NAME"); a failed tile read first."""
+def explain(run: RecipeRun, exc: BaseException) -> TilewrightError:
+    """A libvips failure as a user-facing error, in the words `tilewright convert` uses (the input's fault:
+    "image data is corrupt or truncated: REASON"; else the output's); a failed tile read first."""
     check_read(run)
-    return vips_error(exc, doing, source=run.source_path, output=run.outdir)
+    return vips_error(exc, source=run.source_path, output=run.outdir, lines=2)

@@ -94,7 +94,28 @@ def make_images(run: RecipeRun) -> None:
             tracker.abort.set()
             raise
     if tracker.error is not None:
-        raise tracker.error
+        raise _confirmed(run, tracker.error)
+
+
+def _confirmed(run: RecipeRun, error: BaseException) -> BaseException:
+    """The reason of a flat image's libvips failure met by lanes side by side, found again by one thread.
+
+    libvips keeps one error buffer per process, which pyvips also clears when it looks up an option: with
+    lanes failing at once, a lane may raise with another's line, or with none. Once they have all
+    stopped, the source is decoded once more, streamed, and the reason that decode gives is the one told;
+    when the source decodes, the lanes' own error stands (the output's fault)."""
+    if not isinstance(error, InputError) or not isinstance(error.__cause__, pyvips.Error):
+        return error
+    assert run.source is not None
+    if run.source.is_slide:  # a slide's failed tile reads are kept by its reader (`check_read`)
+        return error
+    try:
+        run.source.full().avg()
+    except pyvips.Error as exc:
+        return explain(run, exc)
+    except InputError as exc:
+        return exc
+    return error
 
 
 def _make_image(
@@ -138,7 +159,7 @@ def _thumbnail(run: RecipeRun, lead: LeadThumbnail, kept: dict[bool, pyvips.Imag
         try:
             image = image.copy_memory()
         except pyvips.Error as exc:
-            raise explain(run, exc, f"cannot make {run.source_path.name}") from exc
+            raise explain(run, exc) from exc
         kept[lead.orient] = image
     return image
 
@@ -157,6 +178,6 @@ def _save(run: RecipeRun, tracker: Tracker, image: pyvips.Image, stem: Path, nam
     except pyvips.Error as exc:
         if watched and watched[0]():
             tracker.check()  # another lane failed (Aborted), or the CancelledError that says why
-        raise explain(run, exc, f"cannot make {stem.name}") from exc
+        raise explain(run, exc) from exc
     check_read(run)
     return path

@@ -126,7 +126,7 @@ def _decode(run: RecipeRun) -> None:
     except pyvips.Error as exc:
         if watched and watched[0]():
             run.runner.check()
-        raise explain(run, exc, "cannot decode the image") from exc
+        raise explain(run, exc) from exc
 
 
 def _drop_decoded(run: RecipeRun) -> None:

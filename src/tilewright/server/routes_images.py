@@ -20,6 +20,7 @@ from tilewright.jobs.models import Image
 from tilewright.jobs.params import check_collection, check_output_kind
 from tilewright.jobs.publish import output_store, store_prefix
 from tilewright.jobs.service import submit_job
+from tilewright.jobs.view import Relative, public_job
 from tilewright.outputs import WRITERS
 from tilewright.recipes import load_recipe
 from tilewright.server.deps import executor_of, require_token, settings_of
@@ -31,14 +32,20 @@ from tilewright.storage import MANIFEST, StorageError, join_key
 router = APIRouter(tags=["images"])
 
 
-def _image_view(settings: Settings, image: Image, jobs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """An image record with its job's state and output URLs; `jobs`: already read (a page of images)."""
+def _image_view(
+    settings: Settings,
+    image: Image,
+    jobs: dict[str, dict[str, Any]] | None = None,
+    relative: Relative | None = None,
+) -> dict[str, Any]:
+    """An image record with its job (as the API shows jobs: `public_job`), its state and output URLs;
+    `jobs`, `relative`: already read and made (a page of images)."""
     data = image.to_dict()
     if image.job_id:
         if jobs is None:
             jobs = store.get_many(settings, [image.job_id])
         job = jobs.get(image.job_id)
-        data["job"] = job
+        data["job"] = public_job(settings, job, relative) if job else None
         data["state"] = job["state"] if job else "unknown"
         data["urls"] = (job.get("outputs") or {}).get("urls", []) if job else []
     return data
@@ -77,7 +84,9 @@ async def upload_image(
     upload_dir = settings.resolved_upload_dir()
     received = await receive(request, upload_dir, settings.max_upload_bytes)
     collection = received.fields.get("collection", collection)
-    checked, recipe = recipe, received.fields.get("recipe", recipe) or settings.upload_recipe or None
+    chosen = received.fields.get("recipe", recipe)
+    # not given: the configured upload recipe; given empty (the page's "none"): a plain conversion to `kind`
+    checked, recipe = recipe, (settings.upload_recipe if chosen is None else chosen) or None
     try:
         check_collection(collection)
         if recipe != checked:  # a form field or the configured default: not yet checked
@@ -135,7 +144,7 @@ def _record(
             existing = session.scalars(select(Image).where(Image.job_id == job["id"])).first()
             if existing is not None:
                 response.status_code = 200
-                return {"image": _image_view(settings, existing), "job": job}
+                return {"image": _image_view(settings, existing), "job": public_job(settings, job)}
             raise ApiError(409, f"idempotency key already used by job {job['id']}, which is not an upload")
         image = Image(
             id=image_id,
@@ -153,7 +162,7 @@ def _record(
         session.add(image)
         session.flush()
         response.headers["Location"] = link(request, f"/images/{image_id}")
-        return {"image": _image_view(settings, image), "job": job}
+        return {"image": _image_view(settings, image), "job": public_job(settings, job)}
 
 
 @router.get("/images")
@@ -170,7 +179,8 @@ def list_images(
     with session_scope(settings) as session:
         images = list(session.scalars(query))
         jobs = store.get_many(settings, [image.job_id for image in images])  # one query, not one per image
-        return [_image_view(settings, image, jobs) for image in images]
+        relative = Relative(settings)
+        return [_image_view(settings, image, jobs, relative) for image in images]
 
 
 @router.get("/images/{image_id}")

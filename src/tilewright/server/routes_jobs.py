@@ -17,6 +17,7 @@ from tilewright.jobs import store
 from tilewright.jobs.models import FINISHED
 from tilewright.jobs.registry import TASKS
 from tilewright.jobs.service import submit_job
+from tilewright.jobs.view import Relative, public_job
 from tilewright.server.deps import executor_of, require_token, settings_of
 from tilewright.server.proxy import link
 
@@ -34,10 +35,11 @@ def create_job(
 ) -> dict[str, Any]:
     """Submit a job. The same idempotency key (default: hash of kind, parameters and input content) returns
     the existing job (200) and runs nothing twice."""
-    job, created = submit_job(settings_of(request), executor_of(request), body.kind, body.params, key=idempotency_key)
+    settings = settings_of(request)
+    job, created = submit_job(settings, executor_of(request), body.kind, body.params, key=idempotency_key)
     response.status_code = 201 if created else 200
     response.headers["Location"] = link(request, f"/jobs/{job['id']}")
-    return job
+    return public_job(settings, job)
 
 
 @router.get("/jobs")
@@ -48,24 +50,30 @@ def list_jobs(
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
 ) -> list[dict[str, Any]]:
-    return store.list_jobs(settings_of(request), state=state, kind=kind, limit=limit, offset=offset)
+    settings = settings_of(request)
+    relative = Relative(settings)
+    jobs = store.list_jobs(settings, state=state, kind=kind, limit=limit, offset=offset)
+    return [public_job(settings, job, relative) for job in jobs]
 
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, request: Request) -> dict[str, Any]:
-    return store.get(settings_of(request), job_id)
+    settings = settings_of(request)
+    return public_job(settings, store.get(settings, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Depends(require_token)])
 def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
-    return store.cancel(settings_of(request), job_id)  # an unknown id changes nothing and is a 404
+    settings = settings_of(request)
+    return public_job(settings, store.cancel(settings, job_id))  # an unknown id changes nothing and is a 404
 
 
 @router.post("/jobs/{job_id}/retry", dependencies=[Depends(require_token)])
 def retry_job(job_id: str, request: Request) -> dict[str, Any]:
-    job = store.retry(settings_of(request), job_id)
+    settings = settings_of(request)
+    job = store.retry(settings, job_id)
     executor_of(request).submit(job_id)
-    return job
+    return public_job(settings, job)
 
 
 @router.get("/jobs/{job_id}/events")
@@ -73,6 +81,7 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
     """Server-sent events: `progress` whenever state, progress or stage change, then `end` when it finishes."""
     settings = settings_of(request)
     await run_in_threadpool(store.get, settings, job_id)  # 404 before the stream starts
+    relative = Relative(settings)
 
     async def stream() -> AsyncIterator[str]:
         last: tuple[Any, ...] | None = None
@@ -82,9 +91,9 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
             snapshot = (job["state"], job["progress"], job["stage"], job["attempts"])
             if snapshot != last:
                 last, quiet_since = snapshot, time.monotonic()
-                yield f"event: progress\ndata: {json.dumps(job)}\n\n"
+                yield f"event: progress\ndata: {json.dumps(public_job(settings, job, relative))}\n\n"
             if job["state"] in FINISHED:
-                yield f"event: end\ndata: {json.dumps(job)}\n\n"
+                yield f"event: end\ndata: {json.dumps(public_job(settings, job, relative))}\n\n"
                 return
             if time.monotonic() - quiet_since > 15:
                 quiet_since = time.monotonic()

@@ -50,7 +50,9 @@ function upload(event) {
   const file = $("#file").files[0];
   if (!file) return;
   const collection = $("#collection").value.trim() || "default";
-  const params = new URLSearchParams({ collection, kind: $("#kind").value, recipe: $("#recipe").value });
+  // what was chosen, as chosen: recipe "" is a plain conversion to `kind` (not the server's upload recipe)
+  const kind = $("#kind").value, recipe = $("#recipe").value;
+  const params = new URLSearchParams({ collection, kind, recipe });
   const form = new FormData();
   form.append("collection", collection);
   form.append("file", file, file.name);
@@ -75,7 +77,7 @@ function upload(event) {
     if (xhr.status >= 200 && xhr.status < 300 && body) {
       box.className = "progress done";
       setProgress(1, "uploaded");
-      message.textContent = `${body.image.filename} uploaded to "${body.image.collection}"; job ${body.job.id.slice(0, 8)} converts it.`;
+      message.textContent = `${body.image.filename} uploaded to "${body.image.collection}"; job ${body.job.id.slice(0, 8)} ${jobWhat(body.job)}.`;
       trackJob(body.job);
       refreshCollections();
       refreshGallery();
@@ -95,6 +97,29 @@ function upload(event) {
 }
 
 // -- jobs ------------------------------------------------------------------------------------------
+const KIND_NAMES = { dzi: "Deep Zoom", tiff: "a pyramidal TIFF", iiif: "IIIF tiles" };
+
+function jobWhat(job) {   // what the job makes, in words: "converts it to IIIF tiles", "runs recipe default"
+  const params = job.params || {};
+  if (job.kind === "recipe") return `runs recipe ${params.recipe}`;
+  if (job.kind === "convert") return `converts it to ${KIND_NAMES[params.kind || "dzi"] || params.kind}`;
+  return `runs ${job.kind}`;
+}
+
+function madeLinks(job) {   // a succeeded job's outputs, by name, linked
+  const outputs = job.outputs || {}, urls = outputs.urls || [];
+  if (!urls.length) return el("span", {}, job.stage || "done");
+  const box = el("span", { class: "made" }, "made: ");
+  urls.forEach((url, i) => {
+    // "/outputs/...": from the app's root, so relative to this page (which is served there, maybe under a prefix)
+    let href = url.startsWith("/") ? url.slice(1) : url;
+    if (outputs.kind === "iiif" && !href.endsWith(".json")) href += "/info.json";   // a IIIF output is its folder
+    if (i) box.append(", ");
+    box.append(el("a", { href, target: "_blank", rel: "noopener" }, decodeURIComponent(href.split("/").pop())));
+  });
+  return box;
+}
+
 function renderJobs() {
   const rows = $("#job-rows");
   rows.replaceChildren();
@@ -106,16 +131,17 @@ function renderJobs() {
     if (!FINISHED.includes(job.state)) {
       actions.append(el("button", { class: "secondary", "data-action": "cancel", onclick: () => act(job.id, "cancel") },
                         "Cancel"));
-    } else if (job.state !== "succeeded") {
+    } else if (job.state !== "succeeded" && job.retryable !== false) {   // a bad input: retrying cannot help
       actions.append(el("button", { class: "secondary", "data-action": "retry", onclick: () => act(job.id, "retry") },
                         "Retry"));
     }
     const detail = job.error
       ? el("span", { class: "error" }, job.error)
+      : job.state === "succeeded" ? madeLinks(job)
       : el("span", {}, job.stage || (job.state === "queued" ? "waiting for a worker" : ""));
     rows.append(el("tr", { "data-job": job.id, "data-state": job.state },
       el("td", {}, el("code", { title: job.id }, job.id.slice(0, 8)), el("br"), el("small", { class: "muted" }, what)),
-      el("td", {}, `${job.kind}${job.params && job.params.kind ? " → " + job.params.kind : ""}`),
+      el("td", {}, `${job.kind}${job.params && (job.params.kind || job.params.recipe) ? " → " + (job.params.kind || job.params.recipe) : ""}`),
       el("td", { class: `state state-${job.state}` }, job.state),
       el("td", {}, progressBar(job.state === "succeeded" ? 1 : job.progress, job.state)),
       el("td", {}, detail),
@@ -207,6 +233,14 @@ function metaList(pairs) {
   return dl;
 }
 
+function tilesNote(info, record) {   // where the viewer's tiles come from, in words
+  if (info.tiles === "prebuilt") return "pre-built pyramid";
+  if (!FINISHED.includes(record.state)) return "dynamic tiles until its job has made the pyramid";
+  // the job is over and made no Deep Zoom pyramid (a recipe that makes one for slides only, a TIFF or IIIF
+  // output): this image is served dynamically, for good
+  return "served dynamically: tiles are made on request from the upload (its job made no Deep Zoom pyramid)";
+}
+
 async function openViewer(id, keepView = false) {
   let info, record;
   try {
@@ -218,7 +252,7 @@ async function openViewer(id, keepView = false) {
   openImage = { id, job_id: record.job_id, tiles: info.tiles };
   const section = $("#viewer-section");
   section.hidden = false;
-  $("#viewer-title").textContent = `${record.filename} — ${info.tiles === "prebuilt" ? "pre-built pyramid" : "dynamic tiles"}`;
+  $("#viewer-title").textContent = `${record.filename} — ${tilesNote(info, record)}`;
   const meta = $("#meta");
   meta.replaceChildren(metaList([
     ["id", id], ["collection", record.collection], ["format", info.format], ["vendor", info.vendor],
@@ -255,18 +289,24 @@ async function openViewer(id, keepView = false) {
 
 // -- start -----------------------------------------------------------------------------------------------
 async function loadRecipes() {
+  const select = $("#recipe");
   try {
     const names = await api("ui/recipes");
-    const select = $("#recipe");
-    select.replaceChildren(...names.map((name) => el("option", { value: name }, name)));
-    if (names.includes("default")) select.value = "default";
-  } catch (e) { /* keep "default" */ }
+    select.append(...names.map((name) => el("option", { value: name }, `recipe: ${name}`)));
+  } catch (e) { /* offer the plain conversion only */ }
+}
+
+function recipeChosen() {   // a recipe decides its own outputs: the Output choice is then not used
+  const recipe = $("#recipe").value !== "";
+  $("#kind").disabled = recipe;
+  $("#recipe-note").hidden = !recipe;
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   $("#token").value = localStorage.getItem("tilewright-token") || "";
   $("#token").addEventListener("change", () => localStorage.setItem("tilewright-token", $("#token").value.trim()));
   $("#upload-form").addEventListener("submit", upload);
+  $("#recipe").addEventListener("change", recipeChosen);
   $("#gallery-collection").addEventListener("change", refreshGallery);
   loadRecipes();
   refreshCollections();
