@@ -238,6 +238,9 @@ def test_a_large_process_request_becomes_a_job(client, testdata, monkeypatch):
         },
     )
     assert response.status_code == 202, response.text
+    # the answer shows paths relative to their root (an input root here), as every job answer does
+    assert str(testdata("jpeg-png/boxes.png")) not in response.text
+    assert response.json()["params"]["images"][0]["input"] == "jpeg-png/boxes.png"
     job = finished(client, response.json()["id"])
     assert job["state"] == "succeeded", job
     assert job["kind"] == "process"

@@ -28,6 +28,7 @@ from tilewright.jobs.kinds.process import ImageItem, Params, process_images, pro
 from tilewright.jobs.models import Image
 from tilewright.jobs.params import explain
 from tilewright.jobs.service import submit_job
+from tilewright.jobs.view import public_job
 from tilewright.ops import Encoded, OperationError, Source, Step, encode, parse_chain, run_chain
 from tilewright.paths import allowed_input
 from tilewright.server.deps import executor_of, require_token, settings_of
@@ -196,7 +197,8 @@ async def process(body: ProcessRequest, request: Request) -> Response | list[dic
     pixels = await run_in_threadpool(_total_pixels, resolved, settings)
     if pixels > settings.process_inline_max_pixels:
         job, created = await run_in_threadpool(submit_job, settings, executor_of(request), "process", params)
-        return JSONResponse(job, status_code=202, headers={"Location": link(request, f"/jobs/{job['id']}")})
+        shown = public_job(settings, job)  # paths relative to their roots, as every job answer
+        return JSONResponse(shown, status_code=202, headers={"Location": link(request, f"/jobs/{job['id']}")})
     return await run_in_threadpool(process_images, params, settings)
 
 
