@@ -13,11 +13,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic.config import JsonDict
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,41 +23,31 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tilewright.config.groups import (
+    FORMATS,
+    GROUP_TITLES,
+    LIMITS,
+    LOGGING,
+    OUTPUTS,
+    RECIPES_AND_OPERATIONS,
+    SERVER_AND_JOBS,
+    WORK,
+)
+from tilewright.config.serving import ServingSettings
+from tilewright.config.storage import StorageSettings
 from tilewright.config.urls import (
     BrokerUrl,
-    CacheUrl,
     DatabaseUrl,
-    EndpointUrl,
-    PublicUrl,
     ResultBackendUrl,
-    RootPath,
-    TrustedProxies,
 )
 from tilewright.errors import ConfigError, one_line
 from tilewright.imaging.colour import parse_colour
 
-# -- groups: each field names its own; docs/configuration.md has one section per group, in this order --
-GROUP_TITLES: dict[str, str] = {}
 
+class Settings(StorageSettings, ServingSettings, BaseSettings):
+    """Every setting; the storage-and-events and serving groups are declared in their own modules (mixins),
+    one class all the same: one environment prefix, one TOML file, one page of docs."""
 
-def _group(title: str) -> JsonDict:
-    key = title.lower()
-    GROUP_TITLES[key] = title
-    return {"group": key}
-
-
-LIMITS = _group("Limits")
-FORMATS = _group("Formats")
-OUTPUTS = _group("Outputs")
-WORK = _group("Work")
-SERVER_AND_JOBS = _group("Server and jobs")
-STORAGE_AND_EVENTS = _group("Storage and events")
-RECIPES_AND_OPERATIONS = _group("Recipes and operations")
-SERVING = _group("Serving")
-LOGGING = _group("Logging")
-
-
-class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TILEWRIGHT_", extra="ignore")
 
     # -- limits ---------------------------------------------------------------
@@ -218,118 +206,6 @@ class Settings(BaseSettings):
         json_schema_extra=SERVER_AND_JOBS,
     )
 
-    # -- storage and events --------------------------------------------------------
-    storage_root: Path | None = Field(
-        None,
-        description="Root of the local store (`file://` and plain paths in "
-        "`watch` and blob jobs; default `DATA_DIR/storage`).",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    output_store: str = Field(
-        "",
-        description="Where blob jobs publish (`az://`, `s3://BUCKET/PREFIX`, a local "
-        "folder); empty: the source blob's own store (account or bucket). When it names a "
-        "container or bucket, uploads are also published there (`COLLECTION/IMAGE_ID/`) "
-        "and served from it, and import jobs (`COLLECTION/JOB_ID/`).",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    output_template: str = Field(
-        "{container}/web-slides-dzi-output/{stem}/",
-        description="Output folder of a "
-        "blob job inside the output store; fields `{container}` (or bucket), `{path}`, "
-        "`{dir}`, `{name}`, `{stem}`, `{etag}`.",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    storage_connections: int = Field(
-        16,
-        ge=1,
-        le=256,
-        description="Concurrent connections uploading a pyramid's tiles.",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    storage_retries: int = Field(
-        4,
-        ge=0,
-        le=20,
-        description="Retries of a storage request failing for a "
-        "transient reason (timeouts, 5xx, throttling), with exponential backoff.",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    storage_chunk_bytes: int = Field(
-        4 * 2**20,
-        ge=2**16,
-        description="Chunk size of streamed downloads and uploads (memory per transfer is a few chunks).",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    azure_connection_string: SecretStr | None = Field(
-        None,
-        description="Azure Storage connection string (Azurite: `UseDevelopmentStorage=true` style or full).",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    azure_account_name: str = Field(
-        "",
-        description="Azure Storage account (with a key, SAS or managed identity instead of a connection string).",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    azure_account_key: SecretStr | None = Field(
-        None, description="Azure Storage account key.", json_schema_extra=STORAGE_AND_EVENTS
-    )
-    azure_sas_token: SecretStr | None = Field(
-        None, description="Azure Storage SAS token (account or container).", json_schema_extra=STORAGE_AND_EVENTS
-    )
-    azure_use_identity: bool = Field(
-        False,
-        description="Authenticate with azure-identity's "
-        "DefaultAzureCredential (managed identity, workload identity, az login).",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    s3_endpoint_url: EndpointUrl = Field(
-        "", description="S3-compatible endpoint (MinIO, moto, Ceph); empty: AWS.", json_schema_extra=STORAGE_AND_EVENTS
-    )
-    s3_region: str = Field(
-        "", description="S3 region (empty: the SDK's default).", json_schema_extra=STORAGE_AND_EVENTS
-    )
-    s3_access_key_id: str = Field(
-        "", description="S3 access key id (empty: the SDK's credential chain).", json_schema_extra=STORAGE_AND_EVENTS
-    )
-    s3_secret_access_key: SecretStr | None = Field(
-        None, description="S3 secret access key.", json_schema_extra=STORAGE_AND_EVENTS
-    )
-    event_sources: list[dict[str, Any]] = Field(
-        [],
-        description="Filters of event and watch sources, JSON list of "
-        '`{"container": ..., "prefix": ..., "suffixes": [...]}` '
-        "(container = bucket); empty: any container.",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    event_suffixes: list[str] = Field(
-        [".svs", ".ndpi", ".tif", ".tiff", ".scn", ".bif", ".qptiff", ".vms"],
-        description="Blob name endings that make a job when a source names none.",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    events_key: SecretStr | None = Field(
-        None,
-        description="If set, `/events/*` need it as `?key=` or the `aeg-sas-key` (or `x-tilewright-key`) header.",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    webhook_allowed_origins: list[str] = Field(
-        [],
-        description="CloudEvents webhook origins allowed by the OPTIONS handshake (empty: any).",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    watch_interval_seconds: float = Field(
-        30.0,
-        gt=0,
-        description="Seconds between two listings of `tilewright watch`.",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    functions_run_inline: bool = Field(
-        True,
-        description="Azure Functions adapter: run the job inside the "
-        "function invocation (true) or only submit it to the job database (false).",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-
     # -- recipes and operations ---------------------------------------------------
     recipe_dir: Path | None = Field(
         None,
@@ -363,93 +239,6 @@ class Settings(BaseSettings):
         description="`POST /process` answers inline "
         "up to this many input pixels in total; larger requests become a job.",
         json_schema_extra=RECIPES_AND_OPERATIONS,
-    )
-
-    # -- serving ------------------------------------------------------------------
-    cache_url: CacheUrl = Field(
-        "",
-        description="Redis URL of the tile cache (`redis://HOST:6379/1`); empty: an "
-        "in-process LRU. If Redis cannot be reached the server warns once and caches in memory "
-        "until it answers again.",
-        json_schema_extra=SERVING,
-    )
-    cache_bytes: int = Field(
-        256 * 2**20,
-        ge=0,
-        description="Size of the in-process tile cache in bytes (0: none).",
-        json_schema_extra=SERVING,
-    )
-    cache_ttl_seconds: int = Field(
-        7 * 86400, ge=0, description="Expiry of tiles kept in Redis (0: never).", json_schema_extra=SERVING
-    )
-    slide_handles: int = Field(
-        32,
-        ge=1,
-        description="Slides the tile server keeps open (least recently used closed first).",
-        json_schema_extra=SERVING,
-    )
-    tile_passthrough: bool = Field(
-        True,
-        description="Serve a source's stored JPEG tile as it is when a request "
-        "asks for exactly that tile (no decode, no re-encode; its quality is the file's).",
-        json_schema_extra=SERVING,
-    )
-    tiles_follow_source: bool = Field(
-        True,
-        description="Dynamic tiles follow a tiled source's own grid: the dynamic "
-        "`.dzi` uses its tile size with no overlap and `info.json` its tile size (false: "
-        "`DZI_TILE_SIZE`/`DZI_OVERLAP` and `IIIF_TILE_SIZE`).",
-        json_schema_extra=SERVING,
-    )
-    tile_threads: int = Field(
-        16,
-        ge=1,
-        description="Threads rendering tiles; libvips work never runs on the event loop.",
-        json_schema_extra=SERVING,
-    )
-    cors_origins: list[str] = Field(
-        ["*"],
-        description="Origins allowed to GET tiles, info.json and metadata "
-        "from other sites (CORS); empty: no CORS headers.",
-        json_schema_extra=SERVING,
-    )
-    tile_cache_control: str = Field(
-        "public, max-age=86400",
-        description="`Cache-Control` header of tiles, thumbnails, regions and associated images (Deep Zoom "
-        "tiles of an image not yet published get `no-cache`: their grid changes when it is).",
-        json_schema_extra=SERVING,
-    )
-    max_region_pixels: int = Field(
-        4096 * 4096,
-        ge=1,
-        description="Largest output (width x height) of a `/region`, IIIF or thumbnail request; larger ones get a 400.",
-        json_schema_extra=SERVING,
-    )
-    public_url: PublicUrl = Field(
-        "",
-        description="Scheme, host and path prefix of every absolute URL the server writes (IIIF `info.json` "
-        "`id`, ...), e.g. `https://example.org/tiles`; empty: taken from the request (its `Host` header, "
-        "or the forwarded headers of a trusted proxy).",
-        json_schema_extra=SERVING,
-    )
-    root_path: RootPath = Field(
-        None,
-        description="Path prefix the app is mounted under behind a proxy that strips it (`/tiles`); "
-        "links and the web page's URLs start with it (default: the path of `PUBLIC_URL`, else none).",
-        json_schema_extra=SERVING,
-    )
-    forwarded_allow_ips: TrustedProxies = Field(
-        [],
-        description="Addresses or networks of trusted reverse proxies (JSON list, `*`: any): only their "
-        "`X-Forwarded-For`/`-Proto`/`-Host`/`-Prefix` and `Forwarded` headers are used; empty: ignored from anyone.",
-        json_schema_extra=SERVING,
-    )
-    openseadragon_dir: Path | None = Field(
-        None,
-        description="Folder with `openseadragon.min.js` and `images/` "
-        "for the web page's viewer (default: `build/openseadragon` of the "
-        "source tree, put there by `make`).",
-        json_schema_extra=SERVING,
     )
 
     # -- logging ----------------------------------------------------------------
@@ -497,13 +286,6 @@ class Settings(BaseSettings):
     def resolved_storage_root(self) -> Path:
         return (self.storage_root or self.data_dir / "storage").resolve()
 
-    # -- derived (serving) ---------------------------------------------------------
-    def resolved_root_path(self) -> str:
-        """The path prefix the app is mounted under: `root_path`, else the path of `public_url`, else ""."""
-        if self.root_path is not None:
-            return self.root_path
-        return urlsplit(self.public_url).path.rstrip("/")
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
@@ -516,3 +298,6 @@ def get_settings() -> Settings:
         raise ConfigError(f"bad setting TILEWRIGHT_{name.upper()}: {error['msg']}") from None
     except ValueError as exc:  # TILEWRIGHT_CONFIG naming no file, a TOML file that does not parse
         raise ConfigError(one_line(exc)) from None
+
+
+__all__ = ["GROUP_TITLES", "Settings", "get_settings"]

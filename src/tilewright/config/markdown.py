@@ -19,7 +19,8 @@ def group_of(name: str) -> str:
 
 
 def settings_table() -> str:
-    """Every setting as Markdown, one `##` section and table per group in declaration order.
+    """Every setting as Markdown, one `##` section and table per group in `GROUP_TITLES` order (the fields of a
+    group in declaration order; two groups are declared in mixins of their own, which pydantic lists first).
 
     docs/configuration.md is this under a heading (scripts/make_docs.py) and `tilewright config --markdown` prints it.
     """
@@ -34,7 +35,8 @@ def settings_table() -> str:
             f"| `{name}` | `TILEWRIGHT_{name.upper()}` | `{shown}` | {description} |"
         )
     sections = []
-    for group, rows in grouped.items():
+    for group in GROUP_TITLES:
+        rows = grouped.get(group, [])
         header = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
         sections.append("\n".join([f"## {GROUP_TITLES[group]}", "", *header, *rows]))
     return "\n\n".join(sections)
