@@ -18,8 +18,12 @@ def readable_roots(settings: Settings) -> list[Path]:
 
     In this order: a file in two of them (an input root inside the storage root) is keyed from the first,
     so a store URL names the same key (and the same output folder) as it always did."""
-    roots = [Path(r).expanduser().resolve() for r in settings.input_roots]
-    return [settings.resolved_storage_root(), *roots, settings.resolved_upload_dir()]
+    return [settings.resolved_storage_root(), *input_roots(settings), settings.resolved_upload_dir()]
+
+
+def input_roots(settings: Settings) -> list[Path]:
+    """`INPUT_ROOTS`, each as the rule reads it: `~` expanded, symlinks resolved."""
+    return [Path(root).expanduser().resolve() for root in settings.input_roots]
 
 
 def root_of(path: Path, roots: list[Path]) -> Path | None:

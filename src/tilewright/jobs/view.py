@@ -14,6 +14,7 @@ from typing import Any
 
 from tilewright.config import Settings
 from tilewright.errors import InputError
+from tilewright.paths import input_roots
 
 JSON = dict[str, Any] | list[Any] | str | int | float | bool | None
 
@@ -37,7 +38,7 @@ def roots(settings: Settings) -> list[Path]:
         settings.resolved_upload_dir(),
         settings.resolved_output_root(),
         settings.work_root(),
-        *(Path(root).resolve() for root in settings.input_roots),
+        *input_roots(settings),
     }
     return sorted(found, key=lambda root: -len(str(root)))
 

@@ -205,8 +205,7 @@ async def process(body: ProcessRequest, request: Request) -> Response | list[dic
 router.add_api_route(
     "/process",
     process,
-    methods=["POST"],
-    dependencies=[Depends(require_token)],
+    methods=["POST"],  # the token is checked by _ProcessRoute, before the body is read (not a dependency)
     status_code=200,
     response_model=None,
     route_class_override=_ProcessRoute,

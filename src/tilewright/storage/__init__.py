@@ -89,7 +89,7 @@ def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
             f"{text!r} is outside the storage root, the input roots and the upload folder "
             "(TILEWRIGHT_STORAGE_ROOT, TILEWRIGHT_INPUT_ROOTS, the upload folder)"
         )
-    if SCHEME_ALIASES.get(scheme, scheme) in STORES and SCHEME_ALIASES.get(scheme, scheme) != "file":
+    if SCHEME_ALIASES.get(scheme, scheme) in STORES.keys() - {"file"}:
         # SCHEME://CONTAINER/KEY (bucket for S3); abfs://container@account.dfs.core.windows.net/path too
         container = parts.netloc.split("@", 1)[0]
         return open_store(scheme, settings), clean_key(f"{container}/{unquote(parts.path)}")
