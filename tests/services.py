@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tilewright.jobs.models import FINISHED
 
@@ -155,41 +156,61 @@ def start_worker(env: dict[str, str], log: Path, name: str, concurrency: int = 1
     return worker
 
 
+class RedisServer:
+    """A private redis-server; `kill()` takes it away (SIGKILL), `start()` brings it back on the same port."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed: `apt-get install -y redis-server` (or `make test`)")
+        self.binary, self.folder, self.port = binary, folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=open(self.folder / "redis.log", "ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: redis.Redis.from_url(self.url, socket_timeout=1).ping(), 20, "redis-server")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=2)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A private redis-server on a free loopback port (the Debian package; `make test` installs it)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run `apt-get install -y redis-server` (or `make test`)")
-    folder = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-            "--protected-mode",
-            "yes",
-        ],
-        stdout=open(folder / "redis.log", "wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
     try:
-        import redis
-
-        wait_until(lambda: redis.Redis.from_url(url, socket_timeout=1).ping(), 20, "redis-server to answer")
-        yield url
+        yield server.url
     finally:
-        stop_process(proc)
+        server.stop()
 
 
 def finished(client, job_id: str, timeout: float = 60) -> dict:

@@ -4,63 +4,19 @@ mid-run (a real `redis-server` on a free loopback port, killed and restarted by 
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
-from services import free_port, wait_until
+from services import RedisServer, free_port
 from test_tiles import add_image
 from tilewright.config import Settings
 from tilewright.server import create_app
 from tilewright.server.cache import LruBytes, SlideHandles, TileCache
 
 TILE = "/iiif/3/cmu/0,0,512,512/256,/0/default.jpg"
-
-
-class RedisServer:
-    """A private redis-server; `kill()` takes it away (SIGKILL), `start()` brings it back on the same port."""
-
-    def __init__(self, folder: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed: `apt-get install -y redis-server` (or `make test`)")
-        self.binary, self.folder, self.port = binary, folder, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
-            ],
-            stdout=open(self.folder / "redis.log", "ab"),
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(lambda: redis.Redis.from_url(self.url, socket_timeout=1).ping(), 20, "redis-server")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=2)
 
 
 @pytest.fixture
