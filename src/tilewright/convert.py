@@ -198,4 +198,4 @@ def _explain(ctx: _Context, exc: pyvips.Error) -> TilewrightError:
     failure = ctx.reader.read_failure()
     if failure is not None:
         return failure
-    return vips_error(exc, "image data is corrupt or truncated", source=ctx.source, output=ctx.output, lines=2)
+    return vips_error(exc, source=ctx.source, output=ctx.output, lines=2)
