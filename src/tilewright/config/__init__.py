@@ -66,6 +66,19 @@ class Settings(StorageSettings, ServingSettings, BaseSettings):
     max_upload_bytes: int = Field(
         20 * 2**30, gt=0, description="Largest upload or download accepted, in bytes.", json_schema_extra=LIMITS
     )
+    max_request_body_bytes: int = Field(
+        2**20,
+        gt=0,
+        description="Largest request body of a route that is not an upload (the JSON of /jobs and /process, "
+        "event batches): refused with 413 before it is read whole.",
+        json_schema_extra=LIMITS,
+    )
+    request_read_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A request whose body sends no byte for this long is answered 408 and its upload discarded.",
+        json_schema_extra=LIMITS,
+    )
     time_limit_seconds: float = Field(
         4 * 3600.0,
         ge=0,

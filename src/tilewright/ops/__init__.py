@@ -12,12 +12,22 @@ from __future__ import annotations
 from tilewright.ops.base import OperationError, ParamError, Step
 from tilewright.ops.chain import MAX_IMAGES, apply_chain, run_chain
 from tilewright.ops.encode import Encoded, available_formats, encode, have_avif, output_format, save
-from tilewright.ops.registry import ALIASES, OPS, Op, StepSpec, needs_random_access, parse_chain, parse_step
+from tilewright.ops.registry import (
+    ALIASES,
+    MAX_STEPS,
+    OPS,
+    Op,
+    StepSpec,
+    needs_random_access,
+    parse_chain,
+    parse_step,
+)
 from tilewright.ops.source import LeadThumbnail, Source, lead_thumbnail
 
 __all__ = [
     "ALIASES",
     "MAX_IMAGES",
+    "MAX_STEPS",
     "OPS",
     "Encoded",
     "LeadThumbnail",

@@ -83,6 +83,10 @@ RANDOM_ACCESS = frozenset({"split", "rotate", "flip", "auto_orient"})
 
 StepSpec = str | Mapping[str, Any] | Step
 
+#: the longest chain accepted. Why a bound at all: libvips builds one pipeline per chain, and about 1,500
+#: chained steps overflow its stack and kill the process (1,000 still ran); real chains have a handful.
+MAX_STEPS = 100
+
 
 def parse_chain(
     specs: Iterable[StepSpec] | StepSpec, defaults: Mapping[str, Mapping[str, Any]] | None = None
@@ -94,6 +98,9 @@ def parse_chain(
     """
     if isinstance(specs, (str, Mapping, Step)):
         specs = [specs]
+    specs = list(specs)
+    if len(specs) > MAX_STEPS:  # counted before any step is looked at: a huge chain costs nothing to refuse
+        raise OperationError(f"the chain has {len(specs)} steps; at most {MAX_STEPS}", index=MAX_STEPS, http_status=413)
     steps = []
     for index, spec in enumerate(specs):
         steps.append(parse_step(spec, index, defaults))

@@ -23,6 +23,7 @@ from tilewright.db import get_engine, init_db
 from tilewright.events import sources as event_sources
 from tilewright.jobs.executors import Executor, make_executor
 from tilewright.server import errors, metrics, routes_ui
+from tilewright.server.limits import BodyLimit
 from tilewright.server.proxy import ProxyScope
 from tilewright.server.routes_events import router as events_router
 from tilewright.server.routes_events import source_routes
@@ -69,6 +70,9 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     app.state.tiles = None  # the TileService, while the lifespan runs
     errors.install(app)
     app.add_middleware(CachedTiles)  # first, so innermost: inside metrics and CORS
+    app.add_middleware(
+        BodyLimit, limit=settings.max_request_body_bytes, timeout=settings.request_read_timeout_seconds
+    )  # raises its 413/408 where a route reads the body: the error handlers answer them as JSON
     metrics.install(app, settings)
     app.include_router(tiles_router)  # first: /images/{id}.dzi must not be taken by /images/{image_id}
     app.include_router(images_router)

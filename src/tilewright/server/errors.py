@@ -20,7 +20,7 @@ TITLES = {
     403: "forbidden",
     404: "not found",
     405: "method not allowed",
-    408: "cancelled",
+    408: "timeout",  # a body that stalled, or work cancelled or past its time limit
     409: "conflict",
     411: "length required",
     413: "too large",

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException
 
 from tilewright.formats import accepted_suffixes
 from tilewright.server.errors import ApiError
+from tilewright.server.limits import allow_body
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -87,6 +89,7 @@ async def stream_body(request: Request, folder: Path, limit: int, *, empty: str,
     the file is removed, otherwise it is the caller's to keep or `discard`.
     """
     check_length(request, limit)
+    allow_body(request.scope, limit)  # the upload limit, not the one for JSON bodies
     sink = _Sink(folder, limit)
     try:
         async for chunk in request.stream():
@@ -105,6 +108,7 @@ async def receive(request: Request, folder: Path, limit: int) -> Received:
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type == b"multipart/form-data":
         check_length(request, limit, slack=2**20)  # the part headers and boundaries around the file
+        allow_body(request.scope, limit + 2**20)
         return await _multipart(request, folder, limit, options.get(b"boundary"))
     filename = safe_filename(
         request.query_params.get("filename")
@@ -195,7 +199,7 @@ async def _multipart(request: Request, folder: Path, limit: int, boundary: bytes
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-    except ApiError:
+    except (ApiError, HTTPException):  # over a limit, or stalled: said as it is
         if "sink" in result:
             result["sink"].discard()
         raise

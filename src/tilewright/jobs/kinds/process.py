@@ -18,7 +18,7 @@ from tilewright.errors import CancelledError, InputError, vips_error
 from tilewright.imaging.image_formats import SUFFIX_FORMATS, FormatName
 from tilewright.jobs.kind import Task, TaskContext
 from tilewright.jobs.params import content_hash
-from tilewright.ops import Source, parse_chain, run_chain, save
+from tilewright.ops import MAX_STEPS, Source, parse_chain, run_chain, save
 from tilewright.paths import allowed_input
 from tilewright.pipeline import ProgressFn
 
@@ -45,7 +45,9 @@ class Params(BaseModel):
     # first: a bad chain is reported before anything else, as it always was
     operations: Annotated[list[Any], BeforeValidator(_none_is_empty), AfterValidator(_chain)] = Field(
         default_factory=list,
-        description='operations applied left to right: "name=value" strings or {"op": name, ...} objects',
+        max_length=MAX_STEPS,
+        description=f'operations applied left to right: "name=value" strings or {{"op": name, ...}} objects, '
+        f"at most {MAX_STEPS}",
         examples=[["split", "resize=0.5"]],
     )
     format: FormatName | None = None
