@@ -135,3 +135,10 @@ def test_an_upload_that_stalls_mid_body_is_408_and_leaves_nothing(served, testda
     leftovers = list(Path(data).rglob(".incoming-*"))
     assert leftovers == []
     assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/images", "/jobs"])
+def test_a_huge_paging_offset_is_a_422_not_a_500(tmp_path, path):
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data")), raise_server_exceptions=False) as client:
+        assert_error(client.get(path, params={"offset": "523673927991882204315648"}), 422, "offset")
+        assert client.get(path, params={"offset": 2**31}).status_code == 200

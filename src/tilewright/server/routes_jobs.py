@@ -48,7 +48,7 @@ def list_jobs(
     state: str | None = None,
     kind: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**31),  # past SQLite's 64-bit integers it was a 500 (OverflowError)
 ) -> list[dict[str, Any]]:
     settings = settings_of(request)
     relative = Relative(settings)
