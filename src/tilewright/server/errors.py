@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
 from tilewright.errors import TilewrightError, one_line
+from tilewright.jobs.view import Relative
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,21 @@ def allowed_methods(request: Request) -> list[str]:
     ]
 
 
+def shown(request: Request, detail: str) -> str:
+    """`detail` as a client may see it: the server's folders (uploads, outputs, work, input roots) left out,
+    paths relative to them, as in job JSON (an error text can name the file it failed on)."""
+    settings = getattr(request.app.state, "settings", None)
+    return Relative(settings).text(detail) if settings is not None else detail
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api(_request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.detail, exc.headers)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, shown(request, exc.detail), exc.headers)
 
     @app.exception_handler(TilewrightError)
-    async def _tilewright(_request: Request, exc: TilewrightError) -> JSONResponse:
-        return error_response(exc.http_status, one_line(exc, None), type=type(exc).__name__)
+    async def _tilewright(request: Request, exc: TilewrightError) -> JSONResponse:
+        return error_response(exc.http_status, shown(request, one_line(exc, None)), type=type(exc).__name__)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

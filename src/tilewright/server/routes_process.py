@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from tilewright.config import Settings
 from tilewright.db import session_scope
-from tilewright.errors import InputError, TilewrightError, one_line
+from tilewright.errors import InputError, TilewrightError, one_line, vips_reason
 from tilewright.jobs.kinds.process import ImageItem, Params, process_images, process_target
 from tilewright.jobs.models import Image
 from tilewright.jobs.params import explain
@@ -136,7 +136,7 @@ def _resize_file(path: Path, steps: list[Step], settings: Settings) -> tuple[Enc
             raise
         raise ApiError(400, exc.reason) from None
     except pyvips.Error as exc:
-        raise ApiError(415, f"cannot decode the image: {one_line(exc, 200)}") from None
+        raise ApiError(415, f"cannot decode the image: {vips_reason(exc)}") from None  # the one explainer
 
 
 # -- /process --------------------------------------------------------------------------------------

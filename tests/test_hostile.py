@@ -142,3 +142,24 @@ def test_a_huge_paging_offset_is_a_422_not_a_500(tmp_path, path):
     with TestClient(create_app(Settings(data_dir=tmp_path / "data")), raise_server_exceptions=False) as client:
         assert_error(client.get(path, params={"offset": "523673927991882204315648"}), 422, "offset")
         assert client.get(path, params={"offset": 2**31}).status_code == 200
+
+
+def test_error_bodies_never_show_where_the_server_keeps_its_files(tmp_path, testdata):
+    """Every damaged file of shared/testdata/broken/ through /resize and /process: a 4xx JSON error (or an
+    image, for those libvips can still read) whose text never names the data folder."""
+    data = (tmp_path / "data").resolve()
+    broken = testdata("broken")
+    settings = Settings(data_dir=data, input_roots=[str(broken)])
+    files = sorted(p for p in broken.iterdir() if p.is_file())
+    assert len(files) > 15
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for path in files:
+            answers = [
+                client.post("/resize?width=100", content=path.read_bytes()),
+                client.post("/process", json={"images": [{"input": str(path), "output": "x.png"}], "operations": []}),
+            ]
+            for answer in answers:
+                assert answer.status_code < 500, (path.name, answer.text)
+                if answer.status_code >= 400:
+                    assert answer.json()["detail"] and str(data) not in answer.text, (path.name, answer.text)
+                    assert str(tmp_path) not in answer.text, (path.name, answer.text)
