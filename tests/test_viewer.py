@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
 
 import httpx
 import numpy as np
@@ -40,12 +39,17 @@ SETTLED = (  # the zoom animation over, every tile drawn
 )
 
 
-def save(name: str, png: bytes) -> None:
+def save(name: str, png: bytes, docs: bool = True) -> None:
+    """A test artifact; for docs/images/ (UPDATE_DOCS_SCREENSHOTS=1) at most 900 px wide, in 128 colours:
+    small files for the repository."""
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / name).write_bytes(png)
-    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
+    if docs and os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
         (REPO / "docs" / "images").mkdir(exist_ok=True)
-        shutil.copyfile(ARTIFACTS / name, REPO / "docs" / "images" / name)
+        picture = PILImage.open(io.BytesIO(png)).convert("RGB")
+        if picture.width > 900:
+            picture = picture.resize((900, round(picture.height * 900 / picture.width)), PILImage.Resampling.LANCZOS)
+        picture.quantize(128).save(REPO / "docs" / "images" / name, optimize=True)
 
 
 class Site:
@@ -145,7 +149,7 @@ def test_a_viewer_reopened_after_publication_shows_exactly_the_pixels_of_a_fresh
     assert dynamic.headers["cache-control"] == "no-cache" and 'TileSize="240"' in dynamic.text
     page.evaluate("(view) => window.tilewright.applyView(view)", VIEW)
     before = canvas(page)
-    save("reopen-before.png", PILImage_png(before))
+    save("reopen-before.png", PILImage_png(before), docs=False)
 
     site.release()  # the page follows the job over SSE and reopens the viewer on the published pyramid
     page.wait_for_function(
@@ -163,8 +167,8 @@ def test_a_viewer_reopened_after_publication_shows_exactly_the_pixels_of_a_fresh
     )
     loaded = canvas(fresh)
     assert fresh.evaluate("() => window.tilewright.currentView()") == {**VIEW, "rotation": 0, "flip": False}
-    save("reopen-after.png", PILImage_png(reopened))
-    save("reopen-fresh.png", PILImage_png(loaded))
+    save("reopen-after.png", PILImage_png(reopened), docs=False)
+    save("reopen-fresh.png", PILImage_png(loaded), docs=False)
     assert reopened.shape == loaded.shape == before.shape
     assert np.array_equal(reopened, loaded), "the reopened viewer differs from a fresh load"
     assert float(reopened[..., :3].std()) > 10  # not blank
