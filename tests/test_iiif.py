@@ -1,11 +1,17 @@
-"""IIIF Image API 3 URL parsing (server/iiif.py): pure functions, valid and invalid requests."""
+"""IIIF Image API 3 URL parsing (server/iiif.py): pure functions, valid and invalid requests; and the media
+type info.json is served as (server/tiles/image_api.py), on a real app."""
 
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 
-from tilewright.server import iiif
+from tilewright.config import Settings
+from tilewright.db import session_scope
+from tilewright.jobs.models import Image
+from tilewright.server import create_app, iiif
 from tilewright.server.iiif import IiifError
+from tilewright.server.tiles import image_api
 
 W, H = 2220, 2967
 LIMITS = {"max_width": 16383, "max_height": 16383, "max_area": 4096 * 4096}
@@ -174,3 +180,57 @@ def test_info_document():
     assert doc["tiles"] == [{"width": 512, "height": 512, "scaleFactors": [1, 2, 4, 8]}]
     assert doc["sizes"][0] == {"width": 278, "height": 371} and doc["sizes"][-1] == {"width": W, "height": H}
     assert "mirroring" in doc["extraFeatures"] and doc["extraFormats"] == ["webp"]
+
+
+# -- info.json's media type (Image API 3.0 §5.1) -------------------------------------------------------
+LD = 'application/ld+json;profile="http://iiif.io/api/image/3/context.json"'
+
+
+@pytest.mark.parametrize(
+    "accept, expected",
+    [
+        (None, LD),  # §5.1: "If the request does not include an Accept header ... application/ld+json"
+        ("", LD),
+        ("*/*", LD),  # what browsers' fetch and curl send: the server's choice
+        ("application/*", LD),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", LD),
+        ("application/ld+json", LD),
+        ('application/ld+json;profile="http://iiif.io/api/image/3/context.json"', LD),
+        ("application/json, application/ld+json", LD),
+        ("application/json", "application/json"),  # asked for by name: kept
+        ("Application/JSON; charset=utf-8", "application/json"),
+        ("application/json, */*;q=0.1", "application/json"),
+        ("application/json, application/ld+json;q=0", "application/json"),
+        ("application/json;q=0, */*", LD),
+    ],
+)
+def test_info_json_media_type_follows_accept(accept, expected):
+    assert image_api.info_media_type(accept) == expected
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, testdata):
+    settings = Settings(data_dir=tmp_path_factory.mktemp("iiif"))
+    slide = testdata("svs/cmu-1-small-region.svs")
+    with TestClient(create_app(settings)) as client:
+        with session_scope(settings) as session:
+            session.add(Image(id="cmu", collection="c", filename=slide.name, path=str(slide), size=1, sha256="0" * 64))
+        yield client
+
+
+def test_info_json_without_accept_is_json_ld_with_vary_and_an_etag_per_representation(client):
+    url = "/iiif/3/cmu/info.json"
+    bare = client.build_request("GET", url)
+    del bare.headers["accept"]  # httpx sends `Accept: */*` unless told not to
+    ld = client.send(bare)
+    plain = client.get(url, headers={"Accept": "application/json"})
+    assert ld.status_code == 200 and ld.headers["content-type"] == LD
+    assert plain.headers["content-type"] == "application/json" and plain.json() == ld.json()
+    assert "Accept" in ld.headers["vary"] and ld.headers["vary"] == plain.headers["vary"]
+    assert ld.headers["etag"] != plain.headers["etag"]
+    assert client.get(url).headers["etag"] == ld.headers["etag"]  # `*/*`: the same representation
+    assert "json-ld#context" not in ld.headers["link"] and "json-ld#context" in plain.headers["link"]
+    again = client.get(url, headers={"If-None-Match": ld.headers["etag"]})
+    assert again.status_code == 304 and again.headers["etag"] == ld.headers["etag"]
+    other = client.get(url, headers={"Accept": "application/json", "If-None-Match": ld.headers["etag"]})
+    assert other.status_code == 200 and other.headers["content-type"] == "application/json"

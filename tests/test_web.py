@@ -24,17 +24,6 @@ from starlette.types import Receive, Scope, Send
 
 from services import REPO, clean_env, free_port, start_server, wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO / "test-artifacts"
 OSD = REPO / "build" / "openseadragon" / "openseadragon.min.js"
 
@@ -50,18 +39,6 @@ def server(tmp_path_factory):
     )
     yield f"http://127.0.0.1:{port}"
     proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (or `make test`)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 def not_blank(png: bytes) -> float:

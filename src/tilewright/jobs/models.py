@@ -77,6 +77,8 @@ class Image(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     collection: Mapped[str] = mapped_column(String(100), index=True)
     filename: Mapped[str] = mapped_column(String(255))
+    # the name as uploaded, shown to people; `filename` is its safe form, the file's name on disk
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     path: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
@@ -92,6 +94,7 @@ class Image(Base):
             "id": self.id,
             "collection": self.collection,
             "filename": self.filename,
+            "name": self.name or self.filename,
             "size": self.size,
             "sha256": self.sha256,
             "format": self.format,

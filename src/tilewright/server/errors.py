@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
@@ -31,6 +33,18 @@ TITLES = {
     500: "internal error",
     503: "unavailable",
 }
+
+
+class ErrorBody(BaseModel):
+    """What every error answer carries (`error_response`)."""
+
+    error: str
+    detail: str
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's error answers for its OpenAPI `responses`: each with the `ErrorBody` schema."""
+    return {status: {"model": ErrorBody, "description": TITLES.get(status, "error")} for status in statuses}
 
 
 class ApiError(Exception):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from sqlalchemy import func, select
+from pydantic import BaseModel, Field
+from sqlalchemy import func, or_, select
 from starlette.concurrency import run_in_threadpool
 
 from tilewright.config import Settings
@@ -24,7 +25,7 @@ from tilewright.jobs.view import Relative, public_job
 from tilewright.outputs import WRITERS
 from tilewright.recipes import load_recipe
 from tilewright.server.deps import executor_of, require_token, settings_of
-from tilewright.server.errors import ApiError
+from tilewright.server.errors import ApiError, responses
 from tilewright.server.proxy import link
 from tilewright.server.upload import Received, discard, receive
 from tilewright.storage import MANIFEST, StorageError, join_key
@@ -150,6 +151,7 @@ def _record(
             id=image_id,
             collection=collection,
             filename=received.filename,
+            name=received.name or received.filename,
             path=str(path),
             size=received.size,
             sha256=received.sha256,
@@ -165,25 +167,58 @@ def _record(
         return {"image": _image_view(settings, image), "job": public_job(settings, job)}
 
 
-@router.get("/images")
-def list_images(
-    request: Request,
-    collection: str | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0, le=2**31),  # past SQLite's 64-bit integers it was a 500 (OverflowError)
-) -> list[dict[str, Any]]:
+class ImageQuery(BaseModel):
+    """The query of `GET /images`: a page of the images, newest first, maybe of one collection or a search."""
+
+    collection: str | None = Field(None, max_length=100, description="Only the images of this collection.")
+    q: str | None = Field(
+        None,
+        max_length=200,
+        description="Only the images whose name (as uploaded, or as stored) or id contains this text, in any case.",
+    )
+    limit: int = Field(100, ge=1, le=1000, description="At most this many images.")
+    # bounded: past SQLite's 64-bit integers an offset was a 500 (OverflowError)
+    offset: int = Field(0, ge=0, le=2**31, description="Skip this many (the images before this page).")
+
+
+TOTAL_HEADER = {
+    "X-Total-Count": {
+        "description": "How many images match (collection, q), all pages together.",
+        "schema": {"type": "integer"},
+    }
+}
+
+
+@router.get(
+    "/images",
+    responses={200: {"headers": TOTAL_HEADER}, **responses(422)},
+    summary="A page of the images, newest first (search with q, page with limit/offset)",
+)
+def list_images(request: Request, response: Response, query: Annotated[ImageQuery, Query()]) -> list[dict[str, Any]]:
     settings = settings_of(request)
-    query = select(Image).order_by(Image.created_at.desc()).limit(limit).offset(offset)
-    if collection is not None:
-        query = query.where(Image.collection == collection)
+    where = []
+    if query.collection is not None:
+        where.append(Image.collection == query.collection)
+    if query.q:
+        where.append(
+            or_(
+                Image.name.icontains(query.q, autoescape=True),
+                Image.filename.icontains(query.q, autoescape=True),
+                Image.id.istartswith(query.q, autoescape=True),
+            )
+        )
+    # newest first, the id breaking ties: pages neither repeat nor skip an image
+    page = select(Image).where(*where).order_by(Image.created_at.desc(), Image.id.desc())
     with session_scope(settings) as session:
-        images = list(session.scalars(query))
+        images = list(session.scalars(page.limit(query.limit).offset(query.offset)))
+        total = session.scalar(select(func.count()).select_from(Image).where(*where))
+        response.headers["X-Total-Count"] = str(total or 0)
         jobs = store.get_many(settings, [image.job_id for image in images])  # one query, not one per image
         relative = Relative(settings)
         return [_image_view(settings, image, jobs, relative) for image in images]
 
 
-@router.get("/images/{image_id}")
+@router.get("/images/{image_id}", responses=responses(404))
 def get_image(image_id: str, request: Request) -> dict[str, Any]:
     settings = settings_of(request)
     with session_scope(settings) as session:
@@ -193,7 +228,7 @@ def get_image(image_id: str, request: Request) -> dict[str, Any]:
         return _image_view(settings, image)
 
 
-@router.delete("/images/{image_id}", dependencies=[Depends(require_token)])
+@router.delete("/images/{image_id}", dependencies=[Depends(require_token)], responses=responses(401, 404))
 def delete_image(image_id: str, request: Request) -> dict[str, Any]:
     """Delete the record, the uploaded file and the outputs (also the output store's copy: its manifest
     first, so it stops being served at once); a conversion still running is cancelled."""

@@ -28,6 +28,17 @@ class Received:
     size: int
     sha256: str
     fields: dict[str, str]
+    name: str = ""  # the file's name as the client sent it, for people (`uploaded_name`); never a path
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def uploaded_name(name: str | None, safe: str) -> str:
+    """The name a person gave the file (folders and control characters dropped, at most 255 characters),
+    kept to be shown; the file on disk is named `safe` (`safe_filename`), which is used when nothing is left."""
+    base = _CONTROL.sub("", (name or "").replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    return base[:255] or safe
 
 
 def safe_filename(name: str | None) -> str:
@@ -110,19 +121,22 @@ async def receive(request: Request, folder: Path, limit: int) -> Received:
         check_length(request, limit, slack=2**20)  # the part headers and boundaries around the file
         allow_body(request.scope, limit + 2**20)
         return await _multipart(request, folder, limit, options.get(b"boundary"))
-    filename = safe_filename(
+    given = (
         request.query_params.get("filename")
         or request.headers.get("x-filename")
         or _disposition_name(request.headers.get("content-disposition"))
     )
+    filename = safe_filename(given)
     check_type(filename)
-    return await stream_body(
+    received = await stream_body(
         request,
         folder,
         limit,
         filename=filename,
         empty="empty upload: send the file as the request body or as multipart field 'file'",
     )
+    received.name = uploaded_name(given, filename)
+    return received
 
 
 def _disposition_name(header: str | None) -> str | None:
@@ -160,9 +174,10 @@ async def _multipart(request: Request, folder: Path, limit: int, boundary: bytes
         field = (options.get(b"name") or b"").decode("utf-8", "replace")
         filename = options.get(b"filename")
         if filename is not None and "sink" not in result:
-            name = safe_filename(filename.decode("utf-8", "replace"))
+            given = filename.decode("utf-8", "replace")
+            name = safe_filename(given)
             check_type(name)
-            result["filename"] = name
+            result["filename"], result["name"] = name, uploaded_name(given, name)
             result["sink"] = _Sink(folder, limit)
             state["part"] = "file"
         else:
@@ -214,7 +229,7 @@ async def _multipart(request: Request, folder: Path, limit: int, boundary: bytes
     if sink.size == 0:
         sink.discard()
         raise ApiError(400, "empty upload")
-    return Received(sink.path, result["filename"], sink.size, sink.digest.hexdigest(), fields)
+    return Received(sink.path, result["filename"], sink.size, sink.digest.hexdigest(), fields, result["name"])
 
 
 def discard(path: Path) -> None:

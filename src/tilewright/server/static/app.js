@@ -1,4 +1,5 @@
-// tilewright's web page: upload with progress, live jobs (server-sent events), gallery, OpenSeadragon viewer.
+// tilewright's web page: upload with progress, live jobs (server-sent events), gallery (search, pages,
+// delete), and the image's metadata, outputs and associated images beside the viewer (viewer.js).
 // Every URL here is relative (no leading "/"): the page is served at the app's root ("PREFIX/" or
 // "PREFIX/ui"), so the same page works with the app at the root of a host or under a proxy's path prefix.
 "use strict";
@@ -7,8 +8,10 @@ const $ = (selector) => document.querySelector(selector);
 const FINISHED = ["succeeded", "failed", "cancelled"];
 const jobs = new Map();      // id -> job
 const streams = new Map();   // id -> EventSource
-let viewer = null;
 let openImage = null;        // {id, job_id, tiles} of the image in the viewer
+// images per gallery page (?per_page=N in the page's address: a smaller page on a small screen, or in tests)
+const PAGE = Math.min(200, Number.parseInt(new URLSearchParams(location.search).get("per_page"), 10) || 24);
+let galleryOffset = 0;
 
 function authHeaders() {
   const token = $("#token").value.trim();
@@ -77,7 +80,7 @@ function upload(event) {
     if (xhr.status >= 200 && xhr.status < 300 && body) {
       box.className = "progress done";
       setProgress(1, "uploaded");
-      message.textContent = `${body.image.filename} uploaded to "${body.image.collection}"; job ${body.job.id.slice(0, 8)} ${jobWhat(body.job)}.`;
+      message.textContent = `${body.image.name} uploaded to "${body.image.collection}"; job ${body.job.id.slice(0, 8)} ${jobWhat(body.job)}.`;
       trackJob(body.job);
       refreshCollections();
       refreshGallery();
@@ -208,20 +211,72 @@ async function refreshCollections() {
   } catch (e) { /* keep what is shown */ }
 }
 
+function caption(name) {   // a name breaks only after _ - . or a space, never inside a word
+  const box = el("div", { class: "name", title: name });
+  for (const piece of name.split(/(?<=[_\-. ])/)) box.append(piece, el("wbr"));
+  return box;
+}
+
 async function refreshGallery() {
-  const collection = $("#gallery-collection").value;
-  let images = [];
-  try { images = await api(`images?limit=200${collection ? "&collection=" + encodeURIComponent(collection) : ""}`); }
-  catch (e) { return; }
+  const collection = $("#gallery-collection").value, q = $("#gallery-search").value.trim();
+  const params = new URLSearchParams({ limit: PAGE, offset: galleryOffset });
+  if (collection) params.set("collection", collection);
+  if (q) params.set("q", q);
+  let images = [], total = 0;
+  try {
+    const response = await fetch(`images?${params}`, { headers: authHeaders() });
+    if (!response.ok) return;
+    images = await response.json();
+    total = Number(response.headers.get("X-Total-Count") || images.length);
+  } catch (e) { return; }
+  if (!images.length && galleryOffset > 0 && total > 0) {   // the last image of a page deleted: back a page
+    galleryOffset = Math.max(0, galleryOffset - PAGE);
+    return refreshGallery();
+  }
   const box = $("#thumbs");
   box.replaceChildren();
-  if (!images.length) box.append(el("p", { class: "muted" }, "no images yet"));
+  if (!images.length) box.append(el("p", { class: "muted" }, q ? `no image matches “${q}”` : "no images yet"));
   for (const image of images) {
-    box.append(el("figure", { class: "thumb", "data-image": image.id, onclick: () => openViewer(image.id) },
-      el("img", { src: `images/${image.id}/thumbnail?size=166`, alt: image.filename, loading: "lazy" }),
-      el("div", { class: "name" }, image.filename),
+    const remove = el("button", { class: "delete secondary", type: "button", title: `delete ${image.name}`,
+                                  "aria-label": `delete ${image.name}`, onclick: (e) => { e.stopPropagation(); deleteImage(image); } }, "×");
+    box.append(el("figure", { class: "thumb", "data-image": image.id, tabindex: 0, onclick: () => openViewer(image.id),
+                              onkeydown: (e) => { if (e.key === "Enter") openViewer(image.id); } },
+      remove,
+      el("img", { src: `images/${image.id}/thumbnail?size=166`, alt: image.name, loading: "lazy" }),
+      caption(image.name),
       el("div", { class: "collection" }, `${image.collection} · ${image.state || ""}`)));
   }
+  const last = Math.min(total, galleryOffset + images.length);
+  $("#page-info").textContent = total ? `${galleryOffset + 1}–${last} of ${total}` : "";
+  $("#page-prev").disabled = galleryOffset === 0;
+  $("#page-next").disabled = last >= total;
+}
+
+async function deleteImage(image) {
+  if (!confirm(`Delete ${image.name} and everything made from it?`)) return;
+  const message = $("#gallery-message");
+  try {
+    await api(`images/${image.id}`, { method: "DELETE" });
+    message.className = "message"; message.textContent = `${image.name} deleted.`;
+    if (openImage && openImage.id === image.id) { $("#viewer-section").hidden = true; openImage = null; }
+  } catch (e) {
+    message.className = "message error";
+    message.textContent = `Cannot delete ${image.name}: ${e.message}`;
+  }
+  refreshCollections();
+  refreshGallery();
+}
+
+function outputLinks(record) {   // what its job made (a recipe's thumbnails, copies, metadata.json), linked
+  const urls = record.urls || [];
+  if (!urls.length) return null;
+  const list = el("ul", { class: "outputs" });
+  for (const url of urls) {
+    const href = url.startsWith("/") ? url.slice(1) : url, name = decodeURIComponent(href.split("/").pop());
+    const picture = /\.(jpe?g|png|webp)$/i.test(name) ? el("img", { src: href, alt: name, loading: "lazy" }) : null;
+    list.append(el("li", {}, el("a", { href, target: "_blank", rel: "noopener" }, picture, name)));
+  }
+  return el("section", { class: "made-files" }, el("h3", {}, "Outputs"), list);
 }
 
 function metaList(pairs) {
@@ -241,7 +296,7 @@ function tilesNote(info, record) {   // where the viewer's tiles come from, in w
   return "served dynamically: tiles are made on request from the upload (its job made no Deep Zoom pyramid)";
 }
 
-async function openViewer(id, keepView = false) {
+async function openViewer(id, keepView = false, view = null) {
   let info, record;
   try {
     [info, record] = await Promise.all([api(`images/${id}/info`), api(`images/${id}`)]);
@@ -249,13 +304,15 @@ async function openViewer(id, keepView = false) {
     alert(`Cannot open image: ${e.message}`);
     return;
   }
+  const kept = keepView && openImage && openImage.id === id ? TW.currentView() : null;
   openImage = { id, job_id: record.job_id, tiles: info.tiles };
   const section = $("#viewer-section");
   section.hidden = false;
-  $("#viewer-title").textContent = `${record.filename} — ${tilesNote(info, record)}`;
+  $("#viewer-title").textContent = `${record.name} — ${tilesNote(info, record)}`;
   const meta = $("#meta");
   meta.replaceChildren(metaList([
-    ["id", id], ["collection", record.collection], ["format", info.format], ["vendor", info.vendor],
+    ["id", id], ["name", record.name], ["stored as", record.filename !== record.name ? record.filename : null],
+    ["collection", record.collection], ["format", info.format], ["vendor", info.vendor],
     ["size", `${info.width} × ${info.height} px`], ["levels", info.levels.length],
     ["tile", `${info.tile_width} × ${info.tile_height}`],
     ["resolution", info.mpp_x ? `${info.mpp_x.toFixed(4)} × ${info.mpp_y.toFixed(4)} µm/px` : null],
@@ -263,28 +320,27 @@ async function openViewer(id, keepView = false) {
     ["tiles", info.tiles], ["state", record.state],
     ["Deep Zoom", info.dzi], ["IIIF", info.iiif],
   ]));
+  const associated = el("div", { class: "associated" });
   for (const url of info.associated || []) {   // the server's links start with its root path: only the name is taken
     const name = url.split("/").pop();
-    meta.append(el("figure", {}, el("img", { src: `images/${id}/associated/${name}`, alt: name, style: "max-width:100%" }),
-                   el("figcaption", { class: "muted" }, name)));
+    associated.append(el("figure", {}, el("img", { src: `images/${id}/associated/${name}`, alt: name }),
+                         el("figcaption", { class: "muted" }, name)));
   }
+  if (associated.children.length) meta.append(el("h3", {}, "Associated images"), associated);
+  const made = outputLinks(record);
+  if (made) meta.append(made);
   const props = Object.entries(info.properties || {});
   if (props.length) meta.append(el("details", {}, el("summary", {}, `${props.length} properties`), metaList(props)));
   if (typeof OpenSeadragon === "undefined") {
     $("#viewer").replaceChildren(el("p", { class: "error" }, "OpenSeadragon is missing: run `make` on the server."));
     return;
   }
-  const source = `images/${id}.dzi`;
-  if (!viewer) {
-    viewer = OpenSeadragon({ id: "viewer", prefixUrl: "vendor/openseadragon/images/", tileSources: source,
-                             showNavigator: true, crossOriginPolicy: "Anonymous", maxZoomPixelRatio: 2 });
-  } else {
-    const center = keepView ? viewer.viewport.getCenter() : null, zoom = keepView ? viewer.viewport.getZoom() : null;
-    viewer.open(source);
-    if (keepView) viewer.addOnceHandler("open", () => { viewer.viewport.panTo(center, true); viewer.viewport.zoomTo(zoom, null, true); });
-  }
-  window.tilewrightViewer = viewer;
-  section.scrollIntoView({ behavior: "instant", block: "start" });
+  // The tile URLs name what they show: the published pyramid has another grid than the dynamic tiles at the
+  // same paths, and a browser reuses an image it already has in the page for the same URL whatever its
+  // Cache-Control says (HTML's "list of available images"): a reopened viewer would show the old tiles.
+  const version = info.tiles === "prebuilt" ? `prebuilt-${record.job_id || ""}` : "dynamic";
+  TW.show(info, `images/${id}.dzi?tiles=${encodeURIComponent(version)}`, view || kept);
+  if (!keepView) section.scrollIntoView({ behavior: "instant", block: "start" });
 }
 
 // -- start -----------------------------------------------------------------------------------------------
@@ -307,12 +363,19 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#token").addEventListener("change", () => localStorage.setItem("tilewright-token", $("#token").value.trim()));
   $("#upload-form").addEventListener("submit", upload);
   $("#recipe").addEventListener("change", recipeChosen);
-  $("#gallery-collection").addEventListener("change", refreshGallery);
+  const fromStart = () => { galleryOffset = 0; refreshGallery(); };
+  $("#gallery-collection").addEventListener("change", fromStart);
+  let typing = null;
+  $("#gallery-search").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(fromStart, 250); });
+  $("#page-prev").addEventListener("click", () => { galleryOffset = Math.max(0, galleryOffset - PAGE); refreshGallery(); });
+  $("#page-next").addEventListener("click", () => { galleryOffset += PAGE; refreshGallery(); });
   loadRecipes();
   refreshCollections();
   refreshGallery();
   refreshJobs();
   setInterval(refreshJobs, 5000);
-  const wanted = new URLSearchParams(location.search).get("image");
-  if (wanted) openViewer(wanted);
+  // a shared link: #image=ID&x=..&y=..&zoom=..[&rotation=..&flip=1] (or the older ?image=ID)
+  const linked = TW.parseHash(location.hash);
+  const wanted = linked.image || new URLSearchParams(location.search).get("image");
+  if (wanted) openViewer(wanted, false, linked.view);
 });

@@ -40,6 +40,38 @@ CONTEXT_LINK = f'<{iiif.CONTEXT}>;rel="http://www.w3.org/ns/json-ld#context";typ
 LD_MEDIA_TYPE = f'application/ld+json;profile="{iiif.CONTEXT}"'
 
 
+def _media_ranges(accept: str) -> list[tuple[str, float]]:
+    """`Accept`'s media ranges with their q (1 when not given, 0 when unreadable: RFC 9110 §12.5.1)."""
+    ranges = []
+    for part in accept.lower().split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if media:
+            ranges.append((media, q))
+    return ranges
+
+
+def info_media_type(accept: str | None) -> str:
+    """The representation of info.json a request's `Accept` asks for (Image API 3.0 §5.1).
+
+    The spec: with no `Accept`, `application/ld+json` with the context as its profile; with one, follow
+    content negotiation. So JSON-LD unless the client names `application/json` and not JSON-LD (a
+    wildcard, `*/*` as browsers and curl send, or an unrelated type gets the server's choice: JSON-LD).
+    A range with q=0 is a refusal, not a wish.
+    """
+    named = {media for media, q in _media_ranges(accept or "") if q > 0}
+    if "application/json" in named and "application/ld+json" not in named:
+        return "application/json"
+    return LD_MEDIA_TYPE
+
+
 def iiif_what(req: iiif.Request, quality: int) -> str:
     """The cache name of an IIIF image request (shared with the fast path)."""
     return f"iiif:{req.canonical()}:q{quality}"
@@ -57,8 +89,8 @@ def info(svc: TileService, request: Request, image_id: str) -> Response:
     doc = iiif.info(base, found.width, found.height, tile, **iiif_limits(svc.settings))
     # Two representations, chosen by `Accept` (Image API 3 §5.1): caches must key on it (Vary), and each
     # has its own ETag, so that a 304 never confirms the other one.
-    linked_data = "application/ld+json" in request.headers.get("accept", "")
-    media = LD_MEDIA_TYPE if linked_data else "application/json"
+    media = info_media_type(request.headers.get("accept"))
+    linked_data = media == LD_MEDIA_TYPE
     etag = etag_of(record.key(f"info:{base}:{tile}:{svc.settings.max_region_pixels}:{media}"))
     links = IMAGE_PROFILE_LINK if linked_data else f"{IMAGE_PROFILE_LINK}, {CONTEXT_LINK}"
     headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept", "Link": links}

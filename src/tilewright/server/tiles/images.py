@@ -3,11 +3,12 @@ slide's info document (run on the tile pool; the routes check their parameters f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pyvips
 from fastapi import Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from tilewright.server import iiif
 from tilewright.server.cache import Handle
@@ -19,6 +20,49 @@ from tilewright.server.tiles.service import TileService
 
 ASSOCIATED = ("label", "macro", "thumbnail")
 MAX_THUMBNAIL = 4096
+
+
+class LevelInfo(BaseModel):
+    width: int
+    height: int
+    downsample: float = Field(description="Level-0 pixels per pixel of this level.")
+
+
+class Size(BaseModel):
+    width: int
+    height: int
+
+
+class ImageInfo(BaseModel):
+    """`GET /images/{id}/info`: the slide's metadata (as `tilewright info`), and the URLs it is served at."""
+
+    id: str
+    collection: str
+    kind: str = Field(description="The output kind its upload asked for.")
+    format: str
+    reader: str
+    vendor: str | None
+    width: int = Field(description="Level-0 width, in pixels.")
+    height: int
+    bands: int
+    levels: list[LevelInfo]
+    tile_width: int
+    tile_height: int
+    tiled: bool
+    mpp_x: float | None = Field(description="Microns per level-0 pixel across (None: the file does not say).")
+    mpp_y: float | None = Field(description="Microns per level-0 pixel down.")
+    objective_power: float | None = Field(description="The scanner's objective magnification (20 for 20x).")
+    associated_images: dict[str, Size] = Field(description="Every associated image the file holds, by name.")
+    associated: list[str] = Field(
+        description=f"URLs of the associated images the server serves ({', '.join(ASSOCIATED)}), under the root path."
+    )
+    properties: dict[str, str] = Field(description="The file's own metadata, as its reader gives it.")
+    dzi: str
+    iiif: str
+    thumbnail: str
+    tiles: Literal["prebuilt", "dynamic"] = Field(
+        description="prebuilt: the .dzi and its tiles are a published pyramid; dynamic: rendered from the source."
+    )
 
 
 def _thumbnail_image(handle: Handle, size: int) -> pyvips.Image:

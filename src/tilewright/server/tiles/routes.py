@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from tilewright.server.errors import ApiError
+from tilewright.server.errors import ApiError, responses
 from tilewright.server.proxy import link
 from tilewright.server.tiles import deepzoom, image_api, images, urls
 from tilewright.server.tiles.ranges import ranged
@@ -124,7 +124,12 @@ async def region(
     return ranged(request, await svc.run(images.region, svc, request, image_id, x, y, w, h, level, fmt))
 
 
-@router.get(urls.INFO.template, summary="The slide's metadata: size, levels, resolution, properties, URLs")
+@router.get(
+    urls.INFO.template,
+    summary="The slide's metadata: size, levels, resolution (mpp), objective power, associated images, URLs",
+    response_model=images.ImageInfo,
+    responses=responses(400, 404, 413, 415, 422),
+)
 async def info(image_id: str, request: Request) -> dict[str, Any]:
     svc = service(request)
     return await svc.run(images.info, svc, request, image_id)
