@@ -163,5 +163,9 @@ def save(
     if watch is not None:
         watch(prepared)
     path = Path(f"{stem}{FORMATS[fmt].extension}")
-    getattr(prepared, _SAVERS[fmt])(str(path), **options)
+    try:
+        getattr(prepared, _SAVERS[fmt])(str(path), **options)
+    except BaseException:  # a source that fails mid-decode (or a cancel): no half-written file is left behind
+        path.unlink(missing_ok=True)
+        raise
     return path

@@ -22,7 +22,8 @@ from tilewright.config import Settings, get_settings
 from tilewright.db import get_engine, init_db
 from tilewright.events import sources as event_sources
 from tilewright.jobs.executors import Executor, make_executor
-from tilewright.server import errors, metrics, routes_ui
+from tilewright.server import errors, metrics, openapi, routes_ui
+from tilewright.server.deps import require_token
 from tilewright.server.limits import BodyLimit
 from tilewright.server.proxy import ProxyScope
 from tilewright.server.routes_events import router as events_router
@@ -115,4 +116,5 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         "/outputs", routes_ui.OutputFiles(directory=settings.resolved_output_root(), check_dir=False), name="outputs"
     )
     app.add_middleware(ProxyScope, settings=settings)  # last, so outermost: every other part sees the settled scope
+    openapi.install(app, require_token)  # after every route: the schema declares what each one answers
     return app

@@ -80,7 +80,10 @@ class Request:
     def canonical(self) -> str:
         """The canonical URI path of this request (used as the cache key)."""
         rot = f"{'!' if self.mirror else ''}{self.rotation:g}"
-        return f"{self.x},{self.y},{self.w},{self.h}/{self.out_w},{self.out_h}/{rot}/{self.quality}.{self.format}"
+        # Image API 3 §4.7: the canonical size is w,h, with ^ when it is larger than the region (else it
+        # would not parse again: found by tests/test_properties.py)
+        up = "^" if self.out_w > self.w or self.out_h > self.h else ""
+        return f"{self.x},{self.y},{self.w},{self.h}/{up}{self.out_w},{self.out_h}/{rot}/{self.quality}.{self.format}"
 
 
 def parse_region(text: str, width: int, height: int) -> tuple[int, int, int, int]:

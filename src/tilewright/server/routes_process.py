@@ -150,6 +150,8 @@ class _ProcessRoute(APIRoute):
     """`/process` answers a bad body 400 (FastAPI's own validation would say 422) and a bad operation 422
     with its `index`, `op` and `param`, whether the body's validation or the inline run finds it."""
 
+    checks_token = True  # by hand, before the body is parsed (server.openapi declares its 401)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
