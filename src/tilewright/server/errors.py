@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
@@ -36,8 +36,10 @@ TITLES = {
 
 
 class ErrorBody(BaseModel):
-    """What every error answer carries (`error_response`)."""
+    """What every error answer carries (`error_response`): a title for the status, one line of detail, and
+    sometimes more fields (a chain's `index`, `op`, `param`; an error's `type`)."""
 
+    model_config = ConfigDict(extra="allow")
     error: str
     detail: str
 

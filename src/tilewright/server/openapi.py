@@ -10,7 +10,7 @@ from what each route is made of:
 - a request body (its own or one read by hand, declared with `body`): 413 and 408 (`server.limits`);
 - the write token (`require_token`, as a dependency or called by the route): 401;
 - every route but the liveness probe: 503 (the database, broker or storage is down);
-- whatever the route declares itself in `responses=errors(...)` (409, 415, 416 ...).
+- whatever the route declares itself in `responses=errors.responses(...)` (409, 415, 416 ...).
 """
 
 from __future__ import annotations
@@ -21,26 +21,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
-from pydantic import BaseModel, ConfigDict
 
-from tilewright.server.errors import TITLES
+from tilewright.server.errors import TITLES, ErrorBody
 
 REF = "#/components/schemas/ErrorBody"
 #: the routes that answer 503 as any other: all but the liveness probe, which must answer while parts are down
 NEVER_UNAVAILABLE = frozenset({"/healthz"})
-
-
-class ErrorBody(BaseModel):
-    """Every error the server answers: a title for the status, one line of detail, sometimes more fields."""
-
-    model_config = ConfigDict(extra="allow")
-    error: str
-    detail: str
-
-
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route's own error statuses, with the body they really have."""
-    return {status: {"model": ErrorBody, "description": TITLES.get(status, "error")} for status in statuses}
 
 
 def body(*media_types: str, required: bool = True) -> dict[str, Any]:
@@ -100,7 +86,7 @@ def install(app: FastAPI, token_check: Callable[..., Any]) -> None:
                 responses = operation.setdefault("responses", {})
                 for status in _statuses(path, route, operation, token_check):
                     responses[str(status)] = _error(status)
-                for status, answer in responses.items():  # a route's own `errors(...)`: the one error body
+                for status, answer in responses.items():  # a route's own error answers: the one error body
                     if status.startswith(("4", "5")) and "content" not in answer:
                         answer["content"] = _error(int(status))["content"]
         app.openapi_schema = document
