@@ -15,8 +15,10 @@ from fastapi.testclient import TestClient
 from services import finished
 from test_events import upload
 from tilewright.config import Settings
+from tilewright.db import init_db
 from tilewright.events.filters import accept, default_suffixes
 from tilewright.events.sources import SOURCES
+from tilewright.events.submit import submit_blob
 from tilewright.formats import accepted_suffixes
 from tilewright.server import create_app
 from tilewright.storage import open_url
@@ -69,6 +71,14 @@ def test_the_sample_event_on_a_server_with_no_azure_or_s3_settings_is_503_not_co
             {"id": "1", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "data": {"validationCode": "c"}}
         ]
         assert client.post("/events/eventgrid", json=ping).json() == {"validationResponse": "c"}
+
+
+def test_an_s3_region_alone_is_configured_enough_for_aws(tmp_path):
+    """On AWS with an instance role (the SDK's credential chain) the region is the one setting needed."""
+    settings = Settings(data_dir=tmp_path, s3_region="eu-west-1")
+    init_db(settings)
+    outcome = submit_blob(settings, None, "s3://scans/in/a.svs", etag="5d41402abc4b2a76b9719d911017c592")
+    assert outcome["status"] == "submitted" and outcome["url"] == "s3://scans/in/a.svs"  # recorded, not run
 
 
 def test_the_sample_event_filled_in_converts_its_jpg_into_web_slides_dzi_output(tmp_path, azurite, testdata):
