@@ -1,9 +1,9 @@
-"""Settings of the stores and the event sources (group "Storage and events"): mixed into `Settings`."""
+"""Settings of the stores (group "Storage and events"; the event sources' are in `config/events.py`): mixed into
+`Settings`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
@@ -87,38 +87,4 @@ class StorageSettings(BaseModel):
     )
     s3_secret_access_key: SecretStr | None = Field(
         None, description="S3 secret access key.", json_schema_extra=STORAGE_AND_EVENTS
-    )
-    event_sources: list[dict[str, Any]] = Field(
-        [],
-        description="Filters of event and watch sources, JSON list of "
-        '`{"container": ..., "prefix": ..., "suffixes": [...]}` '
-        "(container = bucket); empty: any container.",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    event_suffixes: list[str] = Field(
-        [".svs", ".ndpi", ".tif", ".tiff", ".scn", ".bif", ".qptiff", ".vms"],
-        description="Blob name endings that make a job when a source names none.",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    events_key: SecretStr | None = Field(
-        None,
-        description="If set, `/events/*` need it as `?key=` or the `aeg-sas-key` (or `x-tilewright-key`) header.",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    webhook_allowed_origins: list[str] = Field(
-        [],
-        description="CloudEvents webhook origins allowed by the OPTIONS handshake (empty: any).",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    watch_interval_seconds: float = Field(
-        30.0,
-        gt=0,
-        description="Seconds between two listings of `tilewright watch`.",
-        json_schema_extra=STORAGE_AND_EVENTS,
-    )
-    functions_run_inline: bool = Field(
-        True,
-        description="Azure Functions adapter: run the job inside the "
-        "function invocation (true) or only submit it to the job database (false).",
-        json_schema_extra=STORAGE_AND_EVENTS,
     )

@@ -1,26 +1,31 @@
-"""Which blobs make jobs (per-source container/prefix/suffix filters), the exactly-once job key,
-and where a blob's pyramid is published (the output template)."""
+"""Which blobs make jobs (per-source container/prefix/suffix filters; by default every format a reader
+declares), the exactly-once job key, and where a blob's pyramid is published (the output template)."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tilewright.config import Settings
 from tilewright.errors import InputError
+from tilewright.events.layout import event_recipe, written_prefixes
+from tilewright.formats import accepted_suffixes
 from tilewright.storage.keys import clean_key, join_key, key_parts
 from tilewright.storage.manifest import MANIFEST
 
 _FIELD = re.compile(r"\{[^{}]*\}")
 
 
-def job_key(url: str, etag: str, version: str = "") -> str:
+def job_key(url: str, etag: str, version: str = "", recipe: str = "") -> str:
     """One job per blob *version*: the canonical URL plus its etag (or version id). A redelivered or
-    duplicated event gives the same key (one job); a rewritten blob has a new etag (a new job)."""
-    digest = hashlib.sha256(f"{url}\0{etag}\0{version}".encode()).hexdigest()
+    duplicated event gives the same key (one job); a rewritten blob has a new etag (a new job). A job that
+    runs a recipe (`TILEWRIGHT_EVENT_RECIPE`) keys on it too; the Deep Zoom job's key is as it always was."""
+    material = f"{url}\0{etag}\0{version}" + (f"\0recipe:{recipe}" if recipe else "")
+    digest = hashlib.sha256(material.encode()).hexdigest()
     return f"blob:{digest}"
 
 
@@ -61,7 +66,7 @@ def _sources(settings: Settings) -> list[_Source]:
             raise InputError(
                 f"TILEWRIGHT_EVENT_SOURCES[{index}] must be an object with container (or bucket), prefix and suffixes"
             ) from None
-        suffixes = source.suffixes or settings.event_suffixes
+        suffixes = source.suffixes or default_suffixes(settings)
         if isinstance(suffixes, str):
             suffixes = [s for s in suffixes.split(",") if s.strip()]
         checked.append(
@@ -74,6 +79,24 @@ def _sources(settings: Settings) -> list[_Source]:
     return checked
 
 
+def default_suffixes(settings: Settings) -> list[str]:
+    """`TILEWRIGHT_EVENT_SUFFIXES`, or (empty, the default) every suffix a reader declares, plug-ins' included:
+    an event for any file tilewright can read makes a job."""
+    return [s.lower() for s in settings.event_suffixes] or sorted(accepted_suffixes())
+
+
+def _layout_prefixes(settings: Settings) -> list[str]:
+    """Where the event recipe's blob layout writes (with and without the output store's own prefix)."""
+    recipe = event_recipe(settings)
+    if recipe is None:
+        return []
+    base = ""
+    if "://" in settings.output_store:  # `az://derived/x`: the layout's keys start `derived/x/`
+        parts = urlsplit(settings.output_store)
+        base = join_key(parts.netloc.split("@", 1)[0], parts.path)
+    return sorted(set(written_prefixes(recipe)) | set(written_prefixes(recipe, base)))
+
+
 def accept(key: str, settings: Settings, *, local: bool = False) -> tuple[bool, str]:
     """(True, '') if the blob at `key` (`container/path`) should be converted; else (False, why not)."""
     key = clean_key(key)
@@ -81,12 +104,14 @@ def accept(key: str, settings: Settings, *, local: bool = False) -> tuple[bool, 
     outputs = output_segments(settings)
     if parts[-1] == MANIFEST or any(p in outputs for p in parts[:-1]):
         return False, "inside an output folder"
+    if key.startswith(tuple(_layout_prefixes(settings))):
+        return False, f"inside a folder the {settings.event_recipe} recipe writes"
     if any(p.startswith(".") for p in parts):
         return False, "hidden or staging file"
     sources = _sources(settings)
     container, _, path = key.partition("/")
     if not sources:
-        suffixes = [s.lower() for s in settings.event_suffixes]
+        suffixes = default_suffixes(settings)
         if key.lower().endswith(tuple(suffixes)):
             return True, ""
         return False, f"name does not end with one of {', '.join(suffixes)}"

@@ -12,7 +12,7 @@ from typing import Any
 from tilewright.config import Settings
 from tilewright.errors import InputError
 from tilewright.jobs.kind import Task
-from tilewright.jobs.kinds import convert, convert_blob, import_, ping, process, recipe
+from tilewright.jobs.kinds import convert, convert_blob, import_, ping, process, recipe, recipe_blob
 
 TASKS: dict[str, Task[Any]] = {
     "convert": convert.TASK,
@@ -21,6 +21,7 @@ TASKS: dict[str, Task[Any]] = {
     "process": process.TASK,
     "recipe": recipe.TASK,
     convert_blob.KIND: convert_blob.TASK,
+    recipe_blob.KIND: recipe_blob.TASK,
 }
 
 

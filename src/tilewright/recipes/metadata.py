@@ -12,6 +12,9 @@ import pyvips
 from tilewright.ops import Source
 from tilewright.recipes.context import RecipeRun
 
+#: libvips' loader names -> Pillow's `Image.format` where they differ by more than case
+PILLOW_FORMATS = {"jp2k": "JPEG2000"}
+
 
 def ratio(original: int, written: int) -> float:
     """Compression ratio against the original: original bytes / output bytes (2.0: half the size)."""
@@ -20,8 +23,16 @@ def ratio(original: int, written: int) -> float:
 
 def write_metadata(run: RecipeRun) -> None:
     assert run.source is not None and run.staging is not None
+    run.metadata = functions_document(run) if run.recipe.metadata_style == "azure-functions" else document(run)
+    path = run.staging / run.recipe.metadata
+    path.write_text(json.dumps(run.metadata, indent=2) + "\n", encoding="utf-8")
+
+
+def document(run: RecipeRun) -> dict[str, Any]:
+    """tilewright's metadata.json: the source, and every file made in recipe order."""
+    assert run.source is not None
     source = run.source
-    run.metadata = {
+    return {
         "filename": run.source_path.name,
         "width": source.width,
         "height": source.height,
@@ -34,8 +45,36 @@ def write_metadata(run: RecipeRun) -> None:
         "slide": source.is_slide,
         "outputs": _in_recipe_order(run),
     }
-    path = run.staging / run.recipe.metadata
-    path.write_text(json.dumps(run.metadata, indent=2) + "\n", encoding="utf-8")
+
+
+def functions_document(run: RecipeRun) -> dict[str, Any]:
+    """The document the Azure Functions Pillow pipeline wrote to `metadata/{name}.json`, key for key: the
+    source in Pillow's words (`original_size`, `format` "JPEG", `mode`, `file_size_bytes`, a naive UTC
+    `processed_at`), then one entry per file made, named after its output, with the fields its `record` lists
+    (that pipeline recorded `size` and `file_size_bytes`, and the optimised copy's `compression_ratio` to 2
+    places; its watermarked copy not at all)."""
+    assert run.source is not None
+    source = run.source
+    doc: dict[str, Any] = {
+        "filename": run.source_path.name,
+        "original_size": [source.width, source.height],
+        "format": PILLOW_FORMATS.get(source.reader.format, source.reader.format.upper()),
+        "mode": image_mode(source),
+        "file_size_bytes": run.original_bytes,
+        "processed_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
+    }
+    record = {output.name: output.record for output in run.recipe.outputs}
+    for entry in _in_recipe_order(run):
+        fields = record.get(entry["name"], ())
+        if not fields:
+            continue
+        values = {
+            "size": entry["size"],
+            "file_size_bytes": entry["bytes"],
+            "compression_ratio": round(run.original_bytes / entry["bytes"], 2) if entry["bytes"] else 0.0,
+        }
+        doc[Path(entry["file"]).stem] = {field: values[field] for field in fields}
+    return doc
 
 
 def _in_recipe_order(run: RecipeRun) -> list[dict[str, Any]]:

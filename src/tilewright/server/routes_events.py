@@ -8,8 +8,11 @@ Each route comes from a source in `events.sources.SOURCES` (its parser and, if i
 
 With `events_key` set, each needs `?key=` or the `aeg-sas-key` / `x-tilewright-key` header. Other event
 types are ignored with 200. A malformed payload is a 400, a URL outside the configured stores a 403, a
-missing blob (when the event has no etag) a 404; a batch is processed event by event and answers with the
-worst status among them, listing what happened to each.
+missing blob (when the event has no etag) a 404, a blob of a store this server has no settings for (no
+Azure account, no S3 endpoint or credentials) a 503 "not configured" naming the settings, so that Event
+Grid and S3 webhooks retry it once the operator has set them (they never retry a 4xx); a batch is
+processed event by event and answers with the worst status among them, listing what happened to each.
+Every status is declared in the route's OpenAPI `responses` (`EVENT_RESPONSES`).
 """
 
 from __future__ import annotations
@@ -29,10 +32,49 @@ from tilewright.events.parse import MAX_EVENT_BYTES, EventSource, Headers, Origi
 from tilewright.events.submit import submit_blob
 from tilewright.server.deps import executor_of, settings_of
 from tilewright.server.errors import ApiError
-from tilewright.storage import open_url
+from tilewright.storage import NotConfiguredError, open_url
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["events"])
+
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string"},
+        "detail": {"type": "string"},
+        "results": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["error", "detail"],
+}
+
+
+def _answer(description: str, schema: dict[str, Any] = _ERROR) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+#: what `POST /events/<name>` answers (for a batch: the worst status among its events, each one's in `results`)
+EVENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _answer(
+        "Every event submitted, a duplicate of one submitted before, or ignored (another type, a filtered name), "
+        'listed in `results`; or a handshake\'s reply (Event Grid: `{"validationResponse": CODE}`)',
+        {"type": "object"},
+    ),
+    400: _answer("Not valid JSON, not in the source's schema, or a blob URL with no blob in it"),
+    401: _answer("The events key (TILEWRIGHT_EVENTS_KEY) is set and the request does not carry it"),
+    403: _answer("A blob URL outside the configured account, bucket or roots"),
+    404: _answer("The blob does not exist (an event without an etag is checked at once)"),
+    413: _answer("The payload is over 1 MB (Event Grid's batch limit)"),
+    503: _answer(
+        "Not configured: the blob's store has no settings on this server (the detail names them), or the store "
+        "or the job database is unavailable; retried by the sender"
+    ),
+}
+#: what `OPTIONS /events/<name>` (a webhook handshake) answers
+HANDSHAKE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The origin is allowed (`WebHook-Allowed-Origin`)"},
+    401: EVENT_RESPONSES[401],
+    403: _answer("The origin is not in TILEWRIGHT_WEBHOOK_ALLOWED_ORIGINS"),
+}
 
 
 def _check_key(request: Request) -> None:
@@ -69,7 +111,7 @@ async def _body(request: Request) -> bytes:
 def _submit_all(request: Request, parsed: Parsed) -> JSONResponse:
     settings, executor = settings_of(request), executor_of(request)
     results: list[dict[str, Any]] = [{"status": "ignored", **item} for item in parsed.ignored]
-    worst = 200
+    worst, unconfigured = 200, False
     for blob in parsed.blobs:
         try:
             outcome = submit_blob(
@@ -78,6 +120,7 @@ def _submit_all(request: Request, parsed: Parsed) -> JSONResponse:
         except TilewrightError as exc:
             status = exc.http_status if 400 <= exc.http_status < 500 else 503
             worst = max(worst, status)
+            unconfigured = unconfigured or isinstance(exc, NotConfiguredError)
             outcome = {
                 "status": "rejected",
                 "url": blob.url,
@@ -93,7 +136,7 @@ def _submit_all(request: Request, parsed: Parsed) -> JSONResponse:
     }
     if worst != 200:
         body = {
-            "error": "bad request" if worst < 500 else "unavailable",
+            "error": "bad request" if worst < 500 else "not configured" if unconfigured else "unavailable",
             "detail": "; ".join(r["error"] for r in results if r["status"] == "rejected"),
             **body,
         }
@@ -143,6 +186,7 @@ def source_routes(sources: Iterable[EventSource]) -> APIRouter:
                 methods=["OPTIONS"],
                 name=f"{source.name}_handshake",
                 description=source.handshake_description,
+                responses=HANDSHAKE_RESPONSES,
             )
         routes.add_api_route(
             f"/events/{source.name}",
@@ -150,11 +194,20 @@ def source_routes(sources: Iterable[EventSource]) -> APIRouter:
             methods=["POST"],
             name=source.route_name or source.name,
             description=source.description,
+            responses=EVENT_RESPONSES,
         )
     return routes
 
 
-@router.get("/storage/pyramid")
+@router.get(
+    "/storage/pyramid",
+    responses={
+        400: _answer("Not a storage URL tilewright knows"),
+        403: EVENT_RESPONSES[403],
+        404: _answer("No published pyramid there (no manifest: in progress, crashed, or absent)"),
+        503: _answer("Not configured (the store has no settings here; the detail names them), or unavailable"),
+    },
+)
 def pyramid(
     request: Request, url: str = Query(..., description="Output folder, e.g. az://c/web-slides-dzi-output/x")
 ) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from tilewright.config import Settings
 from tilewright.errors import InputError
 from tilewright.paths import readable_roots, root_of
 from tilewright.storage.base import BlobInfo, Storage
-from tilewright.storage.errors import BlobNotFoundError, ForbiddenSourceError, StorageError
+from tilewright.storage.errors import BlobNotFoundError, ForbiddenSourceError, NotConfiguredError, StorageError
 from tilewright.storage.keys import clean_key, join_key, key_parts
 from tilewright.storage.manifest import MANIFEST, parse_manifest
 
@@ -29,6 +29,7 @@ __all__ = [
     "BlobInfo",
     "BlobNotFoundError",
     "ForbiddenSourceError",
+    "NotConfiguredError",
     "Storage",
     "StorageError",
     "clean_key",

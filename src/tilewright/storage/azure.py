@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from tilewright.config import Settings
 from tilewright.errors import InputError
 from tilewright.storage.base import FileSystem, Storage
-from tilewright.storage.errors import ForbiddenSourceError
+from tilewright.storage.errors import ForbiddenSourceError, NotConfiguredError
 from tilewright.storage.keys import clean_key
 
 DEV_ACCOUNT = "devstoreaccount1"
@@ -55,7 +55,7 @@ def account_and_endpoint(settings: Settings) -> tuple[str, str]:
         suffix = parts.get("endpointsuffix", "core.windows.net")
         return account, f"{protocol}://{account}.blob.{suffix}"
     if not settings.azure_account_name:
-        raise InputError(
+        raise NotConfiguredError(
             "Azure Blob Storage is not configured: set TILEWRIGHT_AZURE_CONNECTION_STRING or "
             "TILEWRIGHT_AZURE_ACCOUNT_NAME (with a key, a SAS token or TILEWRIGHT_AZURE_USE_IDENTITY)"
         )

@@ -22,3 +22,13 @@ class ForbiddenSourceError(InputError):
     """A URL or path outside the configured accounts, buckets, containers or roots."""
 
     http_status = 403
+
+
+class NotConfiguredError(TilewrightError):
+    """The store a URL names has no settings on this server (no account, no endpoint or credentials).
+
+    503, not 400: the request is right and the server is not, so an event sender that retries on 5xx
+    (Event Grid, S3 webhooks) delivers it again once the operator has configured the store."""
+
+    exit_code = 2
+    http_status = 503
