@@ -277,7 +277,7 @@ def test_write_endpoints_need_the_token_when_set(tmp_path, testdata):
         assert_error(client.post("/jobs", json=body), 401, "Bearer")
         assert_error(client.post("/jobs", json=body, headers={"Authorization": "Bearer wrong"}), 401)
         assert_error(client.post("/images?filename=a.png", content=b"x"), 401)
-        assert_error(client.delete("/images/x"), 401)
+        assert_error(client.delete("/images/" + "0" * 32), 401)
         ok = client.post("/jobs", json=body, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 201
         assert client.get("/jobs").status_code == 200 and client.get(f"/jobs/{ok.json()['id']}").status_code == 200

@@ -27,6 +27,7 @@ from tilewright.recipes import load_recipe
 from tilewright.server.deps import executor_of, require_token, settings_of
 from tilewright.server.errors import ApiError, responses
 from tilewright.server.proxy import link
+from tilewright.server.tiles.urls import ID_CONVERTOR  # registers the convertor: image ids only
 from tilewright.server.upload import Received, discard, receive
 from tilewright.storage import MANIFEST, StorageError, join_key
 
@@ -218,7 +219,7 @@ def list_images(request: Request, response: Response, query: Annotated[ImageQuer
         return [_image_view(settings, image, jobs, relative) for image in images]
 
 
-@router.get("/images/{image_id}", responses=responses(404))
+@router.get(f"/images/{{image_id:{ID_CONVERTOR}}}", responses=responses(404))
 def get_image(image_id: str, request: Request) -> dict[str, Any]:
     settings = settings_of(request)
     with session_scope(settings) as session:
@@ -228,7 +229,9 @@ def get_image(image_id: str, request: Request) -> dict[str, Any]:
         return _image_view(settings, image)
 
 
-@router.delete("/images/{image_id}", dependencies=[Depends(require_token)], responses=responses(401, 404))
+@router.delete(
+    f"/images/{{image_id:{ID_CONVERTOR}}}", dependencies=[Depends(require_token)], responses=responses(401, 404)
+)
 def delete_image(image_id: str, request: Request) -> dict[str, Any]:
     """Delete the record, the uploaded file and the outputs (also the output store's copy: its manifest
     first, so it stops being served at once); a conversion still running is cancelled."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from tilewright.server.errors import ApiError, responses
@@ -18,7 +18,7 @@ from tilewright.server.tiles import deepzoom, image_api, images, urls
 from tilewright.server.tiles.ranges import ranged
 from tilewright.server.tiles.render import MAX_SIDE
 from tilewright.server.tiles.service import service
-from tilewright.server.tiles.urls import TileUrl, parse_format
+from tilewright.server.tiles.urls import FORMAT_PATTERN, TileUrl, parse_format
 
 router = APIRouter(tags=["tiles"])
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Response]])
@@ -46,7 +46,9 @@ async def get_dzi(image_id: str, request: Request) -> Response:
 
 
 @_get_and_head(urls.DZ_TILE, summary="Deep Zoom tile (pre-built when published, else rendered from the source)")
-async def get_dz_tile(image_id: str, level: int, col: int, row: int, fmt: str, request: Request) -> Response:
+async def get_dz_tile(
+    image_id: str, level: int, col: int, row: int, request: Request, fmt: str = Path(pattern=FORMAT_PATTERN)
+) -> Response:
     svc = service(request)
     return ranged(request, await svc.run(deepzoom.dz_tile, svc, request, image_id, level, col, row, fmt))
 
@@ -82,7 +84,7 @@ async def thumbnail(
     image_id: str,
     request: Request,
     size: int = Query(256, ge=1, le=images.MAX_THUMBNAIL),
-    format: str = Query("jpg", description="jpg, png or webp"),
+    format: str = Query("jpg", description="jpg, png or webp", pattern=FORMAT_PATTERN),
 ) -> Response:
     svc = service(request)
     fmt = parse_format(format)
@@ -93,7 +95,10 @@ async def thumbnail(
 
 @_get_and_head(urls.ASSOCIATED, summary="Associated image: label, macro or thumbnail")
 async def associated(
-    image_id: str, name: str, request: Request, format: str = Query("jpg", description="jpg, png or webp")
+    image_id: str,
+    name: str,
+    request: Request,
+    format: str = Query("jpg", description="jpg, png or webp", pattern=FORMAT_PATTERN),
 ) -> Response:
     if name not in images.ASSOCIATED:
         raise ApiError(404, f"no associated image {name!r}; ask for one of {', '.join(images.ASSOCIATED)}")
@@ -111,7 +116,7 @@ async def region(
     w: int = Query(..., ge=1, le=MAX_SIDE),
     h: int = Query(..., ge=1, le=MAX_SIDE),
     level: int = Query(0, ge=0, le=64),
-    format: str = Query("jpg"),
+    format: str = Query("jpg", description="jpg, png or webp", pattern=FORMAT_PATTERN),
 ) -> Response:
     svc = service(request)
     fmt = parse_format(format)

@@ -13,11 +13,31 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
 
+from starlette.convertors import Convertor, register_url_convertor
+
 from tilewright.server import iiif
 from tilewright.server.errors import ApiError
 
 ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 ID = re.compile(rf"^{ID_PATTERN}$")
+
+
+class IdConvertor(Convertor[str]):
+    """`{image_id:id}` in a route: an image id and nothing else. Why: with a plain `{image_id}`,
+    `/images/{image_id}` also matched `/images/X.dzi`, so a DELETE there was routed to the image's delete
+    and a 405 named DELETE among the methods of the DZI (found by tests/test_contract.py)."""
+
+    regex = ID_PATTERN
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+ID_CONVERTOR = "id"
+register_url_convertor(ID_CONVERTOR, IdConvertor())
 FORMAT_ALIASES = MappingProxyType({"jpeg": "jpg"})
 """Format names a URL may use besides the keys of `iiif.FORMATS` (the formats of every tile route)."""
 
@@ -45,7 +65,7 @@ class TileUrl:
         )
         return re.compile(f"^{pattern}$")
 
-    def _pattern(self, name: str) -> str:
+    def _pattern(self, name: str) -> str:  # the image id's own pattern whatever its template says
         return ID_PATTERN if name == "image_id" else self.patterns.get(name, "[^/]+")
 
     def match(self, path: str) -> dict[str, str] | None:
@@ -59,19 +79,24 @@ class TileUrl:
 
 
 _TILE_FORMATS = "|".join([*iiif.FORMATS, *FORMAT_ALIASES])
+#: the schema's pattern for a format parameter: the same names in any case, as `parse_format` takes them
+#: (written out per letter: the schema's regex dialect has no case-insensitive flag)
+FORMAT_PATTERN = (
+    "^(" + "|".join("".join(f"[{c.lower()}{c.upper()}]" for c in name) for name in _TILE_FORMATS.split("|")) + ")$"
+)
 
-DZI = TileUrl("/images/{image_id}.dzi")
+DZI = TileUrl("/images/{image_id:id}.dzi")
 DZ_TILE = TileUrl(
-    "/images/{image_id}_files/{level:int}/{col:int}_{row:int}.{fmt}",
+    "/images/{image_id:id}_files/{level:int}/{col:int}_{row:int}.{fmt}",
     {"level": r"\d{1,2}", "col": r"\d{1,9}", "row": r"\d{1,9}", "fmt": _TILE_FORMATS},
 )
-IIIF_BASE = TileUrl("/iiif/3/{image_id}")
-IIIF_INFO = TileUrl("/iiif/3/{image_id}/info.json")
-IIIF_IMAGE = TileUrl("/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality_format}")
-THUMBNAIL = TileUrl("/images/{image_id}/thumbnail")
-ASSOCIATED = TileUrl("/images/{image_id}/associated/{name}")
-REGION = TileUrl("/images/{image_id}/region")
-INFO = TileUrl("/images/{image_id}/info")
+IIIF_BASE = TileUrl("/iiif/3/{image_id:id}")
+IIIF_INFO = TileUrl("/iiif/3/{image_id:id}/info.json")
+IIIF_IMAGE = TileUrl("/iiif/3/{image_id:id}/{region}/{size}/{rotation}/{quality_format}")
+THUMBNAIL = TileUrl("/images/{image_id:id}/thumbnail")
+ASSOCIATED = TileUrl("/images/{image_id:id}/associated/{name}")
+REGION = TileUrl("/images/{image_id:id}/region")
+INFO = TileUrl("/images/{image_id:id}/info")
 CACHE_STATS = TileUrl("/tiles/cache")
 
 
