@@ -232,7 +232,7 @@ def process_item(source: Path | str, target: Path, steps: list[Planned], setting
 
 def process_items(body: ItemsRequest, settings: Settings) -> list[dict[str, Any]]:
     """Every output and input checked first (a 400 writes nothing), then each image processed."""
-    steps = plan(body.operations)
+    steps = plan(body.operations) if body.images else []  # with no image the steps are never read (see the model)
     checked = [(input_path(item.input, settings), output_path(item.output, settings)) for item in body.images]
     return [
         {"input": item.input, "output": item.output, **process_item(source, target, steps, settings)}
