@@ -65,6 +65,8 @@ def test_the_clients_curl_against_serve(tmp_path, testdata):
     assert result.get("vips-loader") == "jpegload"
     assert (result.width, result.height) == pillow_size(image, 200, 200) == (200, 163)
     assert got["x-resized-dimensions"] == "200x163"
+    # written as Pillow writes it: 4:2:0 chroma, none of the photo's metadata
+    assert result.get("jpeg-chroma-subsample") == "4:2:0" and "exif-data" not in result.get_fields()
 
 
 @pytest.mark.parametrize("box", [(200, 200), (150, 1000), (1000, 90), (2725, 2225), (5000, 5000)])
@@ -135,6 +137,17 @@ def test_limits_and_what_is_not_an_image(client, testdata):
     assert_error(client.post("/api/resize", content=b"this is not an image" * 10), 415)
     assert client.get("/api/resize").status_code == 405
     assert not list((client.settings.work_root() / "resize").iterdir())  # temp files removed
+
+
+def test_over_the_pixel_limit_and_greyscale(tmp_path, testdata):
+    settings = Settings(data_dir=tmp_path, max_image_pixels=1_000_000)
+    grey = tmp_path / "grey.png"
+    pyvips.Image.new_from_file(str(testdata(BOXES))).colourspace("b-w").pngsave(str(grey))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        assert_error(c.post("/api/resize", content=testdata(PHOTO).read_bytes()), 413, "TILEWRIGHT_MAX_IMAGE_PIXELS")
+        response = c.post("/api/resize?width=100&height=100", content=grey.read_bytes())
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    assert decoded(response.content).bands == 1  # Pillow made it RGB; the same pixels in one channel here
 
 
 def test_the_write_token_also_as_a_function_key(tmp_path, testdata):

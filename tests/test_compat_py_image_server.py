@@ -154,6 +154,13 @@ def test_missing_folders_are_made_and_missing_inputs_reported(client, roots):
     assert_old_answer(client.post("/items/", json=sent), sent)
     assert len(list((roots[1] / "test7_nonexistingfolder").iterdir())) == 16
 
+    not_an_image = roots[0] / "notanimage.jpg"
+    not_an_image.write_text("hello")
+    mixed = request_json(roots, "test8_undecodable", ["resize=0.5"], inputs=["notanimage.jpg", "cyclo4.jpg"])
+    undecodable, decoded = assert_old_answer(client.post("/items/", json=mixed), mixed)["results"]
+    assert undecodable["written"] == [] and "not an image" in undecodable["error"]
+    assert size_of(Path(decoded["written"][0]["path"])) == (200, 163)
+
     shutil.rmtree(roots[1] / "nonexistingfolder", ignore_errors=True)
     sent = request_json(roots, "nonexistingfolder", ["blur=0"], inputs=["thisdoesntexist.jpg"] * 4)
     body = assert_old_answer(client.post("/items/", json=sent), sent)
@@ -256,6 +263,37 @@ def test_bodies_it_could_not_run(client, roots):
     ]:
         assert_error(client.post("/items/", json={"images": [item], "operations": operations}), 422, text)
     assert not (roots[1] / "never").exists()
+
+
+def test_the_readmes_split_spelling_and_a_resize_under_a_pixel(client, roots):
+    """`split=True` (the README's spelling, which the old code never ran) splits like splitQuadrants; a resize
+    that would leave under 1 pixel (OpenCV refused it) is skipped and reported."""
+    source = roots[0] / "cyclo3.jpg"
+    sent = {"images": [{"input": str(source), "output": "spelling/x.png"}], "operations": ["split=True"]}
+    [result] = assert_old_answer(client.post("/items/", json=sent), sent)["results"]
+    assert [(w["width"], w["height"]) for w in result["written"]] == old_sizes(
+        *size_of(source), ["splitQuadrants=True"]
+    )
+    sent = {"images": [{"input": str(source), "output": "tiny/x.png"}], "operations": ["resize=0.05", "resize=0.05"]}
+    [result] = assert_old_answer(client.post("/items/", json=sent), sent)["results"]
+    assert [s["index"] for s in result["skipped"]] == [1] and "under 1 pixel" in result["skipped"][0]["reason"]
+    assert size_of(Path(result["written"][0]["path"])) == old_sizes(*size_of(source), ["resize=0.05"])[0]
+
+
+def test_the_default_root_and_the_limits(tmp_path, roots):
+    """No ITEMS_OUTPUT_ROOT: OUTPUT_ROOT/items, served under /outputs/items/; an image over the pixel limit is
+    reported and the others written; over 1000 images is a 422."""
+    settings = Settings(data_dir=tmp_path, input_roots=[str(roots[0])], max_image_pixels=100_000)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        sent = request_json(roots, "unused", [], inputs=["cyclo1.jpg", "cyclo3.jpg"])
+        sent["images"] = [{**item, "output": f"default/{n}.jpg"} for n, item in enumerate(sent["images"])]
+        large, small = assert_old_answer(c.post("/items/", json=sent), sent)["results"]
+        assert large["written"] == [] and "TILEWRIGHT_MAX_IMAGE_PIXELS" in large["error"]  # 401 x 327
+        [written] = small["written"]
+        assert Path(written["path"]) == settings.resolved_output_root() / "items" / "default" / "1.jpg"
+        assert written["url"] == "/outputs/items/default/1.jpg" and c.get(written["url"]).status_code == 200
+        many = {"images": [sent["images"][1]] * 1001, "operations": []}
+        assert_error(c.post("/items/", json=many), 422, "1000")
 
 
 def test_the_write_token(tmp_path, roots):
