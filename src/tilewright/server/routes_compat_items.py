@@ -97,7 +97,7 @@ def plan_step(text: str, index: int) -> Planned:
         raise ValueError(f"operation {index}: blur takes a whole kernel size, not {argument!r}") from None
     if kernel < 0:
         return Planned(index, text, "skip", reason=f"kernel size {kernel} should be >= 0")
-    if kernel % 2 == 0 and kernel:  # OpenCV refuses an even kernel (the old server answered 500)
+    if kernel and kernel % 2 == 0:  # OpenCV refuses an even kernel (the old server answered 500)
         return Planned(index, text, "skip", reason=f"kernel size {kernel} must be odd")
     try:
         step = parse_step({"op": "blur", "sigma": OPENCV_SIGMA, "size": kernel or DERIVED_KERNEL}, index)
