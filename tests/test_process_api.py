@@ -49,8 +49,11 @@ def test_resize_fits_the_box_keeping_the_aspect(client, testdata):
     response = client.post("/resize?width=300&height=300", content=body)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/jpeg"
-    assert response.headers["x-original-size"] == "2725x2225"
-    assert response.headers["x-resized-size"] == "300x245"
+    # the pixel sizes under their own names; X-Original-Size/X-Resized-Size are the byte counts (issue 14)
+    assert response.headers["x-original-dimensions"] == "2725x2225"
+    assert response.headers["x-resized-dimensions"] == "300x245"
+    assert response.headers["x-original-size"] == str(len(body))
+    assert response.headers["x-resized-size"] == str(len(response.content))
     assert response.headers["content-disposition"] == 'inline; filename="resized.jpg"'
     image = decoded(response.content)
     assert (image.width, image.height) == (300, 245)
@@ -60,7 +63,7 @@ def test_resize_fits_the_box_keeping_the_aspect(client, testdata):
     )
     assert tall.status_code == 200, tall.text
     assert tall.headers["content-type"] == "image/webp"
-    assert tall.headers["x-resized-size"] == "122x100"
+    assert tall.headers["x-resized-dimensions"] == "122x100"
     assert tall.headers["content-disposition"] == 'inline; filename="my_photo.webp"'
     assert (decoded(tall.content).width, decoded(tall.content).height) == (122, 100)
 
@@ -69,7 +72,7 @@ def test_resize_keeps_png_and_enlarges_to_the_width(client, testdata):
     response = client.post("/resize?width=600", content=testdata("jpeg-png/boxes.png").read_bytes())  # 300 x 250
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
-    assert response.headers["x-resized-size"] == "600x500"
+    assert response.headers["x-resized-dimensions"] == "600x500"
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tilewright.config.compat import CompatSettings
 from tilewright.config.events import EventSettings
 from tilewright.config.groups import (
     FORMATS,
@@ -45,7 +46,7 @@ from tilewright.errors import ConfigError, one_line
 from tilewright.imaging.colour import parse_colour
 
 
-class Settings(StorageSettings, EventSettings, ServingSettings, BaseSettings):
+class Settings(CompatSettings, StorageSettings, EventSettings, ServingSettings, BaseSettings):
     """Every setting; the storage-and-events and serving groups are declared in their own modules (mixins),
     one class all the same: one environment prefix, one TOML file, one page of docs."""
 

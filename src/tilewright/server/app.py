@@ -22,7 +22,7 @@ from tilewright.config import Settings, get_settings
 from tilewright.db import get_engine, init_db
 from tilewright.events import sources as event_sources
 from tilewright.jobs.executors import Executor, make_executor
-from tilewright.server import errors, metrics, openapi, routes_ui
+from tilewright.server import errors, metrics, openapi, routes_compat_azure, routes_compat_items, routes_ui
 from tilewright.server.deps import require_token
 from tilewright.server.limits import BodyLimit
 from tilewright.server.proxy import ProxyScope
@@ -79,6 +79,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     app.include_router(images_router)
     app.include_router(jobs_router)
     app.include_router(process_router)
+    app.include_router(routes_compat_azure.router)  # the Azure Functions pipeline's /api/resize
+    app.include_router(routes_compat_items.router)  # py-image-server's /items/
     app.include_router(source_routes(event_sources.SOURCES))  # the registry as it is now
     app.include_router(events_router)
     routes_ui.install(app, settings)  # web page, /static, /vendor/openseadragon, CORS

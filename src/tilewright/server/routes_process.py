@@ -74,7 +74,9 @@ async def resize(request: Request) -> Response:
     """Resize the image in the body to fit inside `width` x `height` (aspect kept; one side may be omitted).
 
     Query: `width`, `height` (1..16384), `quality` (1..100), `format` (jpeg, png, webp, avif; default: the
-    input's when it is one of those, else jpeg). Answers the image with `X-Original-Size` and `X-Resized-Size`.
+    input's when it is one of those, else jpeg). Answers the image with `X-Original-Size` and `X-Resized-Size`
+    (the body's and the answer's byte counts, as the Azure Functions resize sent them: `/api/resize`) and
+    `X-Original-Dimensions` and `X-Resized-Dimensions` (`WIDTHxHEIGHT`).
     """
     settings = settings_of(request)
     width = _int_param(request, "width", 1, MAX_SIDE)
@@ -105,7 +107,7 @@ async def resize(request: Request) -> Response:
         empty="empty body: send the image as the request body",
     )
     try:
-        encoded, original = await run_in_threadpool(_resize_file, body.path, steps, settings)
+        encoded, original = await run_in_threadpool(resize_file, body.path, steps, settings)
     finally:
         discard(body.path)
     stem = (
@@ -117,13 +119,25 @@ async def resize(request: Request) -> Response:
         media_type=encoded.media_type,
         headers={
             "Content-Disposition": f'inline; filename="{filename}"',
-            "X-Original-Size": f"{original[0]}x{original[1]}",
-            "X-Resized-Size": f"{encoded.width}x{encoded.height}",
+            **size_headers(body.size, original, encoded),
         },
     )
 
 
-def _resize_file(path: Path, steps: list[Step], settings: Settings) -> tuple[Encoded, tuple[int, int]]:
+def size_headers(received: int, original: tuple[int, int], encoded: Encoded) -> dict[str, str]:
+    """The size headers of `/resize` and `/api/resize`: bytes under the Azure Functions resize's names (its
+    clients read them as byte counts), pixels under their own."""
+    return {
+        "X-Original-Size": str(received),
+        "X-Resized-Size": str(len(encoded.data)),
+        "X-Original-Dimensions": f"{original[0]}x{original[1]}",
+        "X-Resized-Dimensions": f"{encoded.width}x{encoded.height}",
+    }
+
+
+def resize_file(path: Path, steps: list[Step], settings: Settings) -> tuple[Encoded, tuple[int, int]]:
+    """The file's first chain result, encoded (as the input's format when the chain names none), and the
+    input's size; ApiError 400 for an operation it refuses, 415 for what libvips cannot decode, 413 over a limit."""
     try:
         with Source(path, settings) as source:
             original = (source.width, source.height)

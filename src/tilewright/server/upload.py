@@ -84,23 +84,29 @@ class _Sink:
         self.path.unlink(missing_ok=True)
 
 
-def check_length(request: Request, limit: int, slack: int = 0) -> None:
+def check_length(request: Request, limit: int, slack: int = 0, setting: str = "TILEWRIGHT_MAX_UPLOAD_BYTES") -> None:
     """413 before reading a byte when the declared Content-Length is over `limit` (+ `slack` for framing)."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + slack:
-        raise ApiError(
-            413, f"body of {length} bytes is larger than the limit of {limit} bytes (TILEWRIGHT_MAX_UPLOAD_BYTES)"
-        )
+        raise ApiError(413, f"body of {length} bytes is larger than the limit of {limit} bytes ({setting})")
 
 
-async def stream_body(request: Request, folder: Path, limit: int, *, empty: str, filename: str = "") -> Received:
+async def stream_body(
+    request: Request,
+    folder: Path,
+    limit: int,
+    *,
+    empty: str,
+    filename: str = "",
+    setting: str = "TILEWRIGHT_MAX_UPLOAD_BYTES",
+) -> Received:
     """The raw request body, streamed to a hidden file in `folder` and hashed on the way.
 
     ApiError 413 past `limit` bytes, 400 with the message `empty` when there is no body; on any error
     the file is removed, otherwise it is the caller's to keep or `discard`.
     """
-    check_length(request, limit)
-    allow_body(request.scope, limit)  # the upload limit, not the one for JSON bodies
+    check_length(request, limit, setting=setting)
+    allow_body(request.scope, limit, setting)  # the upload limit, not the one for JSON bodies
     sink = _Sink(folder, limit)
     try:
         async for chunk in request.stream():

@@ -20,6 +20,10 @@ from tilewright.server.tiles.render import MAX_SIDE
 from tilewright.server.tiles.service import service
 from tilewright.server.tiles.urls import FORMAT_PATTERN, TileUrl, parse_format
 
+# the schema says which formats a URL takes; the route itself checks them (parse_format: a 400 naming the
+# formats, not a pattern dump)
+FORMAT_SCHEMA = {"pattern": FORMAT_PATTERN}
+
 router = APIRouter(tags=["tiles"])
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Response]])
 
@@ -47,7 +51,7 @@ async def get_dzi(image_id: str, request: Request) -> Response:
 
 @_get_and_head(urls.DZ_TILE, summary="Deep Zoom tile (pre-built when published, else rendered from the source)")
 async def get_dz_tile(
-    image_id: str, level: int, col: int, row: int, request: Request, fmt: str = Path(pattern=FORMAT_PATTERN)
+    image_id: str, level: int, col: int, row: int, request: Request, fmt: str = Path(json_schema_extra=FORMAT_SCHEMA)
 ) -> Response:
     svc = service(request)
     return ranged(request, await svc.run(deepzoom.dz_tile, svc, request, image_id, level, col, row, fmt))
@@ -84,7 +88,7 @@ async def thumbnail(
     image_id: str,
     request: Request,
     size: int = Query(256, ge=1, le=images.MAX_THUMBNAIL),
-    format: str = Query("jpg", description="jpg, png or webp", pattern=FORMAT_PATTERN),
+    format: str = Query("jpg", description="jpg, png or webp", json_schema_extra=FORMAT_SCHEMA),
 ) -> Response:
     svc = service(request)
     fmt = parse_format(format)
@@ -98,7 +102,7 @@ async def associated(
     image_id: str,
     name: str,
     request: Request,
-    format: str = Query("jpg", description="jpg, png or webp", pattern=FORMAT_PATTERN),
+    format: str = Query("jpg", description="jpg, png or webp", json_schema_extra=FORMAT_SCHEMA),
 ) -> Response:
     if name not in images.ASSOCIATED:
         raise ApiError(404, f"no associated image {name!r}; ask for one of {', '.join(images.ASSOCIATED)}")
@@ -116,7 +120,7 @@ async def region(
     w: int = Query(..., ge=1, le=MAX_SIDE),
     h: int = Query(..., ge=1, le=MAX_SIDE),
     level: int = Query(0, ge=0, le=64),
-    format: str = Query("jpg", description="jpg, png or webp", pattern=FORMAT_PATTERN),
+    format: str = Query("jpg", description="jpg, png or webp", json_schema_extra=FORMAT_SCHEMA),
 ) -> Response:
     svc = service(request)
     fmt = parse_format(format)
