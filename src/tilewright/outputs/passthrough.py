@@ -8,9 +8,9 @@ the page's JPEGTables and its Photometric tag (Aperio's RGB-coded JPEG stays RGB
 its subsampling), so that any reader decodes the output exactly as it decodes the source.
 
 The output keeps the source's pyramid: every source level, copied where it can be and otherwise
-rendered at its own size from the source level; halving levels where two source levels are more than
-4x apart (rendered from the finer one), and below the smallest source level halving levels down to one
-tile (rendered in one libvips pass from the smallest level). Rendered levels are written by libvips'
+rendered at its own size from that level; below the smallest source level, levels at the source's own
+step (2x, or a scanner's 4x: one factor, so that tifffile reads one pyramid) down to one tile, rendered
+from the smallest level (halving levels in one libvips pass). Rendered levels are written by libvips'
 `tiffsave` into staging, streaming, and their tiles copied into the output like the stored ones: the
 whole slide is never in memory. `plan_tiff` says, level by level, which path each takes and why;
 `write_tiff` writes it.
@@ -35,8 +35,7 @@ from tilewright.formats.jpegtiles import JpegTiles, StoredLevel, refusal
 from tilewright.formats.registry import is_tiff, read_head
 from tilewright.outputs.base import WriteOptions
 
-#: a level is added between two source levels that are more than this far apart (scanners store 4x steps)
-MAX_STEP = 4.5
+BELOW = "below the smallest source level"
 _BIGTIFF_BYTES = 2**32 - 2**26  # past this, offsets need BigTIFF (a margin below 4 GiB for the IFDs)
 _CHECK_EVERY = 256  # tiles copied between two cancel/time-limit checks
 
@@ -69,6 +68,7 @@ class PassPlan:
     reason: str
     levels: list[LevelPath] = field(default_factory=list)
     tile_size: tuple[int, int] = (0, 0)
+    factor: int = 2  # each level's downsample from the one before, below the source's levels
 
     @property
     def tiles_copied(self) -> int:
@@ -83,6 +83,7 @@ class PassPlan:
             "applies": self.applies,
             "reason": self.reason,
             "tile_size": list(self.tile_size),
+            "factor": self.factor,
             "levels": [level.to_dict() for level in self.levels],
         }
 
@@ -107,21 +108,17 @@ def plan_tiff(reader: SlideReader, options: WriteOptions) -> PassPlan:
             f"tile size {options.tile_size} was asked for; the source stores {tile[0]} x {tile[1]} tiles "
             "(leave --tile-size out to copy them)",
         )
+    factor = _step(reader)
     levels: list[LevelPath] = []
 
     def add(width: int, height: int, source: int, copied: bool, reason: str) -> None:
         levels.append(LevelPath(len(levels), width, height, source, copied, reason, _tiles(width, height, tile)))
 
-    finer = 0  # the last source level in the output
     for index, level in enumerate(reader.levels):
         if options.base_only and index:
             break
         if levels and (level.width >= levels[-1].width or level.height >= levels[-1].height):
             continue  # not smaller than the level before: not part of the pyramid
-        while levels and levels[-1].width / level.width > MAX_STEP:  # a gap: halving levels from the finer one
-            last = levels[-1]
-            add(max(1, last.width // 2), max(1, last.height // 2), finer, False, "between source levels")
-        finer = index
         here = reader.jpeg_tiles.level(index) if reader.jpeg_tiles is not None else None
         if here is None:
             add(level.width, level.height, index, False, f"not stored as JPEG tiles: {why_not_stored(reader, index)}")
@@ -134,9 +131,19 @@ def plan_tiff(reader: SlideReader, options: WriteOptions) -> PassPlan:
     smallest = levels[-1].source
     while not options.base_only and (levels[-1].width > tile[0] or levels[-1].height > tile[1]):
         last = levels[-1]
-        add(max(1, last.width // 2), max(1, last.height // 2), smallest, False, "below the smallest source level")
+        add(max(1, last.width // factor), max(1, last.height // factor), smallest, False, BELOW)
     copied = sum(level.copied for level in levels)
-    return PassPlan(True, f"{copied} of {len(levels)} levels copied as stored JPEG tiles", levels, tile)
+    return PassPlan(True, f"{copied} of {len(levels)} levels copied as stored JPEG tiles", levels, tile, factor)
+
+
+def _step(reader: SlideReader) -> int:
+    """The source pyramid's step from one level to the next (2 when it has one level, as libvips makes):
+    levels added below it keep that step, so that the output is one pyramid with one factor (tifffile
+    reads a pyramid only so)."""
+    if len(reader.levels) < 2:
+        return 2
+    step = round(reader.levels[0].width / reader.levels[1].width)
+    return step if step in (2, 3, 4) else 2
 
 
 def why_not_stored(reader: SlideReader, level: int = 0) -> str:
@@ -216,7 +223,7 @@ def write_tiff(
         progress(min(1.0, (start + share * fraction) / total))
 
     rendered: dict[int, _Page] = {}
-    for group in _render_groups(plan.levels):
+    for group in _render_groups(plan):
         path = staging / f"level-{group[0].level}.tiff"
         image = _rendered_image(reader, group[0])
         share = sum(level.tiles for level in group) * (weight[False] - 1)
@@ -227,7 +234,7 @@ def write_tiff(
             tile=True,
             tile_width=plan.tile_size[0],
             tile_height=plan.tile_size[1],
-            pyramid=len(group) > 1,  # the levels below the smallest: one pass, libvips halves them (floor)
+            pyramid=len(group) > 1,  # halving levels below the smallest: one pass, libvips halves (floor) them
             compression="jpeg",
             Q=options.quality,
             bigtiff=image.width * image.height * 3 > 3 * 2**30,
@@ -272,12 +279,12 @@ def write_tiff(
     progress(1.0)
 
 
-def _render_groups(levels: list[LevelPath]) -> list[list[LevelPath]]:
-    """Rendered levels in the libvips writes that make them: the levels below the smallest source level
-    together (one pyramid), every other rendered level alone."""
-    below = [level for level in levels if level.reason == "below the smallest source level"]
-    groups = [[level] for level in levels if not level.copied and level not in below]
-    return groups + ([below] if below else [])
+def _render_groups(plan: PassPlan) -> list[list[LevelPath]]:
+    """Rendered levels in the libvips writes that make them: halving levels below the smallest source level
+    together (one libvips pyramid), every other rendered level alone."""
+    rendered = [level for level in plan.levels if not level.copied]
+    below = [level for level in rendered if level.reason == BELOW] if plan.factor == 2 else []
+    return [[level] for level in rendered if level not in below] + ([below] if below else [])
 
 
 def _rendered_image(reader: SlideReader, level: LevelPath) -> pyvips.Image:
@@ -285,9 +292,10 @@ def _rendered_image(reader: SlideReader, level: LevelPath) -> pyvips.Image:
     image = reader.level_image(level.source, sequential=True)
     if (image.width, image.height) == (level.width, level.height):
         return image
-    if (level.width, level.height) == (image.width // 2, image.height // 2):
-        # one halving: 2 x 2 means, as libvips' own pyramid levels are made (the plain path's pixels)
-        return image.shrink(2, 2).crop(0, 0, level.width, level.height)
+    factor = image.width // level.width
+    if (level.width, level.height) == (image.width // factor, image.height // factor):
+        # an integer step: means of factor x factor pixels, as libvips' own pyramid levels are made
+        return image.shrink(factor, factor).crop(0, 0, level.width, level.height)
     resized = image.resize(level.width / image.width, vscale=level.height / image.height)
     return resized.crop(0, 0, min(level.width, resized.width), min(level.height, resized.height))
 
