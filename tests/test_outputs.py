@@ -93,8 +93,9 @@ def test_dzi_tiles_match_openslide_deepzoom_tiles(ndpi_dzi, level_from_top, col,
 
 
 def test_tiff_opens_in_openslide_and_tifffile_with_halving_levels(testdata, tmp_path):
+    # the plain path (libvips' tiffsave); the default copies the SVS's 240-pixel tiles (test_passthrough.py)
     source = testdata("svs/cmu-1-small-region.svs")
-    result = convert(source, tmp_path / "slide", "tiff")
+    result = convert(source, tmp_path / "slide", "tiff", options=make_options("tiff", Settings(), passthrough=False))
     path = Path(result.output)
     assert path.name == "slide.tiff"
     slide = openslide.OpenSlide(str(path))

@@ -104,12 +104,18 @@ def info(
     slide: Annotated[Path, typer.Argument(help="Image, slide file or DICOM folder.")],
     properties: Annotated[bool, typer.Option(help="Include every vendor property.")] = True,
 ) -> None:
-    """Print a slide's format, size, levels, tile size, resolution and associated images as JSON."""
+    """Print a slide's format, size, levels, tile size, resolution and associated images as JSON.
+
+    `passthrough` says, for a pyramidal TIFF output with the default options, which levels would be copied
+    as stored tiles and which rendered, and why."""
+    from tilewright.convert import level_paths, make_options  # lazy: libvips
     from tilewright.formats import open_slide  # lazy: libvips
 
     with _errors():
         with open_slide(slide) as reader:
-            typer.echo(json.dumps(reader.info().to_dict(with_properties=properties), indent=2))
+            data = reader.info().to_dict(with_properties=properties)
+            data["passthrough"] = {"tiff": level_paths(reader, "tiff", make_options("tiff", get_settings())).to_dict()}
+            typer.echo(json.dumps(data, indent=2))
 
 
 @app.command("config")
@@ -147,6 +153,14 @@ def convert(
         str | None,
         typer.Option(help="IIIF: the image's id, the URL the output folder is served at (default: its /outputs/ URL)."),
     ] = None,
+    passthrough: Annotated[
+        bool,
+        typer.Option(
+            "--passthrough/--no-passthrough",
+            help="TIFF: copy the source's stored JPEG tiles where they fit (no decode, no re-encode); "
+            "--no-passthrough renders every level.",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
 ) -> None:
     """Convert one image or slide to a Deep Zoom, pyramidal TIFF or IIIF pyramid."""
@@ -165,6 +179,7 @@ def convert(
             base_only=base_only,
             overwrite=overwrite,
             iiif_id=iiif_id,
+            passthrough=passthrough,
         )
         with _progress_bar(f"{slide.name} -> {to.value}", enabled=not as_json and not dry_run) as progress:
             result = run_convert(
@@ -175,17 +190,31 @@ def convert(
     elif dry_run:
         typer.echo(
             f"would write {result.kind} of {result.width} x {result.height}: {result.levels} levels, "
-            f"{result.tiles} tiles"
+            f"{result.tiles} tiles ({result.tiles_copied} copied, {result.tiles_rendered} rendered)"
         )
+        for line in _level_lines(result.passthrough):
+            typer.echo(f"  {line}")
         for path in result.paths:
             typer.echo(f"  {path}")
     else:
         rate = result.tiles / result.seconds if result.seconds else 0
         typer.echo(
             f"wrote {result.output}: {result.width} x {result.height}, {result.levels} levels, "
-            f"{result.tiles} tiles, {result.bytes / 2**20:.1f} MiB in {result.seconds:.1f} s "
-            f"({rate:.0f} tiles/s)"
+            f"{result.tiles} tiles ({result.tiles_copied} copied), {result.bytes / 2**20:.1f} MiB in "
+            f"{result.seconds:.1f} s ({rate:.0f} tiles/s)"
         )
+
+
+def _level_lines(paths: dict[str, Any]) -> list[str]:
+    """`convert --dry-run`'s account of each level's path (`outputs.passthrough.PassPlan.to_dict`)."""
+    lines = [f"pass-through: {paths['reason']}" if paths["applies"] else f"plain path: {paths['reason']}"]
+    for level in paths["levels"]:
+        how = "copy" if level["copied"] else f"render from source level {level['source']}"
+        lines.append(
+            f"level {level['level']}: {level['width']} x {level['height']}, {how} ({level['tiles']} tiles): "
+            f"{level['reason']}"
+        )
+    return lines
 
 
 @app.command()

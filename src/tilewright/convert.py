@@ -1,7 +1,8 @@
 """Convert one image or slide to a pyramid (DZI, TIFF or IIIF): the core every front end calls.
 
-Steps: open (detect by content, check limits) -> plan -> write (libvips, streaming,
-into staging) -> publish (atomic rename) -> summarise. Errors are `TilewrightError`s
+Steps: open (detect by content, check limits) -> plan (which levels copy the source's stored
+tiles: outputs/passthrough.py) -> write (libvips, streaming, into staging; stored tiles copied)
+-> publish (atomic rename) -> summarise. Errors are `TilewrightError`s
 with one-line reasons; staging is always removed.
 """
 
@@ -17,10 +18,12 @@ from typing import Any
 import pyvips
 
 from tilewright.config import Settings, get_settings
-from tilewright.errors import CancelledError, InputError, TilewrightError, vips_error
+from tilewright.errors import CancelledError, InputError, OutputWriteError, TilewrightError, vips_error
 from tilewright.formats import SlideReader, open_slide
 from tilewright.outputs import WRITERS, Plan, PyramidWriter, WriteOptions
+from tilewright.outputs.base import tile_count
 from tilewright.outputs.iiif import check_id, served_id
+from tilewright.outputs.passthrough import LevelPath, PassPlan, plan_tiff, write_tiff
 from tilewright.pipeline import ProgressFn, Runner, Step, never, no_progress
 from tilewright.staging import remove_staging
 
@@ -39,6 +42,10 @@ class ConvertResult:
     seconds: float
     dry_run: bool = False
     reader: str = ""
+    tiles_copied: int = 0  # stored source tiles copied as they are (pass-through)
+    tiles_rendered: int = 0  # tiles decoded from the source and encoded again
+    #: which path each output level took and why (`outputs.passthrough.PassPlan.to_dict`)
+    passthrough: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +62,7 @@ class _Context:
     reader: SlideReader | None = None
     writer: PyramidWriter | None = None
     plan: Plan | None = None
+    paths: PassPlan | None = None
     staging: Path | None = None
     staged: list[Path] = field(default_factory=list)
     files: int = 0
@@ -72,6 +80,7 @@ def make_options(
     base_only: bool = False,
     overwrite: bool = False,
     iiif_id: str | None = None,
+    passthrough: bool = True,
 ) -> WriteOptions:
     """Write options from explicit values, falling back to the settings for each kind."""
     default_size = getattr(settings, WRITERS[kind].tile_size_setting)  # each kind has its own setting
@@ -85,6 +94,8 @@ def make_options(
         quality=quality or settings.quality,
         base_only=base_only,
         overwrite=overwrite,
+        passthrough=passthrough,
+        tile_size_asked=tile_size is not None,
     )
     return replace(options, iiif_id=check_id(iiif_id)) if iiif_id else options
 
@@ -122,7 +133,7 @@ def convert(
             remove_staging(ctx.staging)
         if ctx.reader is not None:
             ctx.reader.close()
-    assert ctx.plan is not None and ctx.reader is not None and ctx.writer is not None
+    assert ctx.plan is not None and ctx.reader is not None and ctx.writer is not None and ctx.paths is not None
     return ConvertResult(
         source=str(ctx.source),
         kind=kind,
@@ -136,6 +147,9 @@ def convert(
         seconds=round(time.perf_counter() - started, 3),
         dry_run=dry_run,
         reader=ctx.reader.name,
+        tiles_copied=ctx.paths.tiles_copied,
+        tiles_rendered=ctx.paths.tiles_rendered,
+        passthrough=ctx.paths.to_dict(),
     )
 
 
@@ -149,26 +163,70 @@ def _open(ctx: _Context) -> None:
 
 def _plan(ctx: _Context) -> None:
     assert ctx.reader and ctx.writer
+    ctx.paths = level_paths(ctx.reader, ctx.kind, ctx.options)
+    if ctx.paths.applies:
+        levels = [(level.width, level.height) for level in ctx.paths.levels]
+        ctx.plan = Plan(ctx.kind, ctx.writer.final_paths(), levels, sum(level.tiles for level in ctx.paths.levels))
+        return
     ctx.plan = ctx.writer.plan(ctx.reader.width, ctx.reader.height)
+    # the plain path: libvips renders every level from the base
+    tiles = [tile_count([size], ctx.options.tile_size) for size in ctx.plan.levels]
+    ctx.paths.levels = [
+        LevelPath(n, w, h, 0, False, "plain path", count)
+        for n, ((w, h), count) in enumerate(zip(ctx.plan.levels, tiles, strict=True))
+    ]
+    ctx.paths.tile_size = (ctx.options.tile_size, ctx.options.tile_size)
+
+
+def level_paths(reader: SlideReader, kind: str, options: WriteOptions) -> PassPlan:
+    """Which output levels of `kind` copy stored tiles of `reader` and which are rendered, and why."""
+    if kind == "tiff":
+        return plan_tiff(reader, options)
+    return PassPlan(False, f"pass-through is built for TIFF output; {kind} tiles are rendered")
 
 
 def _write(ctx: _Context, runner: Runner) -> None:
     assert ctx.reader and ctx.writer
     if ctx.settings.vips_concurrency:
         pyvips.concurrency_set(ctx.settings.vips_concurrency)
-    image = ctx.reader.level_image(0, sequential=True)
-    killed = runner.watch(image)
     ctx.staging = ctx.writer.staging_dir()
+    watched: list[Callable[[], bool]] = []
     try:
-        ctx.staged = ctx.writer.write(image, ctx.staging)
+        if ctx.paths is not None and ctx.paths.applies:
+            ctx.staged = _pass_through(ctx, runner, watched)
+        else:
+            image = ctx.reader.level_image(0, sequential=True)
+            watched.append(runner.watch(image))
+            ctx.staged = ctx.writer.write(image, ctx.staging)
     except pyvips.Error as exc:
-        if killed():
+        if any(killed() for killed in watched):
             runner.check()  # raises the CancelledError that explains why
             raise CancelledError("cancelled") from exc
         raise _explain(ctx, exc) from exc
     failure = ctx.reader.read_failure()
     if failure is not None:
         raise failure
+
+
+def _pass_through(ctx: _Context, runner: Runner, watched: list[Callable[[], bool]]) -> list[Path]:
+    """The TIFF of `ctx.paths`: stored tiles copied, the other levels rendered (outputs/passthrough.py)."""
+    assert ctx.reader and ctx.writer and ctx.paths and ctx.staging
+    base, span = runner.share()
+    target = ctx.staging / ctx.writer.output.name
+
+    def progress(fraction: float) -> None:
+        runner.progress(base + span * fraction, runner.stage)
+
+    def watch(image: pyvips.Image, report: Callable[[float], None]) -> None:
+        watched.append(runner.watch(image, report=report))
+
+    try:
+        write_tiff(
+            ctx.reader, ctx.paths, ctx.options, target, ctx.staging, watch=watch, check=runner.check, progress=progress
+        )
+    except OSError as exc:  # libvips' errors are pyvips.Errors: this is tifffile writing, or a tile read
+        raise OutputWriteError(f"cannot write output: {exc.strerror or exc}", path=ctx.output) from exc
+    return [target]
 
 
 def _publish(ctx: _Context) -> None:

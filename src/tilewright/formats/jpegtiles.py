@@ -17,6 +17,10 @@ level is used, one tile is decoded the way a browser decodes it, as stored and w
 Adobe "no transform" marker, and compared with libvips's reading through libtiff; the
 spelling that matches is kept for the level, and a level where neither matches is
 never passed through.
+
+Conversion copies the same stored tiles into a pyramidal TIFF (outputs/passthrough.py): there the
+tiles stay abbreviated, their tables go into the output page's JPEGTables and the Photometric tag
+is copied, so a reader of the output decodes them exactly as it decodes the source (`raw_tiles`).
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyvips
+
+from tilewright.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +44,14 @@ _RGB, _YCBCR = 2, 6
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 
 
+#: a run of tiles stored back to back is read with one `pread` of at most this many bytes (`raw_tiles`)
+_RUN_BYTES = 8 << 20
+
+
 @dataclass
-class _Level:
+class StoredLevel:
+    """One level's stored JPEG tiles: where they are in the file and how to decode them."""
+
     width: int
     height: int
     tile_width: int
@@ -48,14 +60,24 @@ class _Level:
     counts: tuple[int, ...]
     tables: bytes  # JPEGTables without its EOI, or b"" when every tile carries its own tables
     photometric: int
+    subsampling: tuple[int, int] | None  # YCbCrSubSampling, for YCbCr pages
     verified: bool | None = None  # None: not checked yet
     marker: bytes = b""  # what goes after SOI: ADOBE_RGB for RGB-coded data (found by `_verify`)
+
+    @property
+    def jpegtables(self) -> bytes | None:
+        """The JPEGTables tag as the file stores it (None when the tiles carry their own tables)."""
+        return self.tables + b"\xff\xd9" if self.tables else None
+
+    @property
+    def tiles(self) -> int:
+        return len(self.offsets)
 
 
 class JpegTiles:
     """The stored JPEG tiles of some levels of one TIFF file, read with `os.pread` (thread-safe)."""
 
-    def __init__(self, path: Path, levels: dict[int, _Level]) -> None:
+    def __init__(self, path: Path, levels: dict[int, StoredLevel]) -> None:
         self.path = Path(path)
         self._levels = levels
         self._fd: int | None = None
@@ -64,12 +86,16 @@ class JpegTiles:
     @classmethod
     def from_pages(cls, path: Path, pages: Mapping[int, object]) -> JpegTiles | None:
         """From tifffile pages by level (the keyframes of the pyramid); None when no level qualifies."""
-        levels: dict[int, _Level] = {}
+        levels: dict[int, StoredLevel] = {}
         for level, page in pages.items():
             found = _level_of(page)
             if found is not None:
                 levels[level] = found
         return cls(path, levels) if levels else None
+
+    def level(self, level: int) -> StoredLevel | None:
+        """What `level` stores, when its tiles are JPEG that may be handed out; else None."""
+        return self._levels.get(level)
 
     def tile_size(self, level: int) -> tuple[int, int] | None:
         found = self._levels.get(level)
@@ -90,6 +116,37 @@ class JpegTiles:
             return None
         return b"\xff\xd8" + found.marker + data[2:] if found.marker else data
 
+    def raw_tiles(self, level: int) -> Iterator[bytes]:
+        """Every stored tile of `level` in tile order, byte for byte as in the file (abbreviated streams: their
+        tables are `StoredLevel.jpegtables`); tiles stored back to back are read in runs of up to 8 MiB.
+
+        InputError when the file is shorter than its tile offsets say.
+        """
+        found = self._levels[level]
+        offsets, counts = found.offsets, found.counts
+        fd = os.open(self.path, os.O_RDONLY)  # its own handle: a long sequential read beside the server's preads
+        try:
+            index, total = 0, len(offsets)
+            while index < total:
+                start = end = offsets[index]
+                stop = index  # the run: tiles index..stop-1, each starting where the one before ends
+                while stop < total and offsets[stop] == end and end - start < _RUN_BYTES:
+                    end += counts[stop]
+                    stop += 1
+                try:
+                    data = os.pread(fd, end - start, start)
+                except OSError as exc:
+                    raise InputError(f"cannot read the tiles of level {level}: {exc.strerror}", path=self.path) from exc
+                if len(data) != end - start:
+                    raise InputError(f"file ends inside the tiles of level {level}", path=self.path)
+                position = 0
+                for tile in range(index, stop):
+                    yield data[position : position + counts[tile]]
+                    position += counts[tile]
+                index = stop
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
@@ -97,7 +154,7 @@ class JpegTiles:
                 self._fd = None
 
     # -- internals ------------------------------------------------------------------
-    def _read(self, found: _Level, index: int) -> bytes | None:
+    def _read(self, found: StoredLevel, index: int) -> bytes | None:
         if index >= len(found.offsets) or not found.counts[index]:
             return None  # a sparse tile (no data stored): rendering fills it with the background
         if self._fd is None:
@@ -110,7 +167,13 @@ class JpegTiles:
         return found.tables + data[2:] if found.tables else data
 
     def _verify(
-        self, level: int, found: _Level, col: int, row: int, data: bytes, level_image: Callable[[int], pyvips.Image]
+        self,
+        level: int,
+        found: StoredLevel,
+        col: int,
+        row: int,
+        data: bytes,
+        level_image: Callable[[int], pyvips.Image],
     ) -> bool:
         """Decode `data` as a browser would, with and without an Adobe RGB marker, against libtiff's reading."""
         import numpy as np  # lazy: numpy (a seventh of a second with tifffile) is never needed for a JPEG
@@ -147,27 +210,50 @@ class JpegTiles:
             return False
 
 
-def _level_of(page) -> _Level | None:
+def refusal(page) -> str | None:
+    """Why a tifffile page's tiles cannot be handed out as stored JPEG, or None when they can."""
     try:
-        if not page.is_tiled or page.compression != _JPEG or page.photometric not in (_RGB, _YCBCR):
-            return None
+        if not page.is_tiled:
+            return "not tiled"
+        if page.compression != _JPEG:
+            return f"{_compression_name(page.compression)}-compressed, not JPEG"
+        if page.photometric not in (_RGB, _YCBCR):
+            return f"photometric {_photometric_name(page.photometric)}, not RGB or YCbCr"
         if page.samplesperpixel != 3 or page.bitspersample != 8 or page.planarconfig != 1:
-            return None
+            return f"{page.samplesperpixel} samples of {page.bitspersample} bits, not 3 interleaved 8-bit ones"
         if getattr(page, "imagedepth", 1) != 1:
-            return None
+            return "a volume (image depth above 1)"
         tables = page.jpegtables or b""
         if tables and not (tables.startswith(b"\xff\xd8") and tables.endswith(b"\xff\xd9")):
-            return None
-        return _Level(
-            page.imagewidth,
-            page.imagelength,
-            page.tilewidth,
-            page.tilelength,
-            tuple(page.dataoffsets),
-            tuple(page.databytecounts),  # tifffile's tuples: not copied
-            tables[:-2],
-            int(page.photometric),
-        )
+            return "its JPEGTables are not a tables-only JPEG stream"
     except (AttributeError, TypeError, ValueError) as exc:
-        log.debug("no stored JPEG tiles: %s", exc)
+        return f"unreadable tags: {exc}"
+    return None
+
+
+def _compression_name(value: object) -> str:
+    return getattr(value, "name", None) or f"compression {value}"
+
+
+def _photometric_name(value: object) -> str:
+    return getattr(value, "name", None) or str(value)
+
+
+def _level_of(page) -> StoredLevel | None:
+    reason = refusal(page)
+    if reason is not None:
+        log.debug("no stored JPEG tiles: %s", reason)
         return None
+    tables = page.jpegtables or b""
+    subsampling = getattr(page, "subsampling", None)
+    return StoredLevel(
+        page.imagewidth,
+        page.imagelength,
+        page.tilewidth,
+        page.tilelength,
+        tuple(page.dataoffsets),
+        tuple(page.databytecounts),  # tifffile's tuples: not copied
+        tables[:-2],
+        int(page.photometric),
+        tuple(subsampling) if subsampling and page.photometric == _YCBCR else None,
+    )

@@ -34,6 +34,10 @@ class WriteOptions:
     overwrite: bool = False
     iiif_id: str | None = None  # IIIF: the image's `id`, the URL the output folder is served at
     mpp: tuple[float, float] | None = None
+    #: copy the source's stored tiles where the output can take them (outputs/passthrough.py)
+    passthrough: bool = True
+    #: the tile size was asked for (else the source's own tile size may be used, to copy its tiles)
+    tile_size_asked: bool = False
 
 
 @dataclass
