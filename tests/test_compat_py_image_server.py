@@ -238,10 +238,10 @@ def test_outputs_only_inside_the_root_and_inputs_only_inside_the_roots(client, r
     }
     assert_error(client.post("/items/", json=sent), 400, "TILEWRIGHT_ITEMS_OUTPUT_ROOT")
     dotdot = {"images": [{"input": str(inputs / "cyclo1.jpg"), "output": "../elsewhere.jpg"}], "operations": []}
-    assert_error(client.post("/items/", json=dotdot), 400, "outside the items output root")
+    assert_error(client.post("/items/", json=dotdot), 403, "outside the items output root")
     assert not escape.exists() and not (outputs / "inside").exists()
     outside = {"images": [{"input": str(PHOTO), "output": "x.jpg"}], "operations": []}  # not an input root here
-    assert_error(client.post("/items/", json=outside), 400, "TILEWRIGHT_INPUT_ROOTS")
+    assert_error(client.post("/items/", json=outside), 403, "TILEWRIGHT_INPUT_ROOTS")
     unknown = {"images": [{"input": str(inputs / "cyclo1.jpg"), "output": "x.gif"}], "operations": []}
     assert_error(client.post("/items/", json=unknown), 400, "suffix")
     relative = {"images": [{"input": str(inputs / "cyclo1.jpg"), "output": "relative/x.webp"}], "operations": None}

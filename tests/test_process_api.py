@@ -214,12 +214,19 @@ def test_process_outputs_escaping_the_root_are_400(client, testdata, output):
     assert not (client.settings.resolved_output_root().parent / "escape.png").exists()
 
 
-def test_process_inputs_outside_the_roots_and_bad_bodies_are_400(client, data):
+def test_process_inputs_outside_the_roots_are_403_and_bad_bodies_400(client, data):
     (data / "secret.png").write_bytes(b"x")
-    for source in ("/etc/passwd", str(data / "secret.png"), f"{TESTDATA}/../../../etc/passwd", "0" * 32):
+    # outside every root (a path trick included): forbidden, whatever the file is; an unknown id is no file
+    for source, status in (
+        ("/etc/passwd", 403),
+        (str(data / "secret.png"), 403),
+        (f"{TESTDATA}/../../../etc/passwd", 403),
+        ("0" * 32, 403),
+        (f"{TESTDATA}/no-such-file.png", 404),
+    ):
         assert_error(
             client.post("/process", json={"images": [{"input": source, "output": "a.png"}], "operations": []}),
-            400,
+            status,
             "input",
         )
     assert_error(client.post("/process", content=b"{not json", headers={"content-type": "application/json"}), 400)

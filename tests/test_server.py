@@ -213,7 +213,7 @@ def test_jobs_submit_idempotency_list_and_errors(client, testdata):
     assert_error(client.get("/jobs", params={"state": "bogus"}), 400, "unknown state")
     assert_error(client.get("/jobs/nope"), 404, "no job")
     assert_error(client.post("/jobs", json={"kind": "explode", "params": {}}), 400, "unknown job kind")
-    assert_error(client.post("/jobs", json={"kind": "convert", "params": {"input": "/etc/passwd"}}), 400, "outside")
+    assert_error(client.post("/jobs", json={"kind": "convert", "params": {"input": "/etc/passwd"}}), 403, "outside")
     assert_error(client.post("/jobs", json={"kind": "convert", "params": {}}), 400, "needs an 'input'")
     assert_error(client.post("/jobs", json={"kind": "convert", "params": {**params, "tile_size": 7}}), 400)
     assert_error(

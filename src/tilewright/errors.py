@@ -26,6 +26,19 @@ class InputError(TilewrightError):
     """The input cannot be used: empty, corrupt, truncated or of an unsupported format."""
 
 
+class OutsideRootsError(InputError):
+    """A path outside the folders the server may read or write (the one path-sandbox rule, `paths`), or a URL
+    outside the configured accounts, buckets and containers (`storage`): refused as forbidden, whatever it names."""
+
+    http_status = 403
+
+
+class InputNotFoundError(InputError):
+    """A named input (a path inside the roots, an image id) that does not exist."""
+
+    http_status = 404
+
+
 class UnsupportedFormatError(InputError):
     """No reader recognised the file's content."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tilewright.config import Settings
-from tilewright.errors import InputError
+from tilewright.errors import InputNotFoundError, OutsideRootsError
 
 
 def readable_roots(settings: Settings) -> list[Path]:
@@ -32,10 +32,13 @@ def root_of(path: Path, roots: list[Path]) -> Path | None:
 
 
 def allowed_input(path: str | Path, settings: Settings) -> Path:
-    """The resolved input path if it lies inside a readable root and exists; `InputError` otherwise."""
+    """The resolved input path if it lies inside a readable root (else `OutsideRootsError`, 403) and exists
+    (else `InputNotFoundError`, 404)."""
     resolved = Path(path).expanduser().resolve()
     if root_of(resolved, readable_roots(settings)) is None:
-        raise InputError(f"input path {str(path)!r} is outside the configured input roots (TILEWRIGHT_INPUT_ROOTS)")
+        raise OutsideRootsError(
+            f"input path {str(path)!r} is outside the configured input roots (TILEWRIGHT_INPUT_ROOTS)"
+        )
     if not resolved.exists():
-        raise InputError(f"input path {str(path)!r} does not exist")
+        raise InputNotFoundError(f"input path {str(path)!r} does not exist")
     return resolved

@@ -85,7 +85,7 @@ def install(app: FastAPI, token_check: Callable[..., Any]) -> None:
                     continue
                 responses = operation.setdefault("responses", {})
                 for status in _statuses(path, route, operation, token_check):
-                    responses[str(status)] = _error(status)
+                    responses.setdefault(str(status), _error(status))  # a route's own words win
                 for status, answer in responses.items():  # a route's own error answers: the one error body
                     if status.startswith(("4", "5")) and "content" not in answer:
                         answer["content"] = _error(int(status))["content"]

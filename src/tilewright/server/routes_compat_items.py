@@ -37,7 +37,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 
 from tilewright.config import Settings
-from tilewright.errors import InputError, one_line, vips_error
+from tilewright.errors import InputError, OutsideRootsError, one_line, vips_error
 from tilewright.imaging.image_formats import SUFFIX_FORMATS
 from tilewright.ops import OperationError, ParamError, Source, Step, apply_chain, parse_step, save
 from tilewright.paths import allowed_input, readable_roots, root_of
@@ -141,11 +141,11 @@ def items_root(settings: Settings) -> Path:
 
 def output_path(text: str, settings: Settings) -> Path:
     """Where an output goes: inside the items root (a relative path is taken from it), with a suffix naming
-    a format tilewright writes; InputError (400) otherwise, before anything is written."""
+    a format tilewright writes; OutsideRootsError (403) or InputError (400) otherwise, before anything is written."""
     root = items_root(settings)
     target = (root / text.strip()).resolve() if text.strip() else root
     if root not in target.parents:
-        raise InputError(
+        raise OutsideRootsError(
             f"output {text!r} is outside the items output root {root} (TILEWRIGHT_ITEMS_OUTPUT_ROOT); "
             "outputs are written only inside it"
         )
@@ -156,7 +156,7 @@ def output_path(text: str, settings: Settings) -> Path:
 
 def input_path(text: str, settings: Settings) -> Path | str:
     """The input's resolved path, or why it cannot be read when it is inside the roots but missing (reported,
-    not failing the request, as before); InputError (400) for a path outside the readable roots."""
+    not failing the request, as before); OutsideRootsError (403) for a path outside the readable roots."""
     try:
         return allowed_input(text, settings)
     except InputError as exc:
@@ -245,9 +245,10 @@ def process_items(body: ItemsRequest, settings: Settings) -> list[dict[str, Any]
     dependencies=[Depends(require_token)],
     responses={
         200: {"description": "the request as sent, with `results`: per image what was written and skipped"},
-        400: {
-            "description": "an output outside TILEWRIGHT_ITEMS_OUTPUT_ROOT (or of an unknown suffix), "
-            "an input outside the readable roots; nothing is written"
+        400: {"description": "an output of a suffix naming no format tilewright writes; nothing is written"},
+        403: {
+            "description": "an output outside TILEWRIGHT_ITEMS_OUTPUT_ROOT or an input outside the readable "
+            "roots; nothing is written"
         },
         401: {"description": "a write token is set and the request has not got it"},
         422: {"description": "a body that is not py-image-server's request, or a step it could not run"},

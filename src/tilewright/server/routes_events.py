@@ -209,7 +209,8 @@ def source_routes(sources: Iterable[EventSource]) -> APIRouter:
     },
 )
 def pyramid(
-    request: Request, url: str = Query(..., description="Output folder, e.g. az://c/web-slides-dzi-output/x")
+    request: Request,
+    url: str = Query(..., min_length=1, description="Output folder, e.g. az://c/web-slides-dzi-output/x"),
 ) -> dict[str, Any]:
     """The manifest of a published pyramid; 404 while it has none (in progress, crashed, or absent)."""
     store, key = open_url(url, settings_of(request))

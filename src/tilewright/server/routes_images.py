@@ -24,6 +24,7 @@ from tilewright.jobs.service import submit_job
 from tilewright.jobs.view import Relative, public_job
 from tilewright.outputs import WRITERS
 from tilewright.recipes import load_recipe
+from tilewright.server import openapi
 from tilewright.server.deps import executor_of, require_token, settings_of
 from tilewright.server.errors import ApiError, responses
 from tilewright.server.proxy import link
@@ -64,7 +65,13 @@ def _inspect(path: Path, filename: str, settings: Settings) -> tuple[str, int, i
         raise ApiError(exc.http_status, f"{filename}: {exc.reason}") from None
 
 
-@router.post("/images", status_code=201, dependencies=[Depends(require_token)])
+@router.post(
+    "/images",
+    status_code=201,
+    dependencies=[Depends(require_token)],
+    responses=responses(409, 411, 415),
+    openapi_extra=openapi.body("multipart/form-data", "application/octet-stream"),
+)
 async def upload_image(
     request: Request,
     response: Response,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from tilewright.jobs import store
-from tilewright.jobs.models import FINISHED
+from tilewright.jobs.models import FINISHED, STATES
 from tilewright.jobs.registry import TASKS
 from tilewright.jobs.service import submit_job
 from tilewright.jobs.view import Relative, public_job
@@ -45,7 +45,8 @@ def create_job(
 @router.get("/jobs")
 def list_jobs(
     request: Request,
-    state: str | None = None,
+    # the schema names the states (a generated client sends one of them); an unknown one is still a 400
+    state: str | None = Query(None, json_schema_extra={"enum": list(STATES)}),
     kind: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=2**31),  # past SQLite's 64-bit integers it was a 500 (OverflowError)

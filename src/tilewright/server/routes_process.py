@@ -31,8 +31,9 @@ from tilewright.jobs.service import submit_job
 from tilewright.jobs.view import public_job
 from tilewright.ops import Encoded, OperationError, Source, Step, encode, parse_chain, run_chain
 from tilewright.paths import allowed_input
+from tilewright.server import openapi
 from tilewright.server.deps import executor_of, require_token, settings_of
-from tilewright.server.errors import ApiError, error_response
+from tilewright.server.errors import ApiError, error_response, responses
 from tilewright.server.proxy import link
 from tilewright.server.upload import discard, safe_filename, stream_body
 
@@ -65,10 +66,39 @@ def _operation_error(exc: OperationError) -> JSONResponse:
 # -- /resize ---------------------------------------------------------------------------------------
 
 
+def _query(name: str, low: int, high: int, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "integer", "minimum": low, "maximum": high},
+    }
+
+
 @router.post(
     "/resize",
     dependencies=[Depends(require_token)],
-    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}, "image/avif": {}}}},
+    responses={
+        200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}, "image/avif": {}}},
+        **responses(400, 413, 415),
+    },
+    # the query is read by hand (its 400s name the parameter as this route always did): the schema says it
+    openapi_extra={
+        **openapi.body("image/*", "application/octet-stream"),
+        "parameters": [
+            _query("width", 1, MAX_SIDE, "fit inside this width (give width and/or height)"),
+            _query("height", 1, MAX_SIDE, "fit inside this height"),
+            _query("quality", 1, 100, "encoder quality"),
+            {
+                "name": "format",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": list(RESIZE_FORMATS)},
+                "description": "output format (default: the input's when it is one of these, else jpeg)",
+            },
+        ],
+    },
 )
 async def resize(request: Request) -> Response:
     """Resize the image in the body to fit inside `width` x `height` (aspect kept; one side may be omitted).

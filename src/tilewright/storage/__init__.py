@@ -17,10 +17,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from tilewright.config import Settings
-from tilewright.errors import InputError
+from tilewright.errors import InputError, OutsideRootsError
 from tilewright.paths import readable_roots, root_of
 from tilewright.storage.base import BlobInfo, Storage
-from tilewright.storage.errors import BlobNotFoundError, ForbiddenSourceError, NotConfiguredError, StorageError
+from tilewright.storage.errors import BlobNotFoundError, NotConfiguredError, StorageError
 from tilewright.storage.keys import clean_key, join_key, key_parts
 from tilewright.storage.manifest import MANIFEST, parse_manifest
 
@@ -28,7 +28,6 @@ __all__ = [
     "MANIFEST",
     "BlobInfo",
     "BlobNotFoundError",
-    "ForbiddenSourceError",
     "NotConfiguredError",
     "Storage",
     "StorageError",
@@ -67,7 +66,7 @@ def open_store(scheme: str, settings: Settings, root: Path | None = None) -> Sto
 
 
 def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
-    """(store, key) of a URL or path; ForbiddenSourceError when it lies outside what is configured."""
+    """(store, key) of a URL or path; OutsideRootsError when it lies outside what is configured."""
     text = (url or "").strip()
     if not text:
         raise InputError("empty storage URL")
@@ -86,7 +85,7 @@ def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
         root = root_of(path, readable_roots(settings))
         if root is not None:
             return open_store("file", settings, root), clean_key(path.relative_to(root).as_posix())
-        raise ForbiddenSourceError(
+        raise OutsideRootsError(
             f"{text!r} is outside the storage root, the input roots and the upload folder "
             "(TILEWRIGHT_STORAGE_ROOT, TILEWRIGHT_INPUT_ROOTS, the upload folder)"
         )

@@ -17,9 +17,9 @@ from azure.storage.blob import ContentSettings
 from pydantic import SecretStr
 
 from tilewright.config import Settings
-from tilewright.errors import InputError
+from tilewright.errors import InputError, OutsideRootsError
 from tilewright.storage.base import FileSystem, Storage
-from tilewright.storage.errors import ForbiddenSourceError, NotConfiguredError
+from tilewright.storage.errors import NotConfiguredError
 from tilewright.storage.keys import clean_key
 
 DEV_ACCOUNT = "devstoreaccount1"
@@ -107,7 +107,7 @@ class AzureStorage(Storage):
         return f"az:// (account {self.account} at {self.endpoint})"
 
     def key_from_url(self, url: str) -> str:
-        """`container/path` of an https blob URL of this account; ForbiddenSourceError for any other URL."""
+        """`container/path` of an https blob URL of this account; OutsideRootsError for any other URL."""
         parts = urlsplit(url)
         endpoint = urlsplit(self.endpoint)
         base_path = endpoint.path.rstrip("/")
@@ -115,7 +115,7 @@ class AzureStorage(Storage):
             endpoint.scheme.lower(),
             endpoint.netloc.lower(),
         ) or not parts.path.startswith(base_path + "/"):
-            raise ForbiddenSourceError(
+            raise OutsideRootsError(
                 f"blob URL {url!r} is not in the configured storage account ({self.account}, {self.endpoint})"
             )
         key = clean_key(unquote(parts.path[len(base_path) + 1 :]))

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
 from tilewright.config import Settings
-from tilewright.errors import LimitExceededError
-from tilewright.storage.errors import BlobNotFoundError, ForbiddenSourceError
+from tilewright.errors import LimitExceededError, OutsideRootsError
+from tilewright.storage.errors import BlobNotFoundError
 from tilewright.storage.keys import clean_key, join_key
 from tilewright.storage.manifest import MANIFEST, manifest_problems, parse_manifest
 from tilewright.storage.parallel import ProgressFn, no_progress, run_parallel
@@ -78,7 +78,7 @@ class Storage:
 
     def key_from_url(self, url: str) -> str:
         """The key of an https URL naming a blob of this store; only Azure's blobs have such URLs."""
-        raise ForbiddenSourceError(f"{url!r}: https URLs name blobs of the configured Azure account only")
+        raise OutsideRootsError(f"{url!r}: https URLs name blobs of the configured Azure account only")
 
     def __init__(self, fs: FileSystem, settings: Settings, root: str = "") -> None:
         self.fs = fs

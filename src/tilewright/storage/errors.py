@@ -1,4 +1,5 @@
-"""The errors every store raises: the store failed (retry later), the object is missing, the name is forbidden."""
+"""The errors every store raises: the store failed (retry later), the object is missing, the store is not
+configured. A name outside what is configured is `tilewright.errors.OutsideRootsError` (403), as for paths."""
 
 from __future__ import annotations
 
@@ -16,12 +17,6 @@ class BlobNotFoundError(InputError):
     """The named object does not exist (deleted after its event, or a wrong URL)."""
 
     http_status = 404
-
-
-class ForbiddenSourceError(InputError):
-    """A URL or path outside the configured accounts, buckets, containers or roots."""
-
-    http_status = 403
 
 
 class NotConfiguredError(TilewrightError):

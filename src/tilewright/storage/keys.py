@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from tilewright.storage.errors import ForbiddenSourceError
+from tilewright.errors import OutsideRootsError
 
 #: suffixes that are one extension: the stem of `slide.ome.tiff` is `slide`
 _DOUBLE_SUFFIXES = (".ome.tiff", ".ome.tif")
@@ -20,7 +20,7 @@ def clean_key(key: str) -> str:
     text = str(key).replace("\\", "/")
     parts = [p for p in text.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
-        raise ForbiddenSourceError(f"key {key!r} contains '..'")
+        raise OutsideRootsError(f"key {key!r} contains '..'")
     return "/".join(parts)
 
 

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from tilewright.errors import TilewrightError, one_line
+from tilewright.errors import OutsideRootsError, TilewrightError, one_line
 from tilewright.logs import redact
-from tilewright.storage.errors import BlobNotFoundError, ForbiddenSourceError, StorageError
+from tilewright.storage.errors import BlobNotFoundError, StorageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,7 +90,7 @@ def translate(exc: BaseException, url: str) -> BaseException:
     if isinstance(exc, FileNotFoundError):
         return BlobNotFoundError(f"{url} does not exist")
     if isinstance(exc, PermissionError):
-        return ForbiddenSourceError(f"{url}: access denied ({reason(exc)})")
+        return OutsideRootsError(f"{url}: access denied ({reason(exc)})")
     return StorageError(f"{url}: {type(exc).__name__}: {reason(exc)}")
 
 

@@ -14,7 +14,7 @@ import pyvips
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from tilewright.config import Settings
-from tilewright.errors import CancelledError, InputError, vips_error
+from tilewright.errors import CancelledError, InputError, OutsideRootsError, vips_error
 from tilewright.imaging.image_formats import SUFFIX_FORMATS, FormatName
 from tilewright.jobs.kind import Task, TaskContext
 from tilewright.jobs.params import content_hash
@@ -34,9 +34,19 @@ def _none_is_empty(value: Any) -> Any:
     return [] if value is None else value  # `"operations": null` is no operation, as it always was
 
 
+#: a relative name: no leading / or \, no part starting with '.' ('..' included), no NUL (the schema says it, so a
+#: generated client never sends what `process_target` refuses)
+RELATIVE_NAME = r"^(?![/\\])(?!(?:.*[/\\])?\.)[^\x00]+$"
+
+
 class ImageItem(BaseModel):
-    input: str = Field(description="an uploaded image's id, or a path inside an input root")
-    output: str = Field(description="a relative name under OUTPUT_ROOT/processed/ (the extension may be left out)")
+    model_config = ConfigDict(regex_engine="python-re")  # the pattern's look-aheads
+
+    input: str = Field(min_length=1, description="an uploaded image's id, or a path inside an input root")
+    output: str = Field(
+        pattern=RELATIVE_NAME,
+        description="a relative name under OUTPUT_ROOT/processed/ (the extension may be left out)",
+    )
 
 
 class Params(BaseModel):
@@ -64,8 +74,8 @@ def process_target(name: Any, settings: Settings) -> Path:
     if not text or Path(text).is_absolute() or ".." in parts or any(p.startswith(".") for p in parts):
         raise InputError(f"output {text!r} must be a relative name under the output root (no '..', no leading /)")
     target = (root / text).resolve()
-    if root not in target.parents:
-        raise InputError(f"output {text!r} escapes the output root")
+    if root not in target.parents:  # a symlink under processed/ leading out
+        raise OutsideRootsError(f"output {text!r} escapes the output root")
     return target
 
 
