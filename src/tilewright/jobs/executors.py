@@ -28,13 +28,21 @@ from tilewright.jobs.lifetime import set_pdeathsig
 from tilewright.jobs.runner import execute
 from tilewright.logs import setup_logging
 
-__all__ = ["BrokerUnavailableError", "EmbeddedExecutor", "Executor", "FallbackExecutor", "make_executor"]
+__all__ = [
+    "BrokerUnavailableError",
+    "EmbeddedExecutor",
+    "Executor",
+    "FallbackExecutor",
+    "broker_reachable",
+    "make_executor",
+]
 log = logging.getLogger(__name__)
 REAP_INTERVAL = 5.0
 
 
 class Executor(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def start(self) -> None: ...
 
@@ -209,6 +217,15 @@ class FallbackExecutor:
             assert isinstance(embedded, EmbeddedExecutor)
             embedded.stop(drain=True)
             return
+
+
+def __getattr__(name: str) -> Any:
+    """`executors.CeleryExecutor`, as the CLI names it, without loading Celery for everyone else."""
+    if name == "CeleryExecutor":
+        from tilewright.jobs.celery_executor import CeleryExecutor  # lazy: Celery, only when asked for
+
+        return CeleryExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _celery_executor(settings: Settings) -> Executor:
