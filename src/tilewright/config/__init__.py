@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tilewright.config.celery import CelerySettings
 from tilewright.config.compat import CompatSettings
 from tilewright.config.events import EventSettings
 from tilewright.config.groups import (
@@ -37,16 +38,12 @@ from tilewright.config.groups import (
 )
 from tilewright.config.serving import ServingSettings
 from tilewright.config.storage import StorageSettings
-from tilewright.config.urls import (
-    BrokerUrl,
-    DatabaseUrl,
-    ResultBackendUrl,
-)
+from tilewright.config.urls import DatabaseUrl
 from tilewright.errors import ConfigError, one_line
 from tilewright.imaging.colour import parse_colour
 
 
-class Settings(CompatSettings, StorageSettings, EventSettings, ServingSettings, BaseSettings):
+class Settings(CompatSettings, CelerySettings, StorageSettings, EventSettings, ServingSettings, BaseSettings):
     """Every setting; the storage-and-events and serving groups are declared in their own modules (mixins),
     one class all the same: one environment prefix, one TOML file, one page of docs."""
 
@@ -159,28 +156,6 @@ class Settings(CompatSettings, StorageSettings, EventSettings, ServingSettings, 
         2,
         ge=1,
         description="Jobs run at once by the embedded pool or by one `tilewright worker`.",
-        json_schema_extra=SERVER_AND_JOBS,
-    )
-    broker_url: BrokerUrl = Field(
-        "redis://127.0.0.1:6379/0",
-        description="Celery broker URL (Redis or `amqp://` RabbitMQ).",
-        json_schema_extra=SERVER_AND_JOBS,
-    )
-    result_backend: ResultBackendUrl = Field(
-        "",
-        description="Celery result backend URL (empty: the broker URL; job state itself lives in the job database).",
-        json_schema_extra=SERVER_AND_JOBS,
-    )
-    broker_fallback: bool = Field(
-        True,
-        description="If the broker is unreachable when the server starts, "
-        "warn and run jobs embedded instead of refusing to start.",
-        json_schema_extra=SERVER_AND_JOBS,
-    )
-    celery_visibility_timeout: int = Field(
-        3600,
-        ge=1,
-        description="Redis broker: seconds before a job taken by a worker that died is delivered to another worker.",
         json_schema_extra=SERVER_AND_JOBS,
     )
     input_roots: list[Path] = Field(

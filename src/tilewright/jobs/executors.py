@@ -3,7 +3,8 @@
 - `EmbeddedExecutor`: a process pool inside `tilewright serve`. The database is its
   queue: a dispatcher thread claims due jobs oldest first, so jobs left queued or
   running by a process that died are simply picked up again at the next start.
-- `CeleryExecutor`: publishes the job id to a broker; `tilewright worker` runs it.
+- `CeleryExecutor` (celery_executor.py): publishes the job id to a broker; `tilewright worker` runs it.
+- `FallbackExecutor`: embedded while the broker cannot be reached, Celery again once it answers.
 
 `make_executor` picks one from the settings and falls back (loudly) to embedded
 when the broker cannot be reached, unless `broker_fallback` is off.
@@ -18,28 +19,30 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Protocol
+from typing import Any, Protocol
 
 from tilewright.config import Settings
-from tilewright.errors import TilewrightError
 from tilewright.jobs import store
+from tilewright.jobs.broker import BrokerUnavailableError, broker_reachable
 from tilewright.jobs.lifetime import set_pdeathsig
 from tilewright.jobs.runner import execute
-from tilewright.logs import redact, setup_logging
+from tilewright.logs import setup_logging
 
+__all__ = [
+    "BrokerUnavailableError",
+    "EmbeddedExecutor",
+    "Executor",
+    "FallbackExecutor",
+    "broker_reachable",
+    "make_executor",
+]
 log = logging.getLogger(__name__)
 REAP_INTERVAL = 5.0
 
 
-class BrokerUnavailableError(TilewrightError):
-    """The Celery broker cannot be reached and falling back to embedded is switched off."""
-
-    exit_code = 1
-    http_status = 503
-
-
 class Executor(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def start(self) -> None: ...
 
@@ -48,6 +51,10 @@ class Executor(Protocol):
     def stop(self) -> None: ...
 
     def ready(self) -> tuple[bool, str]: ...
+
+    def checks(self) -> dict[str, dict[str, Any]]:
+        """The executor's own parts for `/readyz` (Celery: broker, workers), each `{"ok", "detail"}`."""
+        ...
 
 
 _worker_settings: Settings | None = None
@@ -104,12 +111,19 @@ class EmbeddedExecutor:
         alive = self._thread is not None and self._thread.is_alive()
         return alive, f"embedded pool of {self.concurrency}" if alive else (self.error or "dispatcher not running")
 
-    def stop(self) -> None:
+    def checks(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def stop(self, drain: bool = False) -> None:
+        """Stop taking jobs; `drain`: let the running ones finish (else kill them: they are requeued)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._pool is not None:
+            if drain:
+                self._pool.shutdown(wait=True)
+                return
             for process in list(getattr(self._pool, "_processes", {}).values()):
                 process.kill()  # running jobs are requeued at the next start (their owner is dead)
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -153,56 +167,97 @@ class EmbeddedExecutor:
             self._inflight[job_id] = future
 
 
-class CeleryExecutor:
-    """Publishes job ids to the Celery broker; `tilewright worker` processes run them."""
+class FallbackExecutor:
+    """Embedded while the broker is down; every `celery_recovery_interval` it asks the broker, and once it
+    answers, starts the Celery executor (which sends every queued job) and lets the embedded pool finish
+    what it is running. The server thus never stays embedded because the broker was down at its start."""
 
-    name = "celery"
+    def __init__(self, settings: Settings, reason: str) -> None:
+        self.settings, self.reason = settings, reason
+        self.current: Executor = EmbeddedExecutor(settings)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="tilewright-broker-watch")
 
-    def __init__(self, settings: Settings) -> None:
-        # Celery is heavy and needed only with this executor: the embedded server and the CLI never load it
-        from tilewright.jobs.celery_app import make_celery
-
-        self.settings = settings
-        self.app = make_celery(settings)
+    @property
+    def name(self) -> str:
+        return self.current.name
 
     def start(self) -> None:
-        # a broker restart may have lost messages: publish every queued job again (duplicates are no-ops)
-        for job_id in store.due_jobs(self.settings, exclude=set(), limit=10_000):
-            self.submit(job_id)
+        self.current.start()
+        self._thread.start()
 
     def submit(self, job_id: str, delay: float = 0.0) -> None:
-        self.app.send_task("tilewright.run_job", args=[job_id], countdown=delay or None)
+        self.current.submit(job_id, delay)
 
     def ready(self) -> tuple[bool, str]:
-        ok, reason = broker_reachable(self.settings.broker_url, timeout=2.0)
-        return ok, "celery broker reachable" if ok else reason
+        ok, detail = self.current.ready()
+        return ok, detail if self.current.name == "celery" else f"{detail} (fallen back: {self.reason})"
+
+    def checks(self) -> dict[str, dict[str, Any]]:
+        return self.current.checks()
 
     def stop(self) -> None:
-        self.app.close()
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        self.current.stop()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.settings.celery_recovery_interval):
+            ok, self.reason = broker_reachable(self.settings.broker_url, timeout=1.0)
+            if not ok:
+                continue
+            try:
+                celery = _celery_executor(self.settings)
+                celery.start()
+            except Exception as exc:  # noqa: BLE001 - stay embedded and try again at the next round
+                self.reason = f"{type(exc).__name__}: {exc}"
+                continue
+            embedded, self.current = self.current, celery
+            log.warning("the broker answers again: back to the Celery executor; the embedded pool drains")
+            assert isinstance(embedded, EmbeddedExecutor)
+            embedded.stop(drain=True)
+            return
 
 
-def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
-    from kombu import Connection  # Celery's transport: loaded only when a broker is configured
+def __getattr__(name: str) -> Any:
+    """`executors.CeleryExecutor`, as the CLI names it, without loading Celery for everyone else."""
+    if name == "CeleryExecutor":
+        from tilewright.jobs.celery_executor import CeleryExecutor  # lazy: Celery, only when asked for
 
-    try:
-        with Connection(url, connect_timeout=timeout) as conn:
-            conn.ensure_connection(max_retries=1, timeout=timeout)
-        return True, ""
-    except Exception as exc:  # noqa: BLE001 - any failure means unreachable
-        return False, f"broker {redact(url)} unreachable: {type(exc).__name__}: {exc}"
+        return CeleryExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _celery_executor(settings: Settings) -> Executor:
+    # Celery is heavy and needed only with this executor: the embedded server and the CLI never load it
+    from tilewright.jobs.celery_executor import CeleryExecutor
+
+    return CeleryExecutor(settings)
 
 
 def make_executor(settings: Settings) -> Executor:
-    """The configured executor; embedded when the broker is down and fallback is allowed."""
-    if settings.executor == "celery":
-        ok, reason = broker_reachable(settings.broker_url)
-        if ok:
-            return CeleryExecutor(settings)
-        if not settings.broker_fallback:
-            raise BrokerUnavailableError(f"{reason}; refusing to start (TILEWRIGHT_BROKER_FALLBACK=false)")
-        message = (
-            f"WARNING: {reason}; FALLING BACK TO THE EMBEDDED EXECUTOR (set TILEWRIGHT_BROKER_FALLBACK=false to refuse)"
-        )
-        log.error(message)
-        print(f"tilewright: {message}", file=sys.stderr, flush=True)
-    return EmbeddedExecutor(settings)
+    """The configured executor; embedded (going back to Celery later) when the broker is down and fallback
+    is allowed. A broker or result backend Celery cannot load is a ConfigError, before any connection."""
+    if settings.executor != "celery":
+        return EmbeddedExecutor(settings)
+    check_celery_config(settings)
+    ok, reason = broker_reachable(settings.broker_url, timeout=2.0)
+    if ok:
+        return _celery_executor(settings)
+    if not settings.broker_fallback:
+        raise BrokerUnavailableError(f"{reason}; refusing to start (TILEWRIGHT_BROKER_FALLBACK=false)")
+    message = (
+        f"WARNING: {reason}; FALLING BACK TO THE EMBEDDED EXECUTOR until the broker answers "
+        "(set TILEWRIGHT_BROKER_FALLBACK=false to refuse)"
+    )
+    log.error(message)
+    print(f"tilewright: {message}", file=sys.stderr, flush=True)
+    return FallbackExecutor(settings, reason)
+
+
+def check_celery_config(settings: Settings) -> None:
+    """Raise ConfigError if Celery cannot load the broker transport or the result backend (no connection)."""
+    # lazy: Celery, only in Celery mode
+    from tilewright.jobs.celery_app import make_celery
+
+    make_celery(settings).close()

@@ -8,22 +8,19 @@ creates the folders, starts the executor and the tile service, and stops both on
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from fastapi import FastAPI
 
 from tilewright import __version__
 from tilewright.config import Settings, get_settings
-from tilewright.db import get_engine, init_db
+from tilewright.db import init_db
 from tilewright.events import sources as event_sources
-from tilewright.jobs.executors import Executor, make_executor
+from tilewright.jobs.executors import Executor, check_celery_config, make_executor
 from tilewright.server import errors, metrics, openapi, routes_compat_azure, routes_compat_items, routes_ui
 from tilewright.server.deps import require_token
+from tilewright.server.health import router as health_router
 from tilewright.server.limits import BodyLimit
 from tilewright.server.proxy import ProxyScope
 from tilewright.server.routes_events import router as events_router
@@ -41,6 +38,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:
     """The app; `executor` defaults to the configured one (embedded, or Celery with fallback)."""
     settings = settings or get_settings()
+    if executor is None and settings.executor == "celery":
+        check_celery_config(settings)  # a broker or result backend Celery cannot load: one line at start-up
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,41 +77,13 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     app.include_router(tiles_router)  # first: /images/{id}.dzi must not be taken by /images/{image_id}
     app.include_router(images_router)
     app.include_router(jobs_router)
+    app.include_router(health_router)
     app.include_router(process_router)
     app.include_router(routes_compat_azure.router)  # the Azure Functions pipeline's /api/resize
     app.include_router(routes_compat_items.router)  # py-image-server's /items/
     app.include_router(source_routes(event_sources.SOURCES))  # the registry as it is now
     app.include_router(events_router)
     routes_ui.install(app, settings)  # web page, /static, /vendor/openseadragon, CORS
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok", "version": __version__}
-
-    @app.get("/readyz", tags=["health"])
-    def readyz(request: Request) -> JSONResponse:
-        """Readiness: database, queue and storage all usable (503 with the reasons otherwise)."""
-        checks: dict[str, dict[str, Any]] = {}
-        try:
-            with get_engine(settings.resolved_database_url()).connect() as conn:
-                conn.execute(text("SELECT 1"))
-            checks["database"] = {"ok": True}
-        except Exception as exc:  # noqa: BLE001
-            checks["database"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
-        current = request.app.state.executor
-        ok, detail = current.ready() if current is not None else (False, "no executor")
-        checks["queue"] = {"ok": ok, "detail": detail, "executor": getattr(current, "name", None)}
-        for name, folder in (("outputs", settings.resolved_output_root()), ("uploads", settings.resolved_upload_dir())):
-            probe = folder / f".probe-{uuid.uuid4().hex}"
-            try:
-                probe.write_bytes(b"")
-                probe.unlink()
-                checks[f"storage_{name}"] = {"ok": True}
-            except OSError as exc:
-                checks[f"storage_{name}"] = {"ok": False, "detail": f"{folder}: {exc.strerror}"}
-        ready = all(c["ok"] for c in checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     app.mount(
         "/outputs", routes_ui.OutputFiles(directory=settings.resolved_output_root(), check_dir=False), name="outputs"
