@@ -1,9 +1,10 @@
 """All of tilewright's knobs, in one pydantic-settings class.
 
 Values come from (highest priority first): keyword arguments, `TILEWRIGHT_*`
-environment variables, the TOML file named by `TILEWRIGHT_CONFIG`, the defaults
-below. Each value is checked where its field is declared (ranges, URL schemes in
-`config.urls`, colours), so a bad setting fails at start-up in one line naming it.
+environment variables, a Cytomine PIMS `.env` file named by `CONFIG_FILE` (`config.pims`),
+the TOML file named by `TILEWRIGHT_CONFIG`, the defaults below. Each value is checked
+where its field is declared (ranges, URL schemes in `config.urls`, colours), so a bad
+setting fails at start-up in one line naming it.
 Every field belongs to a group (`json_schema_extra=GROUP`): `config.markdown`
 turns the fields into docs/configuration.md, one section per group.
 """
@@ -23,6 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tilewright.config.checkers import CheckerSettings
 from tilewright.config.groups import (
     FORMATS,
     GROUP_TITLES,
@@ -33,6 +35,7 @@ from tilewright.config.groups import (
     SERVER_AND_JOBS,
     WORK,
 )
+from tilewright.config.pims import PimsEnvSource
 from tilewright.config.serving import ServingSettings
 from tilewright.config.storage import StorageSettings
 from tilewright.config.urls import (
@@ -44,7 +47,7 @@ from tilewright.errors import ConfigError, one_line
 from tilewright.imaging.colour import parse_colour
 
 
-class Settings(StorageSettings, ServingSettings, BaseSettings):
+class Settings(StorageSettings, ServingSettings, CheckerSettings, BaseSettings):
     """Every setting; the storage-and-events and serving groups are declared in their own modules (mixins),
     one class all the same: one environment prefix, one TOML file, one page of docs."""
 
@@ -262,7 +265,8 @@ class Settings(StorageSettings, ServingSettings, BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        # a Cytomine PIMS .env named by CONFIG_FILE (config/pims.py) ranks below TILEWRIGHT_* variables
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, PimsEnvSource(settings_cls)]
         config_file = os.environ.get("TILEWRIGHT_CONFIG")
         if config_file:
             if not Path(config_file).is_file():
