@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -137,17 +138,17 @@ def upload(
         if session is not None:
             check_collection(session)  # a folder name, by the collections' rule
         dest = settings.resolved_output_root() / collection
-        if session is not None and server is None:
-            dest = dest / session
-        items, skipped = _plan(input_path, dest, tile_size, overwrite or server is not None, settings)
-        for path in skipped:
-            typer.echo(f"skipped {path}: already in the collection (-o replaces it)")
         if server is None:
+            items, skipped = _plan(input_path, dest / (session or ""), tile_size, overwrite, settings)
+            for path in skipped:
+                typer.echo(f"skipped {path}: already in the collection (-o replaces it)")
             _local(items, base_only, overwrite, dry_run, verbose, settings)
-        else:
-            if session is not None:
-                typer.echo(f"tilewright: note: a server keeps no sessions: {session!r} is not sent", err=True)
-            _remote(server.rstrip("/"), collection, items, base_only, overwrite, dry_run, verbose, wait, settings)
+            return
+        if session is not None:
+            typer.echo(f"tilewright: note: a server keeps no sessions: {session!r} is not sent", err=True)
+        with _client(server.rstrip("/"), settings) as client:  # a wrong URL fails before any file is opened
+            items, _ = _plan(input_path, dest, tile_size, True, settings)
+            _remote(client, collection, items, base_only, overwrite, dry_run, verbose, wait)
 
 
 def _local(
@@ -176,8 +177,19 @@ def _local(
             typer.echo(f"wrote {result.output}: {result.levels} levels, {result.tiles} tiles in {result.seconds:.1f} s")
 
 
+@contextmanager
+def _client(server: str, settings: Settings) -> Iterator[httpx.Client]:
+    """An HTTP client of the server, with the API token as its bearer token, once the server answers."""
+    import httpx  # lazy: only an upload to a server needs an HTTP client
+
+    headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"} if settings.api_token else {}
+    with httpx.Client(base_url=server, headers=headers, timeout=httpx.Timeout(30.0, read=300.0)) as client:
+        _answer(_request(client, "GET", "/healthz"), "the server's health")
+        yield client
+
+
 def _remote(
-    server: str,
+    client: httpx.Client,
     collection: str,
     items: list[Item],
     base_only: bool,
@@ -185,48 +197,43 @@ def _remote(
     dry_run: bool,
     verbose: int,
     wait: bool,
-    settings: Settings,
 ) -> None:
     """Send each item to the server's `POST /images` (the tile size chosen here, so that the server
     converts as a local run would), then follow its job."""
-    import httpx  # lazy: only an upload to a server needs an HTTP client
-
     from tilewright.jobs.models import FINISHED  # lazy: SQLAlchemy
 
-    headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"} if settings.api_token else {}
-    with httpx.Client(base_url=server, headers=headers, timeout=httpx.Timeout(30.0, read=300.0)) as client:
-        _answer(_request(client, "GET", "/healthz"), "the server's health")  # a wrong URL fails before any upload
-        for item in items:
-            query: dict[str, str | int] = {
-                "collection": collection,
-                "kind": KIND,
-                "filename": item.source.name,
-                "tile_size": item.tile_size,
-            }
-            if base_only:
-                query["base_only"] = "true"
-            url = client.build_request("POST", "/images", params=query).url
-            size = item.source.stat().st_size
-            if dry_run or verbose:
-                typer.echo(
-                    f"{'would upload' if dry_run else 'uploading'} {item.source} ({item.reader}, {item.width} x "
-                    f"{item.height}, {size:,} bytes) to {url}; tile size {item.tile_size} ({item.tile_from})"
-                )
-            if dry_run:
-                continue
-            # -o: a fresh idempotency key, so that the same file is converted again (as a new image)
-            extra = {"Idempotency-Key": uuid.uuid4().hex} if overwrite else {}
-            with open(item.source, "rb") as body:
-                answer = _answer(
-                    _request(client, "POST", "/images", params=query, content=_chunks(body), headers=extra),
-                    str(item.source),
-                )
-            image, job = answer["image"], answer["job"]
-            if wait and job["state"] not in FINISHED:
-                job = _follow(client, job["id"], item.source.name)
-            if job["state"] in ("failed", "cancelled"):
-                raise ServerError(f"{item.source}: the server's job {job['id']} {job['state']}: {job['error']}", 400)
-            typer.echo(f"uploaded {item.source} to {server}: image {image['id']} in {collection}, job {job['state']}")
+    server = str(client.base_url).rstrip("/")
+    for item in items:
+        query: dict[str, str | int] = {
+            "collection": collection,
+            "kind": KIND,
+            "filename": item.source.name,
+            "tile_size": item.tile_size,
+        }
+        if base_only:
+            query["base_only"] = "true"
+        url = client.build_request("POST", "/images", params=query).url
+        size = item.source.stat().st_size
+        if dry_run or verbose:
+            typer.echo(
+                f"{'would upload' if dry_run else 'uploading'} {item.source} ({item.reader}, {item.width} x "
+                f"{item.height}, {size:,} bytes) to {url}; tile size {item.tile_size} ({item.tile_from})"
+            )
+        if dry_run:
+            continue
+        # -o: a fresh idempotency key, so that the same file is converted again (as a new image)
+        extra = {"Idempotency-Key": uuid.uuid4().hex} if overwrite else {}
+        with open(item.source, "rb") as body:
+            answer = _answer(
+                _request(client, "POST", "/images", params=query, content=_chunks(body), headers=extra),
+                str(item.source),
+            )
+        image, job = answer["image"], answer["job"]
+        if wait and job["state"] not in FINISHED:
+            job = _follow(client, job["id"], item.source.name)
+        if job["state"] in ("failed", "cancelled"):
+            raise ServerError(f"{item.source}: the server's job {job['id']} {job['state']}: {job['error']}", 400)
+        typer.echo(f"uploaded {item.source} to {server}: image {image['id']} in {collection}, job {job['state']}")
 
 
 def _chunks(body: Any, size: int = 2**20) -> Iterator[bytes]:
