@@ -89,7 +89,13 @@ def test_the_pims_env_becomes_tilewright_settings(tmp_path, monkeypatch):
     assert Settings().cache_ttl_seconds == 5
     write(env, "ROOT=/data/pims\nCACHE_ENABLED=false\nCACHE_URL=redis://pims-cache:6379\n")
     off = Settings()
-    assert (off.cache_url, off.cache_bytes, off.executor, off.checker_resolution_file) == ("", 0, "embedded", None)
+    assert (off.cache_url, off.cache_bytes, off.checker_resolution_file) == ("", 0, None)
+    write(env, "ROOT=/data/pims\nTASK_QUEUE_ENABLED=false\nTASK_QUEUE_URL=rabbitmq:5672\n")
+    toml = write(tmp_path / "tilewright.toml", 'data_dir = "/srv/tilewright"\nexecutor = "celery"\n')
+    monkeypatch.setenv("TILEWRIGHT_CONFIG", str(toml))  # the PIMS file ranks above the TOML file
+    queue = Settings()
+    assert (queue.data_dir, queue.executor) == (Path("/data/pims"), "embedded")
+    assert queue.broker_url == "amqp://router:router@rabbitmq:5672//"  # PIMS's default account
 
 
 def test_the_checker_resolution_order_picks_the_reader(tmp_path, testdata):

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import tifffile
 
-from services import clean_env, free_port, start_server
+from services import clean_env, free_port, start_server, wait_until
 
 TILEWRIGHT = str(Path(sys.executable).with_name("tilewright"))
 SLIDE = "svs/cmu-1-small-region.svs"  # 2220 x 2967, stored in 240-pixel JPEG tiles
@@ -51,9 +51,10 @@ def server(tmp_path_factory):
 
 def test_dry_run_says_what_would_be_written_and_writes_nothing(tmp_path, testdata):
     env = {"TILEWRIGHT_DATA_DIR": str(tmp_path / "data")}
-    done = run("upload", "-i", testdata(SLIDE), "-c", "COLL", "-t", "512", "-n", "-v", env=env)
+    collection = "53d0971cdd98b50867b0eecd"  # slide-atlas's collections are ObjectIds: a valid name here
+    done = run("upload", "-i", testdata(SLIDE), "-c", collection, "-t", "512", "-n", "-v", env=env)
     assert done.returncode == 0, done.stderr
-    out = tmp_path / "data" / "outputs" / "COLL" / "cmu-1-small-region.tiff"
+    out = tmp_path / "data" / "outputs" / collection / "cmu-1-small-region.tiff"
     assert f"would write {out}: 2220 x 2967, 4 levels, 44 tiles of 512" in done.stdout
     assert "openslide, 2220 x 2967; tile size 512 (-t)" in done.stdout  # -v: how it was decided
     assert not (tmp_path / "data" / "outputs").exists()
@@ -104,6 +105,15 @@ def test_upload_to_a_running_server(server, testdata, tmp_path):
     (image,) = httpx.get(f"{url}/images?collection=COLL").json()
     assert image["state"] == "succeeded" and image["kind"] == "tiff"
     assert levels_and_tile(outputs / "COLL" / image["id"] / "slide.tiff") == (1, 512)
+    same = run("upload", "-i", testdata(SLIDE), "-c", "COLL", "-t", "512", "-b", "--server", url, env=token)
+    assert same.returncode == 0 and f"image {image['id']} in COLL, job succeeded" in same.stdout  # given back
+    again = run(
+        "upload", "-i", testdata(SLIDE), "-c", "COLL", "-t", "512", "-b", "-o", "--no-wait", "--server", url, env=token
+    )
+    assert again.returncode == 0, again.stderr
+    second = [other for other in httpx.get(f"{url}/images?collection=COLL").json() if other["id"] != image["id"]]
+    assert len(second) == 1 and f"image {second[0]['id']} in COLL" in again.stdout  # -o: converted again
+    wait_until(lambda: httpx.get(f"{url}/images/{second[0]['id']}").json()["state"] == "succeeded", 120, "the job")
 
     unreachable = run("upload", "-i", testdata(SLIDE), "-c", "COLL", "--server", f"http://127.0.0.1:{free_port()}")
     assert unreachable.returncode == 2 and "cannot reach" in unreachable.stderr
