@@ -26,7 +26,6 @@ from pydantic_settings import (
 
 from tilewright.config.checkers import CheckerSettings
 from tilewright.config.groups import (
-    FORMATS,
     GROUP_TITLES,
     LIMITS,
     LOGGING,
@@ -74,15 +73,6 @@ class Settings(StorageSettings, ServingSettings, CheckerSettings, BaseSettings):
         ge=0,
         description="A conversion running longer than this is stopped and nothing is published.",
         json_schema_extra=LIMITS,
-    )
-
-    # -- formats ----------------------------------------------------------------
-    format_checkers: list[str] = Field(
-        [],
-        description="Readers tried, in this order (empty: every built-in reader, most specific first: dicom, "
-        "openslide, ometiff, vips); a built-in reader not named is not tried; plug-ins of the "
-        "`tilewright.formats` entry-point group are tried after these unless named.",
-        json_schema_extra=FORMATS,
     )
 
     # -- outputs --------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The format checkers' resolution order file (Cytomine PIMS's `checkerResolution.csv`), group "Formats":
-the setting naming it, mixed into `Settings`, and the one reader of its rows.
+"""Settings of the format checkers (group "Formats"), mixed into `Settings`: which readers are tried in
+what order, and the resolution order file that moves them (Cytomine PIMS's `checkerResolution.csv`),
+with the one reader of its rows.
 
 The file has a header `name,resolution_order` and one row per checker: the lowest order is tried first,
 an empty order or a checker not named is 0, and the readers keep their own order among equals (a
@@ -50,6 +51,13 @@ def _read(path: Path, mtime_ns: int, size: int) -> dict[str, int]:
 
 
 class CheckerSettings(BaseModel):
+    format_checkers: list[str] = Field(
+        [],
+        description="Readers tried, in this order (empty: every built-in reader, most specific first: dicom, "
+        "openslide, ometiff, vips); a built-in reader not named is not tried; plug-ins of the "
+        "`tilewright.formats` entry-point group are tried after these unless named.",
+        json_schema_extra=FORMATS,
+    )
     checker_resolution_file: Path | None = Field(
         None,
         description="CSV file `name,resolution_order` (Cytomine PIMS's `checkerResolution.csv`) reordering the "
