@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 KIND = "tiff"  # slide-atlas kept pyramidal TIFFs; -b keeps their base only
 DEFAULT_TILE = 256  # slide-atlas's default when the input has no tiles
 POLL_SECONDS = 0.5
-log = logging.getLogger("tilewright.upload")
 
 
 class ServerError(TilewrightError):
