@@ -13,8 +13,9 @@ INTRO = """\
      there, not this page. tests/test_config.py fails when the page is out of date. -->
 
 Every knob is a field of one pydantic-settings class. Each setting comes from, highest priority first:
-the environment variable `TILEWRIGHT_<NAME>`, the TOML file named by `TILEWRIGHT_CONFIG` (keys are the
-setting names: `quality = 70`), the default. Lists are JSON in the environment
+the environment variable `TILEWRIGHT_<NAME>`, a Cytomine PIMS `.env` file named by `CONFIG_FILE` (PIMS's
+own keys, `ROOT=/data/pims`: see the migration notes), the TOML file named by `TILEWRIGHT_CONFIG` (keys
+are the setting names: `quality = 70`), the default. Lists are JSON in the environment
 (`TILEWRIGHT_FORMAT_CHECKERS='["openslide","vips"]'`).
 
 `tilewright config` prints the settings in effect (secrets masked); `tilewright config --markdown` prints

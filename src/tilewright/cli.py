@@ -16,10 +16,7 @@ import gc
 import json
 import logging
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,9 +24,13 @@ from typing import Annotated, Any
 import typer
 
 from tilewright import __version__
+from tilewright.cli_support import exit_on_error as _errors  # shared helpers, under the names used below
+from tilewright.cli_support import progress_bar as _progress_bar
+from tilewright.cli_support import state as _state
+from tilewright.cli_upload import upload
 from tilewright.config import Settings, get_settings
 from tilewright.config.markdown import settings_table
-from tilewright.errors import InputError, TilewrightError, one_line
+from tilewright.errors import InputError
 from tilewright.imaging.image_formats import format_list
 from tilewright.logs import setup_logging
 from tilewright.outputs import KINDS
@@ -55,9 +56,6 @@ class TileFormat(StrEnum):
     webp = "webp"
 
 
-_state = {"verbose": False}
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"tilewright {__version__}")
@@ -74,29 +72,6 @@ def main(
     _state["verbose"] = verbose
     with _errors():  # a bad setting: one line, not a traceback
         setup_logging(get_settings(), verbose=verbose)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """One line on stderr and the right exit code for every failure."""
-    try:
-        yield
-    except TilewrightError as exc:
-        if _state["verbose"]:
-            log.exception("failed")
-        typer.echo(f"tilewright: error: {one_line(exc, None)}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("tilewright: interrupted; nothing was published", err=True)
-        raise typer.Exit(130) from None
-    except (typer.Exit, typer.Abort):
-        raise
-    except Exception as exc:
-        if _state["verbose"]:
-            log.exception("internal error")
-        reason = one_line(exc)
-        typer.echo(f"tilewright: internal error: {type(exc).__name__}: {reason} (rerun with -v for details)", err=True)
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -260,8 +235,19 @@ def process(
 
 @app.command("import")
 def import_(
-    directory: Annotated[Path, typer.Argument(help="Folder to scan recursively.", exists=True, file_okay=False)],
-    outdir: Annotated[Path, typer.Option("-o", "--output", help="Folder for the outputs (same layout as DIRECTORY).")],
+    directory: Annotated[
+        Path | None, typer.Argument(help="Folder to scan recursively, or one image.", exists=True, show_default=False)
+    ] = None,
+    path: Annotated[
+        Path | None,
+        typer.Option(
+            "--path", exists=True, help="DIRECTORY given as an option (Cytomine PIMS's import_local_images.py)."
+        ),
+    ] = None,
+    outdir: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Folder for the outputs (same layout as DIRECTORY; default: OUTPUT_ROOT)."),
+    ] = None,
     to: Annotated[OutputKind, typer.Option("--to", help="Output kind.")] = OutputKind("dzi"),
     workers: Annotated[
         int | None, typer.Option(min=1, help="Files converted at once (default: TILEWRIGHT_WORKERS).")
@@ -270,6 +256,9 @@ def import_(
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
 ) -> None:
     """Convert every supported file under DIRECTORY, in parallel, skipping those already done."""
+    given = [folder for folder in (directory, path) if folder is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give the folder once: as DIRECTORY or as --path")
     from concurrent.futures import ProcessPoolExecutor, as_completed  # here: `process` and `info` never need it
 
     from tilewright.convert import make_options  # lazy: libvips
@@ -278,7 +267,8 @@ def import_(
     settings = get_settings()
     with _errors():
         options = make_options(to.value, settings, overwrite=overwrite)
-        todo, skipped = plan_import(directory, outdir, to.value, options)
+        outdir = outdir or settings.resolved_output_root()
+        todo, skipped = plan_import(given[0], outdir, to.value, options)
         done: list[dict] = []
         failed: list[dict] = []
         with _progress_bar(f"import {len(todo)} files", enabled=not as_json, total=len(todo)) as progress:
@@ -461,26 +451,7 @@ def watch(
             typer.echo(json.dumps(totals), err=True)
 
 
-@contextmanager
-def _progress_bar(label: str, *, enabled: bool, total: int = 100) -> Iterator[Callable[[float, str], None]]:
-    """A rich progress bar on a terminal; nothing in a pipe or when disabled."""
-    if not enabled or not sys.stderr.isatty():
-        yield lambda fraction, stage: None
-        return
-    # lazy: rich, drawn on a terminal only
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[stage]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=False, redirect_stdout=False) as bar:
-        task = bar.add_task(label, total=1.0, stage="")
-        yield lambda fraction, stage: bar.update(task, completed=fraction, stage=stage)
+app.command("upload")(upload)  # slide-atlas's uploader (cli_upload.py)
 
 
 def run() -> None:

@@ -25,11 +25,14 @@ def output_for(source: Path, root: Path, outdir: Path) -> Path:
 def plan_import(
     root: Path, outdir: Path, kind: str, options: WriteOptions
 ) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """(files to convert with their outputs, files skipped because their output is finished)."""
+    """(files to convert with their outputs, files skipped because their output is finished); `root` is a
+    folder, or one file (its output then goes straight into `outdir`)."""
     todo, skipped = [], []
     suffixes = accepted_suffixes()  # what some reader declares: others are not images (README.txt, ...)
     outdir_resolved = outdir.resolve()
-    for source in sorted(root.rglob("*")):
+    sources = [root] if root.is_file() else sorted(root.rglob("*"))
+    root = root.parent if root.is_file() else root
+    for source in sources:
         if not source.is_file() or any(part.startswith(".") for part in source.relative_to(root).parts):
             continue
         if outdir_resolved in source.resolve().parents or STAGING_PREFIX in source.name:

@@ -1,9 +1,10 @@
 """All of tilewright's knobs, in one pydantic-settings class.
 
 Values come from (highest priority first): keyword arguments, `TILEWRIGHT_*`
-environment variables, the TOML file named by `TILEWRIGHT_CONFIG`, the defaults
-below. Each value is checked where its field is declared (ranges, URL schemes in
-`config.urls`, colours), so a bad setting fails at start-up in one line naming it.
+environment variables, a Cytomine PIMS `.env` file named by `CONFIG_FILE` (`config.pims`),
+the TOML file named by `TILEWRIGHT_CONFIG`, the defaults below. Each value is checked
+where its field is declared (ranges, URL schemes in `config.urls`, colours), so a bad
+setting fails at start-up in one line naming it.
 Every field belongs to a group (`json_schema_extra=GROUP`): `config.markdown`
 turns the fields into docs/configuration.md, one section per group.
 """
@@ -24,10 +25,10 @@ from pydantic_settings import (
 )
 
 from tilewright.config.celery import CelerySettings
+from tilewright.config.checkers import CheckerSettings
 from tilewright.config.compat import CompatSettings
 from tilewright.config.events import EventSettings
 from tilewright.config.groups import (
-    FORMATS,
     GROUP_TITLES,
     LIMITS,
     LOGGING,
@@ -36,6 +37,7 @@ from tilewright.config.groups import (
     SERVER_AND_JOBS,
     WORK,
 )
+from tilewright.config.pims import PimsEnvSource
 from tilewright.config.serving import ServingSettings
 from tilewright.config.storage import StorageSettings
 from tilewright.config.urls import DatabaseUrl
@@ -43,7 +45,9 @@ from tilewright.errors import ConfigError, one_line
 from tilewright.imaging.colour import parse_colour
 
 
-class Settings(CompatSettings, CelerySettings, StorageSettings, EventSettings, ServingSettings, BaseSettings):
+class Settings(
+    CompatSettings, CelerySettings, StorageSettings, EventSettings, ServingSettings, CheckerSettings, BaseSettings
+):
     """Every setting; the storage-and-events and serving groups are declared in their own modules (mixins),
     one class all the same: one environment prefix, one TOML file, one page of docs."""
 
@@ -83,15 +87,6 @@ class Settings(CompatSettings, CelerySettings, StorageSettings, EventSettings, S
         ge=0,
         description="A conversion running longer than this is stopped and nothing is published.",
         json_schema_extra=LIMITS,
-    )
-
-    # -- formats ----------------------------------------------------------------
-    format_checkers: list[str] = Field(
-        [],
-        description="Readers tried, in this order (empty: every built-in reader, most specific first: dicom, "
-        "openslide, ometiff, vips); a built-in reader not named is not tried; plug-ins of the "
-        "`tilewright.formats` entry-point group are tried after these unless named.",
-        json_schema_extra=FORMATS,
     )
 
     # -- outputs --------------------------------------------------------------
@@ -252,7 +247,8 @@ class Settings(CompatSettings, CelerySettings, StorageSettings, EventSettings, S
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        # a Cytomine PIMS .env named by CONFIG_FILE (config/pims.py) ranks below TILEWRIGHT_* variables
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, PimsEnvSource(settings_cls)]
         config_file = os.environ.get("TILEWRIGHT_CONFIG")
         if config_file:
             if not Path(config_file).is_file():

@@ -3,6 +3,8 @@
 The order is `_BUILTIN`'s (most specific first), or `Settings.format_checkers` when it names
 the built-in readers to try (one left out is off); third-party readers register a `SlideReader`
 subclass in the `tilewright.formats` entry-point group and are tried after those, unless named.
+A resolution order file (`Settings.checker_resolution_file`, PIMS's `checkerResolution.csv`) then
+moves checkers by their number, lowest first, keeping that order among equals.
 A new built-in format is one new file plus one line in `_BUILTIN`; the file suffixes uploads
 and imports accept follow from the readers' `suffixes`.
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tilewright.config import Settings, get_settings
+from tilewright.config.checkers import resolution_orders
 from tilewright.errors import InputError, UnsupportedFormatError, one_line
 from tilewright.formats.base import SlideReader
 
@@ -149,6 +152,10 @@ def _ordered_names(settings: Settings) -> list[tuple[str, str]]:
     for name in names:
         if name not in known:
             raise ValueError(f"unknown format checker {name!r} in format_checkers; known: {', '.join(known)}")
+    if settings.checker_resolution_file is not None:
+        # PIMS's rule: lowest first, a reader not in the file is 0; sorted() is stable, so equals keep the order
+        orders = resolution_orders(settings.checker_resolution_file)
+        names.sort(key=lambda name: orders.get(name, 0))
     return [(name, known[name]) for name in names]
 
 

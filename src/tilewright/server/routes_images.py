@@ -13,6 +13,7 @@ from sqlalchemy import func, or_, select
 from starlette.concurrency import run_in_threadpool
 
 from tilewright.config import Settings
+from tilewright.convert import make_options
 from tilewright.db import session_scope
 from tilewright.errors import TilewrightError, UnsupportedFormatError
 from tilewright.formats import open_slide
@@ -82,6 +83,10 @@ async def upload_image(
         description="Run this recipe instead of a plain conversion "
         "(default: TILEWRIGHT_UPLOAD_RECIPE; empty: convert).",
     ),
+    tile_size: int | None = Query(
+        None, ge=16, le=8192, description="Tile size of a plain conversion (default: the kind's setting)."
+    ),
+    base_only: bool = Query(False, description="TIFF: full resolution only, no lower levels."),
     idempotency_key: str | None = Header(None, max_length=128),
 ) -> dict[str, Any]:
     """Upload an image or slide (multipart field `file`, or the raw body with `?filename=`). Returns the image
@@ -90,6 +95,12 @@ async def upload_image(
     check_collection(collection)
     check_output_kind(kind)
     _check_recipe(recipe, settings)
+    # writer options of a plain conversion (`tilewright upload -t/-b`), checked now as the job will check them
+    options = {
+        name: value for name, value in (("tile_size", tile_size), ("base_only", base_only or None)) if value is not None
+    }
+    if options:
+        make_options(kind, settings, tile_size=tile_size, base_only=base_only)
     upload_dir = settings.resolved_upload_dir()
     received = await receive(request, upload_dir, settings.max_upload_bytes)
     collection = received.fields.get("collection", collection)
@@ -104,8 +115,11 @@ async def upload_image(
     except BaseException:
         discard(received.path)
         raise
+    if options and recipe:
+        discard(received.path)
+        raise ApiError(400, "tile_size and base_only apply to a plain conversion, not to a recipe")
     return await run_in_threadpool(
-        _record, request, response, received, collection, kind, fmt, width, height, idempotency_key, recipe
+        _record, request, response, received, collection, kind, fmt, width, height, idempotency_key, recipe, options
     )
 
 
@@ -126,6 +140,7 @@ def _record(
     height: int,
     idempotency_key: str | None,
     recipe: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     settings = settings_of(request)
     image_id = store.new_id()
@@ -133,7 +148,7 @@ def _record(
     folder.mkdir(parents=True)
     path = folder / received.filename
     received.path.rename(path)
-    what = f"recipe:{recipe}" if recipe else kind
+    what = f"recipe:{recipe}" if recipe else kind + "".join(f"\0{k}={v}" for k, v in sorted((options or {}).items()))
     key = idempotency_key or hashlib.sha256(f"upload\0{collection}\0{what}\0{received.sha256}".encode()).hexdigest()
     if recipe:
         job_kind, params = (
@@ -141,7 +156,16 @@ def _record(
             {"input": str(path), "recipe": recipe, "collection": collection, "image_id": image_id},
         )
     else:
-        job_kind, params = "convert", {"input": str(path), "kind": kind, "collection": collection, "image_id": image_id}
+        job_kind, params = (
+            "convert",
+            {
+                "input": str(path),
+                "kind": kind,
+                "collection": collection,
+                "image_id": image_id,
+                **(options or {}),
+            },
+        )
     try:
         job, created = submit_job(settings, executor_of(request), job_kind, params, key=key)
     except BaseException:
