@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tilewright.config.database import DatabaseSettings
 from tilewright.config.groups import (
     FORMATS,
     GROUP_TITLES,
@@ -44,7 +45,7 @@ from tilewright.errors import ConfigError, one_line
 from tilewright.imaging.colour import parse_colour
 
 
-class Settings(StorageSettings, ServingSettings, BaseSettings):
+class Settings(StorageSettings, ServingSettings, DatabaseSettings, BaseSettings):
     """Every setting; the storage-and-events and serving groups are declared in their own modules (mixins),
     one class all the same: one environment prefix, one TOML file, one page of docs."""
 
