@@ -86,21 +86,23 @@ def _backoff(settings: Settings, attempt: int) -> float:
 
 
 def _final_write(settings: Settings, job_id: str, write: Callable[[], bool]) -> bool:
-    """Record a run's end, retrying with backoff while the database is unavailable, for one lease at most (after
-    that another process may have taken the job over). -> whether it was recorded as ours."""
+    """Record a run's end, retrying with backoff while the database is unavailable, until the lease of the last
+    heartbeat has surely run out (from then on another process may take the job over, and will: giving up
+    earlier would only make it wait). -> whether it was recorded as ours."""
     deadline = time.monotonic() + settings.job_stale_seconds
     delay = FINAL_WRITE_FIRST_DELAY
     while True:
         try:
             return write()
         except DatabaseUnavailableError as exc:
-            if time.monotonic() + delay > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 log.error(
-                    "job %s: cannot record its end (%s); its lease will run out and it will be taken over", job_id, exc
+                    "job %s: cannot record its end (%s); it will be taken over once the database answers", job_id, exc
                 )
                 return False
-            log.warning("job %s: cannot record its end yet (%s); again in %g s", job_id, exc, delay)
-            time.sleep(delay)
+            log.warning("job %s: cannot record its end yet (%s); again in %.1f s", job_id, exc, min(delay, left))
+            time.sleep(min(delay, left))
             delay = min(delay * 2, FINAL_WRITE_MAX_DELAY)
 
 
