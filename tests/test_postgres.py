@@ -51,12 +51,13 @@ def test_two_hosts_starting_at_once_on_a_fresh_database_migrate_it_once(pg_datab
 
 @pytest.fixture
 def limited(postgres_server, tmp_path):
-    """(settings, url) of a database owned by a role limited to 2 connections, its pool at most 2 as well."""
+    """(settings, role) of a database owned by a role limited to 2 connections, its pool at most 2 as well."""
     role = f"lim{uuid.uuid4().hex[:8]}"
     postgres_server.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 2")
     url = postgres_server.database(owner=role)
+    # a generous wait for a connection: on a busy machine 20 requests through 2 connections may take seconds
     settings = Settings(
-        data_dir=tmp_path, database_url=url, database_pool_size=2, database_max_overflow=0, database_pool_timeout=1
+        data_dir=tmp_path, database_url=url, database_pool_size=2, database_max_overflow=0, database_pool_timeout=60
     )
     init_db(settings)
     yield settings, role
@@ -65,14 +66,16 @@ def limited(postgres_server, tmp_path):
 
 def test_a_pool_sized_to_the_roles_limit_serves_many_requests_and_answers_503_when_exhausted(limited, postgres_server):
     settings, role = limited
-    job, _ = store.submit(settings, "ping", {"nonce": "pool"}, key="pool", executor="embedded")
+    job, _ = store.submit(settings, "ping", {"seconds": 1.2, "nonce": "pool"}, key="pool", executor="embedded")
     # no lifespan (no executor polling the database): the requests are the only users of the pool
     client = TestClient(create_app(settings), raise_server_exceptions=False)
     with ThreadPoolExecutor(max_workers=20) as threads:
         statuses = list(threads.map(lambda _i: client.get(f"/jobs/{job['id']}").status_code, range(60)))
     assert statuses == [200] * 60  # 20 at once through 2 connections: they wait their turn, none fails
 
-    engine = get_engine(settings.resolved_database_url())
+    # the same pool, but waiting 0.5 s for a connection (the app's requests use this process's engine)
+    dispose_engine(settings.resolved_database_url())
+    engine = get_engine(settings.resolved_database_url(), settings.model_copy(update={"database_pool_timeout": 0.5}))
     with engine.connect(), engine.connect():  # every connection of the pool taken
         body = assert_error(client.get(f"/jobs/{job['id']}"), 503, "unavailable")
         assert f"{role}@127.0.0.1:{postgres_server.port}/" in body["detail"] and "QueuePool limit" in body["detail"]
@@ -92,6 +95,8 @@ def test_a_pool_sized_to_the_roles_limit_serves_many_requests_and_answers_503_wh
         for conn in held:
             conn.close()
     wait_until(lambda: client.get(f"/jobs/{job['id']}").status_code == 200, 30, "the database to answer again")
+    # a job's process fits in two connections (the run and its heartbeat thread): the role allows no third
+    assert execute(job["id"], settings).status == "succeeded"
 
 
 def test_a_stopped_database_answers_503_and_the_next_request_after_its_restart_200(

@@ -38,7 +38,6 @@ from tilewright.config.serving import ServingSettings
 from tilewright.config.storage import StorageSettings
 from tilewright.config.urls import (
     BrokerUrl,
-    DatabaseUrl,
     ResultBackendUrl,
 )
 from tilewright.errors import ConfigError, one_line
@@ -46,8 +45,8 @@ from tilewright.imaging.colour import parse_colour
 
 
 class Settings(StorageSettings, ServingSettings, DatabaseSettings, BaseSettings):
-    """Every setting; the storage-and-events and serving groups are declared in their own modules (mixins),
-    one class all the same: one environment prefix, one TOML file, one page of docs."""
+    """Every setting; the storage-and-events, serving and job-database groups are declared in modules of their own
+    (mixins), one class all the same: one environment prefix, one TOML file, one page of docs."""
 
     model_config = SettingsConfigDict(env_prefix="TILEWRIGHT_", extra="ignore")
 
@@ -130,12 +129,6 @@ class Settings(StorageSettings, ServingSettings, DatabaseSettings, BaseSettings)
         "job work directories (each derived path below defaults inside it).",
         json_schema_extra=SERVER_AND_JOBS,
     )
-    database_url: DatabaseUrl = Field(
-        "",
-        description="SQLAlchemy URL of the job database (empty: SQLite file "
-        "`DATA_DIR/tilewright.db`; `postgresql+psycopg://...` for PostgreSQL).",
-        json_schema_extra=SERVER_AND_JOBS,
-    )
     executor: Literal["embedded", "celery"] = Field(
         "embedded",
         description="Where jobs run: a process pool inside `tilewright serve`, or Celery workers.",
@@ -203,7 +196,9 @@ class Settings(StorageSettings, ServingSettings, DatabaseSettings, BaseSettings)
     job_stale_seconds: float = Field(
         30.0,
         gt=0,
-        description="A running job whose worker (on another host) has not reported for this long is taken over.",
+        description="Lease of a running job's owner, renewed with each heartbeat (twice a second): a job whose "
+        "owner has not renewed it for this long is taken over; also how long a job's final write waits for an "
+        "unavailable database.",
         json_schema_extra=SERVER_AND_JOBS,
     )
 
