@@ -5,6 +5,7 @@ database, never 500), a restart while jobs run, and a job's final write meeting 
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +18,9 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from services import FINISHED, assert_error, wait_until
+from services import FINISHED, TILEWRIGHT, assert_error, clean_env, free_port, wait_until
 from tilewright.config import Settings
-from tilewright.db import dispose_engine, get_engine, init_db
+from tilewright.db import DatabaseUnavailableError, dispose_engine, get_engine, init_db
 from tilewright.jobs import registry, store
 from tilewright.jobs.executors import EmbeddedExecutor
 from tilewright.jobs.kind import Task, TaskContext
@@ -116,6 +117,24 @@ def test_a_stopped_database_answers_503_and_the_next_request_after_its_restart_2
         postgres_server.start()
     # the pooled connection died with the server: pre-ping replaces it, the first request after is a 200
     assert client.get(f"/jobs/{job['id']}").json()["state"] == "queued"
+
+
+def test_a_database_nobody_answers_is_one_line_naming_it_without_its_password(tmp_path):
+    url = f"postgresql+psycopg://tw:s3cret@127.0.0.1:{free_port()}/jobs"
+    with pytest.raises(
+        DatabaseUnavailableError, match=r"job database postgresql\+psycopg://tw:\*\*\*@127.0.0.1"
+    ) as caught:
+        init_db(Settings(data_dir=tmp_path, database_url=url))
+    assert "s3cret" not in str(caught.value)
+    result = subprocess.run(
+        [TILEWRIGHT, "jobs"],
+        env=clean_env(TILEWRIGHT_DATABASE_URL=url, TILEWRIGHT_DATA_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "unavailable: connection failed" in result.stderr and "s3cret" not in result.stderr
 
 
 def test_a_postgresql_restart_while_jobs_run_loses_none(pg_database, postgres_server, tmp_path):

@@ -88,6 +88,11 @@ def _unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+def _unavailable_error(settings: Settings, exc: BaseException) -> DatabaseUnavailableError:
+    reason = one_line(getattr(exc, "orig", None) or exc, 300)  # the driver's words, without SQLAlchemy's links
+    return DatabaseUnavailableError(f"job database {describe(settings.resolved_database_url())} unavailable: {reason}")
+
+
 @contextmanager
 def session_scope(settings: Settings) -> Iterator[Session]:
     """A session committed on success, rolled back on error; `DatabaseUnavailableError` when the database is
@@ -103,9 +108,7 @@ def session_scope(settings: Settings) -> Iterator[Session]:
         except DBAPIError:  # the connection is gone already: nothing to roll back
             pass
         if _unavailable(exc):
-            reason = one_line(getattr(exc, "orig", None) or exc, 300)
-            url = describe(settings.resolved_database_url())
-            raise DatabaseUnavailableError(f"job database {url} unavailable: {reason}") from exc
+            raise _unavailable_error(settings, exc) from exc
         raise
     finally:
         session.close()
@@ -125,18 +128,23 @@ def init_db(settings: Settings) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url
-    if url.startswith("postgresql"):  # the database's own lock covers every host, whatever its data folder
-        command.upgrade(config, "head")
-        return
-    # SQLite (one host by nature) and the others: several processes may start at once (server + workers) on
-    # one data folder; a file lock there serialises the upgrade
-    lock_path = settings.data_dir.resolve() / ".migrate.lock"
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
+    try:
+        if url.startswith("postgresql"):  # the database's own lock covers every host, whatever its data folder
             command.upgrade(config, "head")
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            return
+        # SQLite (one host by nature) and the others: several processes may start at once (server + workers) on
+        # one data folder; a file lock there serialises the upgrade
+        lock_path = settings.data_dir.resolve() / ".migrate.lock"
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                command.upgrade(config, "head")
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    except DBAPIError as exc:
+        if _unavailable(exc):
+            raise _unavailable_error(settings, exc) from exc
+        raise
 
 
 def dispose_engine(url: str) -> None:
