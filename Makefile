@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLE ?= ../shared/testdata/svs/cmu-1-small-region.svs
 
-.PHONY: setup lock run test check bench docs clean redis-server rabbitmq-server libmagic azurite web-assets chromium
+.PHONY: setup lock run test check bench docs clean redis-server rabbitmq-server postgresql libmagic azurite web-assets chromium
 
 # constraints.txt pins the versions the suite was last green with; `make lock` refreshes it
 $(STAMP): pyproject.toml constraints.txt
@@ -49,6 +49,10 @@ redis-server:
 rabbitmq-server:
 	@test -x /usr/lib/rabbitmq/bin/rabbitmq-server || (apt-get update && apt-get install -y rabbitmq-server)
 
+# tests/pg_services.py runs its own cluster with these (initdb, pg_ctl); Debian's package never started
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
+
 # python-magic (the IIIF validator's) loads Debian's libmagic
 libmagic:
 	@ldconfig -p | grep -q 'libmagic.so.1 ' || (apt-get update && apt-get install -y libmagic1)
@@ -61,7 +65,7 @@ $(AZURITE):
 
 azurite: $(AZURITE)
 
-test: setup redis-server rabbitmq-server libmagic azurite web-assets chromium
+test: setup redis-server rabbitmq-server postgresql libmagic azurite web-assets chromium
 	$(BIN)/python -m pytest
 
 # the gate CI runs before the tests: lint, format, types, import cycles (rules in pyproject.toml)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-# the fixtures of the real services (redis-server, Azurite, moto, a slow TIFF), registered once here so
+# the fixtures of the real services (redis-server, Azurite, moto, PostgreSQL, a slow TIFF), registered once here so
 # that a test names them as arguments and never imports them
-pytest_plugins = ["services", "rabbit_services", "azure_services", "browser"]
+pytest_plugins = ["services", "rabbit_services", "pg_services", "azure_services", "browser"]
 
 REPO = Path(__file__).resolve().parent.parent
 TESTDATA = Path(os.environ.get("TILEWRIGHT_TESTDATA", REPO.parent / "shared" / "testdata"))

@@ -1,5 +1,6 @@
-"""The job system with the embedded executor: a real spawn process pool, real conversions, a real
-SQLite file; and a real `tilewright serve` killed with SIGKILL mid-job and started again."""
+"""The job system with the embedded executor: a real spawn process pool, real conversions, on a real
+SQLite file and on a real PostgreSQL database (each test runs on both); and a real `tilewright serve`
+killed with SIGKILL mid-job and started again."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from conftest import TESTDATA
 from services import FINISHED, clean_env, free_port, start_server, wait_until
 from tilewright.config import Settings
-from tilewright.db import init_db
+from tilewright.db import dispose_engine, init_db
 from tilewright.errors import InputError
 from tilewright.jobs import store
 from tilewright.jobs.executors import EmbeddedExecutor
@@ -24,18 +25,28 @@ from tilewright.jobs.view import Relative, retryable
 from tilewright.storage.manifest import file_sha256
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Settings on a fresh data folder, and a started embedded executor with concurrency 2."""
+def _database(request) -> str:
+    """The job database of this parameter: "" (SQLite in the data folder) or a fresh PostgreSQL database."""
+    return "" if request.param == "sqlite" else request.getfixturevalue("postgres_server").database()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def env(request, tmp_path_factory):
+    """Settings on a fresh data folder and job database, and a started embedded executor with concurrency 2."""
     data = tmp_path_factory.mktemp("jobs")
     settings = Settings(
-        data_dir=data, input_roots=[str(TESTDATA), str(data / "in")], concurrency=2, job_retry_backoff_seconds=0.1
+        data_dir=data,
+        database_url=_database(request),
+        input_roots=[str(TESTDATA), str(data / "in")],
+        concurrency=2,
+        job_retry_backoff_seconds=0.1,
     )
     init_db(settings)
     executor = EmbeddedExecutor(settings)
     executor.start()
     yield settings, executor
     executor.stop()
+    dispose_engine(settings.resolved_database_url())
 
 
 def _wait(settings, job_id: str, timeout: float = 60) -> dict:
@@ -141,11 +152,21 @@ def test_input_outside_the_roots_is_refused(env, tmp_path):
         submit_job(settings, executor, "nope", {})
 
 
-def test_server_killed_mid_job_completes_after_restart(tmp_path, slow_tiff):
-    """SIGKILL `tilewright serve` while it converts; the next start picks the job up and finishes it."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request):
+    url = _database(request)
+    yield url
+    if url:
+        dispose_engine(url)
+
+
+def test_server_killed_mid_job_completes_after_restart(tmp_path, slow_tiff, database):
+    """SIGKILL `tilewright serve` while it converts; the next start picks the job up and finishes it (at once:
+    its dead pool process was in this machine's pid namespace, no lease to wait for)."""
     port = free_port()
     env = clean_env(
         TILEWRIGHT_DATA_DIR=str(tmp_path / "data"),
+        TILEWRIGHT_DATABASE_URL=database,
         TILEWRIGHT_INPUT_ROOTS=f'["{slow_tiff.parent}"]',
         TILEWRIGHT_CONCURRENCY="1",
     )
@@ -158,7 +179,7 @@ def test_server_killed_mid_job_completes_after_restart(tmp_path, slow_tiff):
         )
     finally:
         server.kill(group=False)  # only the server process: its pool children must die with it
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", database_url=database)
     assert store.get(settings, job["id"])["state"] == "running"
     time.sleep(0.2)
     server = start_server(env, port, tmp_path / "serve2.log")

@@ -27,6 +27,7 @@ from pydantic_settings import (
 from tilewright.config.celery import CelerySettings
 from tilewright.config.checkers import CheckerSettings
 from tilewright.config.compat import CompatSettings
+from tilewright.config.database import DatabaseSettings
 from tilewright.config.events import EventSettings
 from tilewright.config.groups import (
     GROUP_TITLES,
@@ -40,16 +41,23 @@ from tilewright.config.groups import (
 from tilewright.config.pims import PimsEnvSource
 from tilewright.config.serving import ServingSettings
 from tilewright.config.storage import StorageSettings
-from tilewright.config.urls import DatabaseUrl
 from tilewright.errors import ConfigError, one_line
 from tilewright.imaging.colour import parse_colour
 
 
 class Settings(
-    CompatSettings, CelerySettings, StorageSettings, EventSettings, ServingSettings, CheckerSettings, BaseSettings
+    CompatSettings,
+    CelerySettings,
+    StorageSettings,
+    EventSettings,
+    ServingSettings,
+    DatabaseSettings,
+    CheckerSettings,
+    BaseSettings,
 ):
-    """Every setting; the storage-and-events and serving groups are declared in their own modules (mixins),
-    one class all the same: one environment prefix, one TOML file, one page of docs."""
+    """Every setting; most groups are declared in modules of their own (mixins: storage, events, serving, the
+    job database, Celery, the format checkers, compatibility), one class all the same: one environment prefix,
+    one TOML file, one page of docs."""
 
     model_config = SettingsConfigDict(env_prefix="TILEWRIGHT_", extra="ignore")
 
@@ -136,12 +144,6 @@ class Settings(
         "job work directories (each derived path below defaults inside it).",
         json_schema_extra=SERVER_AND_JOBS,
     )
-    database_url: DatabaseUrl = Field(
-        "",
-        description="SQLAlchemy URL of the job database (empty: SQLite file "
-        "`DATA_DIR/tilewright.db`; `postgresql+psycopg://...` for PostgreSQL).",
-        json_schema_extra=SERVER_AND_JOBS,
-    )
     executor: Literal["embedded", "celery"] = Field(
         "embedded",
         description="Where jobs run: a process pool inside `tilewright serve`, or Celery workers.",
@@ -187,7 +189,9 @@ class Settings(
     job_stale_seconds: float = Field(
         30.0,
         gt=0,
-        description="A running job whose worker (on another host) has not reported for this long is taken over.",
+        description="Lease of a running job's owner, renewed with each heartbeat (twice a second): a job whose "
+        "owner has not renewed it for this long is taken over; also how long a job's final write waits for an "
+        "unavailable database.",
         json_schema_extra=SERVER_AND_JOBS,
     )
 

@@ -47,6 +47,9 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: until when the owner's last heartbeat vouches for it (renewed with each heartbeat); past it the job is
+    #: taken over. None on rows from before the lease (revision 0002_jobs_lease): the heartbeat stands in.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     def to_dict(self) -> dict[str, Any]:

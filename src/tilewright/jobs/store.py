@@ -2,13 +2,14 @@
 
 Every state change is one conditional UPDATE (`... WHERE state = 'queued'`, `... AND
 worker = me`), so two processes racing for a job cannot both win, whatever the
-executor: the database, not the queue, is the source of truth.
+executor: the database, not the queue, is the source of truth. A running job's
+owner renews its lease with each heartbeat (`jobs.lease`); a job whose owner died
+is requeued, cancelled or failed by whoever looks first (`requeue_dead`, `claim`,
+`cancel`).
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -21,8 +22,8 @@ from sqlalchemy.orm import Session
 from tilewright.config import Settings
 from tilewright.db import session_scope
 from tilewright.errors import InputError, TilewrightError
+from tilewright.jobs.lease import is_dead, lease_until
 from tilewright.jobs.models import FINISHED, STATES, Job, utcnow
-from tilewright.staging import pid_alive
 
 
 class JobNotFoundError(TilewrightError):
@@ -44,31 +45,6 @@ def new_id() -> str:
 def _changed(session: Session, statement: Executable) -> int:
     """How many rows an UPDATE changed (`Session.execute` is typed as returning a plain `Result`)."""
     return cast(CursorResult[Any], session.execute(statement)).rowcount
-
-
-def worker_id() -> str:
-    """`host:pid:token`: host and pid let a restarted process on the same host see a dead owner at once."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def owner_is_dead(worker: str | None) -> bool | None:
-    """True/False for an owner on this host (by pid), None when it lives elsewhere (use the heartbeat)."""
-    if not worker:
-        return True
-    host, _, rest = worker.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return None
-
-    return not pid_alive(int(pid_text))
-
-
-def is_dead(job: Job, settings: Settings) -> bool:
-    dead = owner_is_dead(job.worker)
-    if dead is not None:
-        return dead
-    last = job.heartbeat_at or job.started_at or job.created_at
-    return (utcnow() - last).total_seconds() > settings.job_stale_seconds
 
 
 def submit(settings: Settings, kind: str, params: dict[str, Any], key: str, executor: str) -> tuple[dict, bool]:
@@ -139,46 +115,36 @@ def claim(settings: Settings, job_id: str, me: str, *, take_over_dead: bool = Tr
         "attempts": Job.attempts + 1,
         "started_at": now,
         "heartbeat_at": now,
+        "lease_expires_at": lease_until(settings, now),
         "stage": "starting",
         "progress": 0.0,
         "error": None,
         "error_type": None,
         "not_before": None,
     }
+    due = (Job.id == job_id, Job.state == "queued", or_(Job.not_before.is_(None), Job.not_before <= now))
     with session_scope(settings) as session:
-        won = _changed(
-            session,
-            update(Job)
-            .where(Job.id == job_id, Job.state == "queued", or_(Job.not_before.is_(None), Job.not_before <= now))
-            .values(**values),
-        )
+        won = _changed(session, update(Job).where(*due).values(**values))
         if not won and take_over_dead:
             job = session.get(Job, job_id)
-            if job is not None and job.state == "running" and is_dead(job, settings):
-                if job.attempts >= job.max_attempts:  # it keeps killing its worker: stop here
-                    session.execute(
-                        update(Job).where(Job.id == job_id, Job.worker == job.worker).values(**_worker_lost(job, now))
-                    )
-                    return None
-                won = _changed(
-                    session,
-                    update(Job)
-                    .where(Job.id == job_id, Job.state == "running", Job.worker == job.worker)
-                    .values(**values),
-                )
+            if job is not None and _reap(session, job, settings, now) == "queued":
+                won = _changed(session, update(Job).where(*due).values(**values))
     if not won:
         return None
     return get(settings, job_id)
 
 
 def report(settings: Settings, job_id: str, me: str, progress: float, stage: str) -> tuple[bool, bool]:
-    """Write progress and a heartbeat. -> (still the owner, cancel requested)."""
+    """Write progress and a heartbeat (renewing the lease). -> (still the owner, cancel requested)."""
+    now = utcnow()
     with session_scope(settings) as session:
         owned = _changed(
             session,
             update(Job)
             .where(Job.id == job_id, Job.worker == me, Job.state == "running")
-            .values(progress=progress, stage=stage[:200], heartbeat_at=utcnow()),
+            .values(
+                progress=progress, stage=stage[:200], heartbeat_at=now, lease_expires_at=lease_until(settings, now)
+            ),
         )
         cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
     return bool(owned), bool(cancel)
@@ -204,6 +170,7 @@ def finish(
             "state": state,
             "finished_at": now,
             "heartbeat_at": now,
+            "lease_expires_at": None,
             "error": error,
             "error_type": error_type,
             "outputs": outputs,
@@ -235,24 +202,30 @@ def requeue_later(settings: Settings, job_id: str, me: str, delay: float, error:
                     error_type="transient",
                     not_before=utcnow() + timedelta(seconds=delay),
                     worker=None,
+                    lease_expires_at=None,
                 ),
             )
         )
 
 
 def cancel(settings: Settings, job_id: str) -> dict:
-    """Cancel a queued job at once; ask a running one to stop (it stops at its next progress report)."""
+    """Cancel a queued job at once; ask a running one to stop (it stops at its next progress report), and end
+    one whose owner died at once (nobody would ever read the request)."""
+    now = utcnow()
     with session_scope(settings) as session:
         session.execute(
             update(Job)
             .where(Job.id == job_id, Job.state == "queued")
-            .values(state="cancelled", stage="cancelled", cancel_requested=True, finished_at=utcnow())
+            .values(state="cancelled", stage="cancelled", cancel_requested=True, finished_at=now)
         )
         session.execute(
             update(Job)
             .where(Job.id == job_id, Job.state == "running")
             .values(cancel_requested=True, stage="cancelling")
         )
+        running = session.get(Job, job_id)
+        if running is not None:
+            _reap(session, running, settings, now)
     job = get(settings, job_id)
     if job["state"] in ("succeeded", "failed"):
         raise JobStateError(f"job {job_id} has already {job['state']}; nothing to cancel")
@@ -301,37 +274,42 @@ def due_jobs(settings: Settings, *, exclude: set[str], limit: int) -> list[str]:
         return [i for i in session.scalars(query) if i not in exclude][:limit]
 
 
-def _worker_lost(job: Job, now) -> dict[str, Any]:
-    """The values that fail a job whose worker died `max_attempts` times: it keeps killing its worker."""
-    return {
-        "state": "failed",
-        "stage": "failed",
-        "finished_at": now,
-        "error_type": "worker_lost",
-        "error": f"the worker running this job died {job.attempts} times",
-    }
+def _reap(session: Session, job: Job, settings: Settings, now: datetime) -> str | None:
+    """End a running job whose owner is dead: cancelled if a cancel was asked, failed after `max_attempts`
+    owners died running it (it keeps killing them), else queued again. -> its new state; None if its owner
+    lives (or another process acted first: the UPDATE finds the row as read, or changes nothing)."""
+    if job.state != "running" or not is_dead(job, settings, now):
+        return None
+    values: dict[str, Any]
+    if job.cancel_requested:
+        values = {"state": "cancelled", "stage": "cancelled", "finished_at": now}
+    elif job.attempts >= job.max_attempts:
+        values = {
+            "state": "failed",
+            "stage": "failed",
+            "finished_at": now,
+            "error_type": "worker_lost",
+            "error": f"the worker running this job died {job.attempts} times",
+        }
+    else:
+        values = {"state": "queued", "stage": "requeued (worker died)", "worker": None}
+    as_read = (
+        Job.id == job.id,
+        Job.state == "running",
+        Job.worker == job.worker,
+        Job.heartbeat_at == job.heartbeat_at,  # a heartbeat since: the owner lives after all
+    )
+    changed = _changed(session, update(Job).where(*as_read).values(lease_expires_at=None, **values))
+    return values["state"] if changed else None
 
 
 def requeue_dead(settings: Settings) -> list[str]:
-    """Running jobs whose worker died: back to queued (or failed after too many attempts)."""
-    requeued: list[str] = []
+    """Running jobs whose owner died: back to queued (or cancelled, or failed after too many attempts).
+    -> the ids queued again (an executor that does not poll the database sends them out again)."""
+    now = utcnow()
     with session_scope(settings) as session:
-        for job in session.scalars(select(Job).where(Job.state == "running")).all():
-            if not is_dead(job, settings):
-                continue
-            where = (Job.id == job.id, Job.state == "running", Job.worker == job.worker)
-            if job.attempts >= job.max_attempts:
-                session.execute(update(Job).where(*where).values(**_worker_lost(job, utcnow())))
-            elif job.cancel_requested:
-                session.execute(
-                    update(Job).where(*where).values(state="cancelled", stage="cancelled", finished_at=utcnow())
-                )
-            else:
-                session.execute(
-                    update(Job).where(*where).values(state="queued", stage="requeued (worker died)", worker=None)
-                )
-                requeued.append(job.id)
-    return requeued
+        running = session.scalars(select(Job).where(Job.state == "running")).all()
+        return [job.id for job in running if _reap(session, job, settings, now) == "queued"]
 
 
 def due_at(settings: Settings, job_id: str) -> datetime | None:

@@ -1,15 +1,15 @@
 """images.name: the file's name as uploaded (shown), beside `filename`, its safe form on disk
 
-Revision ID: 0002_images_name
-Revises: 0001
+Revision ID: 0003_images_name
+Revises: 0002_jobs_lease
 Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_images_name"
-down_revision = "0001"
+revision = "0003_images_name"
+down_revision = "0002_jobs_lease"  # chained after the lease column (both were written at once)
 branch_labels = None
 depends_on = None
 
