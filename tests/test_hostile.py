@@ -163,3 +163,14 @@ def test_error_bodies_never_show_where_the_server_keeps_its_files(tmp_path, test
                 if answer.status_code >= 400:
                     assert answer.json()["detail"] and str(data) not in answer.text, (path.name, answer.text)
                     assert str(tmp_path) not in answer.text, (path.name, answer.text)
+
+
+def test_a_nul_byte_in_any_path_is_a_400_not_a_500(tmp_path):
+    """Found by tests/test_contract.py: `/storage/pyramid?url=...%00...` raised ValueError in the OS call."""
+    settings = Settings(data_dir=tmp_path / "data", input_roots=[str(tmp_path)])
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert_error(client.get("/storage/pyramid", params={"url": f"{tmp_path}/a\x00b"}), 400, "NUL")
+        body = {"images": [{"input": f"{tmp_path}/a\x00.png", "output": "x.png"}], "operations": []}
+        assert_error(client.post("/process", json=body), 400, "NUL")
+        job = {"kind": "convert", "params": {"input": f"{tmp_path}/a\x00.svs"}}
+        assert_error(client.post("/jobs", json=job), 400, "NUL")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tilewright.config import Settings
-from tilewright.errors import InputNotFoundError, OutsideRootsError
+from tilewright.errors import InputError, InputNotFoundError, OutsideRootsError
 
 
 def readable_roots(settings: Settings) -> list[Path]:
@@ -31,10 +31,19 @@ def root_of(path: Path, roots: list[Path]) -> Path | None:
     return next((root for root in roots if path == root or root in path.parents), None)
 
 
+def resolve(path: str | Path, base: Path | None = None) -> Path:
+    """A path someone sent, resolved as the sandbox rule reads it: `~` expanded, relative to `base` when given,
+    symlinks followed. InputError for a NUL byte, which no file name has (the OS call would raise ValueError)."""
+    if "\x00" in str(path):
+        raise InputError(f"path {str(path)[:200]!r} contains a NUL byte")
+    given = Path(path).expanduser()
+    return (base / given if base is not None and not given.is_absolute() else given).resolve()
+
+
 def allowed_input(path: str | Path, settings: Settings) -> Path:
     """The resolved input path if it lies inside a readable root (else `OutsideRootsError`, 403) and exists
     (else `InputNotFoundError`, 404)."""
-    resolved = Path(path).expanduser().resolve()
+    resolved = resolve(path)
     if root_of(resolved, readable_roots(settings)) is None:
         raise OutsideRootsError(
             f"input path {str(path)!r} is outside the configured input roots (TILEWRIGHT_INPUT_ROOTS)"

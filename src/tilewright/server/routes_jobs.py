@@ -19,6 +19,7 @@ from tilewright.jobs.registry import TASKS
 from tilewright.jobs.service import submit_job
 from tilewright.jobs.view import Relative, public_job
 from tilewright.server.deps import executor_of, require_token, settings_of
+from tilewright.server.errors import responses
 from tilewright.server.proxy import link
 
 router = APIRouter(tags=["jobs"])
@@ -29,7 +30,12 @@ class JobRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"input": "/data/slides/a.svs", "kind": "dzi"}])
 
 
-@router.post("/jobs", status_code=201, dependencies=[Depends(require_token)])
+@router.post(
+    "/jobs",
+    status_code=201,
+    dependencies=[Depends(require_token)],
+    responses=responses(403, 404, 409),  # an input outside the roots, or missing; a key reused for other params
+)
 def create_job(
     body: JobRequest, request: Request, response: Response, idempotency_key: str | None = Header(None, max_length=128)
 ) -> dict[str, Any]:

@@ -255,6 +255,7 @@ router.add_api_route(
     status_code=200,
     response_model=None,
     route_class_override=_ProcessRoute,
+    responses={202: {"description": "a large request: the `process` job it became"}, **responses(403, 404, 415)},
 )
 
 

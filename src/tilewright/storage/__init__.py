@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from tilewright.config import Settings
 from tilewright.errors import InputError, OutsideRootsError
-from tilewright.paths import readable_roots, root_of
+from tilewright.paths import readable_roots, resolve, root_of
 from tilewright.storage.base import BlobInfo, Storage
 from tilewright.storage.errors import BlobNotFoundError, NotConfiguredError, StorageError
 from tilewright.storage.keys import clean_key, join_key, key_parts
@@ -78,10 +78,7 @@ def open_url(url: str, settings: Settings) -> tuple[Storage, str]:
         store = open_store("az", settings)  # an https URL is a blob of the configured Azure account, or refused
         return store, store.key_from_url(text)
     if scheme in ("file", ""):  # (`local` names the store in `open_store`, never a URL scheme)
-        path = Path(unquote(parts.path) if scheme == "file" else text).expanduser()
-        if not path.is_absolute():
-            path = settings.resolved_storage_root() / path
-        path = path.resolve()
+        path = resolve(unquote(parts.path) if scheme == "file" else text, settings.resolved_storage_root())
         root = root_of(path, readable_roots(settings))
         if root is not None:
             return open_store("file", settings, root), clean_key(path.relative_to(root).as_posix())

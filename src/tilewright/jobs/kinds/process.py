@@ -19,7 +19,7 @@ from tilewright.imaging.image_formats import SUFFIX_FORMATS, FormatName
 from tilewright.jobs.kind import Task, TaskContext
 from tilewright.jobs.params import content_hash
 from tilewright.ops import MAX_STEPS, Source, parse_chain, run_chain, save
-from tilewright.paths import allowed_input
+from tilewright.paths import allowed_input, resolve
 from tilewright.pipeline import ProgressFn
 
 
@@ -73,7 +73,7 @@ def process_target(name: Any, settings: Settings) -> Path:
     parts = Path(text).parts
     if not text or Path(text).is_absolute() or ".." in parts or any(p.startswith(".") for p in parts):
         raise InputError(f"output {text!r} must be a relative name under the output root (no '..', no leading /)")
-    target = (root / text).resolve()
+    target = resolve(text, root)
     if root not in target.parents:  # a symlink under processed/ leading out
         raise OutsideRootsError(f"output {text!r} escapes the output root")
     return target
