@@ -236,7 +236,7 @@ def test_outputs_only_inside_the_root_and_inputs_only_inside_the_roots(client, r
         ],
         "operations": [],
     }
-    assert_error(client.post("/items/", json=sent), 400, "TILEWRIGHT_ITEMS_OUTPUT_ROOT")
+    assert_error(client.post("/items/", json=sent), 403, "TILEWRIGHT_ITEMS_OUTPUT_ROOT")
     dotdot = {"images": [{"input": str(inputs / "cyclo1.jpg"), "output": "../elsewhere.jpg"}], "operations": []}
     assert_error(client.post("/items/", json=dotdot), 403, "outside the items output root")
     assert not escape.exists() and not (outputs / "inside").exists()
