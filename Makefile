@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLE ?= ../shared/testdata/svs/cmu-1-small-region.svs
 
-.PHONY: setup lock run test check bench docs clean redis-server rabbitmq-server postgresql libmagic azurite web-assets chromium
+.PHONY: setup lock run test check fuzz bench docs clean redis-server rabbitmq-server postgresql libmagic azurite web-assets chromium
 
 # constraints.txt pins the versions the suite was last green with; `make lock` refreshes it
 $(STAMP): pyproject.toml constraints.txt
@@ -75,6 +75,11 @@ check: setup
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 	$(BIN)/python scripts/check_imports.py
+
+# the contract and property tests with a larger budget (make test runs them with 15 and 200 examples)
+FUZZ_EXAMPLES ?= 300
+fuzz: setup
+	TILEWRIGHT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_contract.py tests/test_properties.py
 
 bench: setup
 	$(BIN)/python benchmarks/convert.py
