@@ -63,6 +63,16 @@ def test_upload_watch_and_view(server, browser, testdata):
 
     page.goto(server + "/")
     assert page.title() == "tilewright"
+    # a favicon of its own, drawn by the browser from the page (no request leaves the app's prefix)
+    icon = page.locator('link[rel="icon"]').get_attribute("href") or ""
+    assert (
+        icon.startswith("data:image/svg+xml,")
+        and page.evaluate(
+            """async (href) => { const img = new Image(); img.src = href; await img.decode(); return img.width; }""",
+            icon,
+        )
+        > 0
+    )
     page.fill("#collection", "webtest")
     page.set_input_files("#file", str(testdata("svs/cmu-1-small-region.svs")))
     page.click("#upload-button")
