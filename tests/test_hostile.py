@@ -174,3 +174,12 @@ def test_a_nul_byte_in_any_path_is_a_400_not_a_500(tmp_path):
         assert_error(client.post("/process", json=body), 400, "NUL")
         job = {"kind": "convert", "params": {"input": f"{tmp_path}/a\x00.svs"}}
         assert_error(client.post("/jobs", json=job), 400, "NUL")
+
+
+def test_a_nul_byte_in_an_items_path_is_a_400(tmp_path):
+    """Found by `make fuzz` (tests/test_contract.py with 300 examples): /items/ resolved the path itself."""
+    settings = Settings(data_dir=tmp_path / "data", input_roots=[str(tmp_path)])
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for item in ({"input": f"{tmp_path}/a\x00b.jpg", "output": "x.jpg"}, {"input": "x.jpg", "output": "a\x00.jpg"}):
+            answer = client.post("/items/", json={"images": [item], "operations": []})
+            assert answer.status_code < 500, answer.text

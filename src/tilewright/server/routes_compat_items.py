@@ -40,7 +40,7 @@ from tilewright.config import Settings
 from tilewright.errors import InputError, OutsideRootsError, one_line, vips_error
 from tilewright.imaging.image_formats import SUFFIX_FORMATS
 from tilewright.ops import OperationError, ParamError, Source, Step, apply_chain, parse_step, save
-from tilewright.paths import allowed_input, readable_roots, root_of
+from tilewright.paths import allowed_input, readable_roots, resolve, root_of
 from tilewright.server.deps import require_token, settings_of
 
 router = APIRouter(tags=["compatibility"])
@@ -143,7 +143,7 @@ def output_path(text: str, settings: Settings) -> Path:
     """Where an output goes: inside the items root (a relative path is taken from it), with a suffix naming
     a format tilewright writes; OutsideRootsError (403) or InputError (400) otherwise, before anything is written."""
     root = items_root(settings)
-    target = (root / text.strip()).resolve() if text.strip() else root
+    target = resolve(text.strip(), root) if text.strip() else root  # the one rule (a NUL byte is a 400)
     if root not in target.parents:
         raise OutsideRootsError(
             f"output {text!r} is outside the items output root {root} (TILEWRIGHT_ITEMS_OUTPUT_ROOT); "
@@ -160,7 +160,7 @@ def input_path(text: str, settings: Settings) -> Path | str:
     try:
         return allowed_input(text, settings)
     except InputError as exc:
-        if root_of(Path(text).expanduser().resolve(), readable_roots(settings)) is None:
+        if root_of(resolve(text), readable_roots(settings)) is None:
             raise
         return exc.reason
 
