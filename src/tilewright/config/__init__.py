@@ -27,12 +27,12 @@ from tilewright.config.groups import (
     FORMATS,
     GROUP_TITLES,
     LIMITS,
-    LOGGING,
     OUTPUTS,
     RECIPES_AND_OPERATIONS,
     SERVER_AND_JOBS,
     WORK,
 )
+from tilewright.config.logging import LoggingSettings
 from tilewright.config.serving import ServingSettings
 from tilewright.config.storage import StorageSettings
 from tilewright.config.urls import (
@@ -44,8 +44,8 @@ from tilewright.errors import ConfigError, one_line
 from tilewright.imaging.colour import parse_colour
 
 
-class Settings(StorageSettings, ServingSettings, BaseSettings):
-    """Every setting; the storage-and-events and serving groups are declared in their own modules (mixins),
+class Settings(StorageSettings, ServingSettings, LoggingSettings, BaseSettings):
+    """Every setting; the storage-and-events, serving and logging groups are declared in their own modules (mixins),
     one class all the same: one environment prefix, one TOML file, one page of docs."""
 
     model_config = SettingsConfigDict(env_prefix="TILEWRIGHT_", extra="ignore")
@@ -239,12 +239,6 @@ class Settings(StorageSettings, ServingSettings, BaseSettings):
         description="`POST /process` answers inline "
         "up to this many input pixels in total; larger requests become a job.",
         json_schema_extra=RECIPES_AND_OPERATIONS,
-    )
-
-    # -- logging ----------------------------------------------------------------
-    log_level: str = Field("WARNING", description="Python logging level.", json_schema_extra=LOGGING)
-    log_format: Literal["plain", "json"] = Field(
-        "plain", description="Log lines as plain text or JSON.", json_schema_extra=LOGGING
     )
 
     @field_validator("background")
