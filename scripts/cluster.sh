@@ -90,6 +90,7 @@ stop_all() {
     if [ -n "${epmd_started:-}" ]; then
         ERL_EPMD_PORT=$EPMD_PORT epmd -kill >/dev/null 2>&1 || true
     fi
+    [ -z "${made_pg_dir:-}" ] || [ "${CLUSTER_KEEP:-0}" = 1 ] || rm -rf "$PG_DIR"
     if [ $made_state = 1 ] && [ "${CLUSTER_KEEP:-0}" != 1 ]; then rm -rf "$STATE"; else say "state kept in $STATE"; fi
     say "stopped"
 }
@@ -112,14 +113,21 @@ as_pg=()
 if [ "$(id -u)" = 0 ]; then as_pg=(runuser -u "${CLUSTER_PG_USER:-postgres}" --); fi
 
 # -- PostgreSQL -------------------------------------------------------------------------------------------------
-mkdir -p "$STATE/postgres"
-[ ${#as_pg[@]} = 0 ] || chown "${CLUSTER_PG_USER:-postgres}" "$STATE/postgres"
-if [ ! -f "$STATE/postgres/data/PG_VERSION" ]; then
-    "${as_pg[@]}" "$PG_BIN/initdb" -D "$STATE/postgres/data" -U tilewright --auth=trust -E UTF8 >"$STATE/initdb.log" 2>&1 ||
+PG_DIR=$STATE/postgres
+mkdir -p "$PG_DIR"
+if [ ${#as_pg[@]} != 0 ]; then
+    chown "${CLUSTER_PG_USER:-postgres}" "$PG_DIR"
+    if ! "${as_pg[@]}" test -w "$PG_DIR"; then  # STATE inside a folder only root may enter: a folder of its own
+        PG_DIR=$(mktemp -d /tmp/tilewright-cluster-pg.XXXXXX) && made_pg_dir=1
+        chown "${CLUSTER_PG_USER:-postgres}" "$PG_DIR"
+    fi
+fi
+if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
+    "${as_pg[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U tilewright --auth=trust -E UTF8 >"$STATE/initdb.log" 2>&1 ||
         die "initdb failed: $(tail -n 5 "$STATE/initdb.log")"
 fi
-start postgres INT "${as_pg[@]}" "$PG_BIN/postgres" -D "$STATE/postgres/data" -p "$PG_PORT" \
-    -c listen_addresses=127.0.0.1 -c unix_socket_directories="$STATE/postgres" -c fsync=off
+start postgres INT "${as_pg[@]}" "$PG_BIN/postgres" -D "$PG_DIR/data" -p "$PG_PORT" \
+    -c listen_addresses=127.0.0.1 -c unix_socket_directories="$PG_DIR" -c fsync=off
 wait_for 30 PostgreSQL "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
 "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U tilewright -d postgres -tAc \
     "SELECT 1 FROM pg_database WHERE datname = 'tilewright'" | grep -q 1 ||
