@@ -21,6 +21,18 @@ from tilewright.jobs.service import submit_job
 from tilewright.logs import job_logging, redact, setup_logging
 
 
+@pytest.fixture(autouse=True)
+def _logging_restored():
+    """setup_logging changes the process's logging: put back the root logger and libvips' level (libvips at
+    DEBUG logs from its own threads through Python: left on, it slows and can stall later libvips tests)."""
+    root, vips = logging.getLogger(), logging.getLogger("pyvips")
+    handlers, level, vips_level = root.handlers[:], root.level, vips.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)  # setLevel, not `.level =`: it also clears the loggers' cached isEnabledFor answers
+    vips.setLevel(vips_level)
+
+
 @pytest.mark.parametrize(
     "text, secret, kept",
     [
@@ -46,14 +58,9 @@ def test_a_url_without_a_password_is_left_alone():
 
 @pytest.mark.parametrize("log_format", ["plain", "json"])
 def test_log_lines_are_redacted_in_both_formats(log_format, capsys):
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        setup_logging(Settings(log_format=log_format))
-        logging.getLogger("tilewright.test").warning("connecting to redis://:hunter2@cache:6379/0")
-        err = capsys.readouterr().err.strip().splitlines()[-1]
-    finally:
-        root.handlers[:], root.level = handlers, level
+    setup_logging(Settings(log_format=log_format))
+    logging.getLogger("tilewright.test").warning("connecting to redis://:hunter2@cache:6379/0")
+    err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "hunter2" not in err and "redis://:***@cache:6379/0" in err
     if log_format == "json":
         assert json.loads(err)["level"] == "warning"
@@ -142,34 +149,24 @@ def test_debug_option_shows_debug_lines_and_is_off_by_default(tmp_path):
 def test_debug_from_the_environment_and_pims_alias(env, monkeypatch, capsys):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        setup_logging(Settings())
-        logging.getLogger("tilewright.test").debug("a debug line")
-        assert "DEBUG tilewright.test: a debug line" in capsys.readouterr().err
-    finally:
-        root.handlers[:], root.level = handlers, level
+    setup_logging(Settings())
+    logging.getLogger("tilewright.test").debug("a debug line")
+    assert "DEBUG tilewright.test: a debug line" in capsys.readouterr().err
 
 
 def test_every_line_a_job_writes_carries_its_id(tmp_path, testdata, capsys):
     """A real conversion at DEBUG: the runner's lines and libvips' own (which never name the job) carry job_id."""
     settings = Settings(data_dir=tmp_path, log_format="json", debug=True, input_roots=[testdata("svs").parent])
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        setup_logging(settings)
-        init_db(settings)
-        job, _ = submit_job(settings, None, "convert", {"input": str(testdata("svs/cmu-1-small-region.svs"))})
-        logging.getLogger("tilewright.test").warning("before the job")
-        capsys.readouterr()
-        with job_logging(job["id"]):
-            assert execute(job["id"], settings).status == "succeeded"
-        inside = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-        logging.getLogger("tilewright.test").warning("after the job")
-        after = json.loads(capsys.readouterr().err.splitlines()[-1])
-    finally:
-        root.handlers[:], root.level = handlers, level
+    setup_logging(settings)
+    init_db(settings)
+    job, _ = submit_job(settings, None, "convert", {"input": str(testdata("svs/cmu-1-small-region.svs"))})
+    logging.getLogger("tilewright.test").warning("before the job")
+    capsys.readouterr()
+    with job_logging(job["id"]):
+        assert execute(job["id"], settings).status == "succeeded"
+    inside = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    logging.getLogger("tilewright.test").warning("after the job")
+    after = json.loads(capsys.readouterr().err.splitlines()[-1])
     assert {r["logger"] for r in inside} >= {"tilewright.jobs.runner", "pyvips"}
     assert all(r.get("job_id") == job["id"] for r in inside), [r for r in inside if r.get("job_id") != job["id"]][:3]
     assert "job_id" not in after
