@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLE ?= ../shared/testdata/svs/cmu-1-small-region.svs
 
-.PHONY: setup lock run test check fuzz bench docs clean redis-server rabbitmq-server postgresql libmagic azurite web-assets chromium
+.PHONY: setup lock run test check fuzz bench docs clean redis-server rabbitmq-server postgresql libmagic azurite web-assets chromium cluster
 
 # constraints.txt pins the versions the suite was last green with; `make lock` refreshes it
 $(STAMP): pyproject.toml constraints.txt
@@ -37,6 +37,11 @@ $(OSD): package.json $(wildcard package-lock.json)
 	touch $(OSD)
 
 web-assets: $(OSD)
+
+# the cluster without containers: PostgreSQL + RabbitMQ + tilewright serve + 2 workers on loopback, until Ctrl-C
+# (scripts/cluster.sh installs postgresql and rabbitmq-server with apt-get if missing; docs/deploy.md)
+cluster: setup web-assets
+	TILEWRIGHT=$(BIN)/tilewright scripts/cluster.sh
 
 # the browser of tests/test_web.py (driven by Playwright with executable_path=/usr/bin/chromium)
 chromium:

@@ -32,7 +32,7 @@ from tilewright.config import Settings, get_settings
 from tilewright.config.markdown import settings_table
 from tilewright.errors import InputError
 from tilewright.imaging.image_formats import format_list
-from tilewright.logs import setup_logging
+from tilewright.logs import server_log_level, setup_logging, worker_log_level
 from tilewright.outputs import KINDS
 
 app = typer.Typer(
@@ -293,6 +293,7 @@ def import_(
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (default: TILEWRIGHT_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: TILEWRIGHT_PORT).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Log at DEBUG level (TILEWRIGHT_DEBUG).")] = False,
 ) -> None:
     """Run the HTTP server (FastAPI on uvicorn) with its job executor; docs at /docs."""
     import uvicorn  # lazy: the server's stack
@@ -302,13 +303,16 @@ def serve(
     # --host/--port are the settings of this server: the job outputs' URLs (IIIF ids) name them too
     settings = get_settings().model_copy(
         update={"host": host or get_settings().host, "port": get_settings().port if port is None else port}
+        | ({"debug": True} if debug else {})
     )
     with _errors():
+        if debug:  # the callback set up logging before this option was read
+            setup_logging(settings, verbose=_state["verbose"])
         uvicorn.run(
             create_app(settings),
             host=settings.host,
             port=settings.port,
-            log_level="info" if _state["verbose"] else "warning",
+            log_level=server_log_level(settings, verbose=_state["verbose"]),
             log_config=None,
             root_path=settings.resolved_root_path(),
             # the app applies uvicorn's ProxyHeadersMiddleware itself, with TILEWRIGHT_FORWARDED_ALLOW_IPS, after
@@ -323,14 +327,17 @@ def worker(
         int | None, typer.Option(min=1, help="Jobs at once (default: TILEWRIGHT_CONCURRENCY).")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Celery node name, e.g. w1@%h.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Log at DEBUG level (TILEWRIGHT_DEBUG).")] = False,
 ) -> None:
     """Run a Celery worker that executes jobs from TILEWRIGHT_BROKER_URL."""
     from tilewright.jobs.celery_app import run_worker  # lazy: Celery
 
+    settings = get_settings().model_copy(update={"debug": True} if debug else {})
     with _errors():
-        run_worker(
-            get_settings(), concurrency=concurrency, hostname=name, loglevel="DEBUG" if _state["verbose"] else "INFO"
-        )
+        if debug:  # the callback set up logging before this option was read
+            setup_logging(settings, verbose=_state["verbose"])
+        level = worker_log_level(settings, verbose=_state["verbose"])
+        run_worker(settings, concurrency=concurrency, hostname=name, loglevel=level)
 
 
 @app.command()

@@ -32,12 +32,12 @@ from tilewright.config.events import EventSettings
 from tilewright.config.groups import (
     GROUP_TITLES,
     LIMITS,
-    LOGGING,
     OUTPUTS,
     RECIPES_AND_OPERATIONS,
     SERVER_AND_JOBS,
     WORK,
 )
+from tilewright.config.logging import LoggingSettings
 from tilewright.config.pims import PimsEnvSource
 from tilewright.config.serving import ServingSettings
 from tilewright.config.storage import StorageSettings
@@ -53,10 +53,11 @@ class Settings(
     ServingSettings,
     DatabaseSettings,
     CheckerSettings,
+    LoggingSettings,
     BaseSettings,
 ):
     """Every setting; most groups are declared in modules of their own (mixins: storage, events, serving, the
-    job database, Celery, the format checkers, compatibility), one class all the same: one environment prefix,
+    job database, Celery, the format checkers, logging, compatibility), one class all the same: one environment prefix,
     one TOML file, one page of docs."""
 
     model_config = SettingsConfigDict(env_prefix="TILEWRIGHT_", extra="ignore")
@@ -228,12 +229,6 @@ class Settings(
         description="`POST /process` answers inline "
         "up to this many input pixels in total; larger requests become a job.",
         json_schema_extra=RECIPES_AND_OPERATIONS,
-    )
-
-    # -- logging ----------------------------------------------------------------
-    log_level: str = Field("WARNING", description="Python logging level.", json_schema_extra=LOGGING)
-    log_format: Literal["plain", "json"] = Field(
-        "plain", description="Log lines as plain text or JSON.", json_schema_extra=LOGGING
     )
 
     @field_validator("background")

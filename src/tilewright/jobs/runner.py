@@ -29,6 +29,7 @@ from tilewright.jobs.kind import TaskContext, TransientError
 from tilewright.jobs.lease import worker_id
 from tilewright.jobs.models import utcnow
 from tilewright.jobs.registry import TASKS
+from tilewright.logs import job_logging
 
 log = logging.getLogger(__name__)
 REPORT_INTERVAL = 0.5
@@ -127,7 +128,13 @@ def _requeue_later(settings: Settings, job_id: str, me: str, delay: float, error
 
 
 def execute(job_id: str, settings: Settings) -> Outcome:
-    """Run job `job_id` if it is ours to run; never raises for a job's own failure."""
+    """Run job `job_id` if it is ours to run; never raises for a job's own failure. Every line logged meanwhile
+    (libvips' from its own threads included) carries the job id (`logs.job_logging`)."""
+    with job_logging(job_id):
+        return _execute(job_id, settings)
+
+
+def _execute(job_id: str, settings: Settings) -> Outcome:
     me = worker_id()
     job = store.claim(settings, job_id, me)
     if job is None:
