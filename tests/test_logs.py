@@ -44,6 +44,14 @@ def _logging_restored():
         ("https://acct.blob.core.windows.net/c/b.svs?sv=2024&sig=AbC%2Fdef", "AbC%2Fdef", "sv=2024"),
         ("tile cache: Redis at redis://:hunter2@10.0.0.5:6379/0 cannot be reached", "hunter2", "10.0.0.5:6379/0"),
         ("broker amqp://guest:s3cr3t@rabbit:5672// unreachable", "s3cr3t", "amqp://guest:***@rabbit:5672//"),
+        ('127.0.0.1:5 - "POST /events/eventgrid?key=ev3ntk3y HTTP/1.1" 200', "ev3ntk3y", "/events/eventgrid?key="),
+        ("POST /api/resize?width=20&code=funck3y", "funck3y", "width=20"),
+        (
+            "Authorization: AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE7/20261202/us-east-1/s3/aws4_request, "
+            "SignedHeaders=host, Signature=abcdef0123",
+            "AKIAEXAMPLE7",
+            "SignedHeaders=host",
+        ),
     ],
 )
 def test_redact_masks_secrets_and_keeps_the_rest(text, secret, kept):

@@ -28,7 +28,11 @@ from tilewright.config import Settings
 from tilewright.errors import ConfigError, one_line
 
 # anything that looks like a credential is masked before a line is written
-_SECRET = re.compile(r"(?i)((?:AccountKey|SharedAccessSignature|sig|password|token|secret)=)[^;&\s]+")
+# `key=`/`code=`: the events key and a Functions key in an access log line (`POST /events/eventgrid?key=...`);
+# Credential/Signature: an S3 request's (botocore logs its headers at DEBUG)
+_SECRET = re.compile(
+    r"(?i)((?:AccountKey|SharedAccessSignature|sig|password|token|secret|key|code|Credential|Signature)=)[^;&,\s\"']+"
+)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+(@)")  # redis://:pw@host, amqp://user:pw@host
 
 #: the job whose code is running in this thread (context); None outside jobs
