@@ -161,13 +161,15 @@ export TILEWRIGHT_HOST=127.0.0.1 TILEWRIGHT_PORT=$PORT
 mkdir -p "$TILEWRIGHT_DATA_DIR"
 
 start server TERM "$TILEWRIGHT" serve
-wait_for 60 "tilewright serve" http_ok "http://127.0.0.1:$PORT/readyz"
+# live first (/healthz), ready later: /readyz says 503 until a worker answers, and the workers start next
+wait_for 60 "tilewright serve" http_ok "http://127.0.0.1:$PORT/healthz"
 for n in $(seq 1 "$WORKERS"); do
     start "worker$n" TERM "$TILEWRIGHT" worker --name "w$n-$$@%h" --concurrency "$CONCURRENCY"
 done
 for n in $(seq 1 "$WORKERS"); do
     wait_for 60 "worker $n" grep -q "ready\." "$STATE/worker$n.log"
 done
+wait_for 60 "the cluster (/readyz: database, broker, workers)" http_ok "http://127.0.0.1:$PORT/readyz"
 
 cat <<EOF
 cluster: ready: http://127.0.0.1:$PORT

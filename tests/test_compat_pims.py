@@ -70,6 +70,8 @@ def write(path: Path, text: str) -> Path:
 def test_the_pims_env_becomes_tilewright_settings(tmp_path, monkeypatch):
     csv = write(tmp_path / "checkerResolution.csv", CHECKERS)
     env = write(tmp_path / "pims-config.env", PIMS_ENV.format(root=tmp_path / "pims", csv=csv))
+    (tmp_path / "pims").mkdir()
+    write(tmp_path / "pims" / "logging.yml", "version: 1\n")  # the file LOG_CONFIG_FILE names must exist
     monkeypatch.setenv("CONFIG_FILE", str(env))
     settings = Settings()
     assert settings.data_dir == tmp_path / "pims" and settings.upload_dir == tmp_path / "pims" / "pending"
