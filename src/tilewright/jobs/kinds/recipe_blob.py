@@ -13,41 +13,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tilewright.config import Settings
 from tilewright.errors import InputError
 from tilewright.events.filters import output_prefix
 from tilewright.events.layout import blob_keys
-from tilewright.jobs.kind import Task, TaskContext, TransientError
+from tilewright.jobs.kind import Task, TaskContext
+from tilewright.jobs.kinds.blob import BlobParams, checked, download, output_target, storage_faults, superseded
 from tilewright.jobs.publish import publish_to_store
 from tilewright.recipes import Recipe, load_recipe, run_recipe
-from tilewright.storage import BlobNotFoundError, Storage, StorageError, key_parts, open_url
+from tilewright.storage import Storage, key_parts, open_url
 from tilewright.storage.parallel import run_parallel
 
 KIND = "recipe_blob"
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    source: str = Field(min_length=1, description="az://, s3://, https://ACCOUNT.blob..., file://")
+class Params(BlobParams):
     recipe: str = Field(min_length=1, description="the recipe to run (TILEWRIGHT_EVENT_RECIPE when submitted)")
-    etag: str | None = None
-    version: str | None = None
-    origin: str | None = None
 
 
 def check(params: Params, settings: Settings) -> tuple[dict[str, Any], str]:
-    store, key = open_url(params.source, settings)  # refuses URLs outside the configured stores
+    clean = {**checked(params, settings), "recipe": params.recipe}
     load_recipe(params.recipe, settings)  # an unknown or broken recipe fails now, not in the worker
-    clean = {
-        "source": store.url(key),
-        "recipe": params.recipe,
-        "etag": (params.etag or "").strip('"'),
-        "version": params.version or "",
-        "origin": params.origin or "",
-    }
     return clean, f"{clean['etag']}\0{clean['version']}\0{params.recipe}"
 
 
@@ -56,21 +44,14 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     started = time.perf_counter()
     settings, params = ctx.settings, Params.model_validate(ctx.params)
     recipe = load_recipe(params.recipe, settings)
-    try:
+    with storage_faults():
         store, key = open_url(params.source, settings)
         info = store.info(key)
-        if params.etag and info.etag != params.etag and not params.version:
-            return {
-                "source": params.source,
-                "superseded": True,
-                "etag": params.etag,
-                "current_etag": info.etag,
-                "detail": "the blob was overwritten after this event; its new version has its own job",
-            }
+        if (answer := superseded(params, info)) is not None:
+            return answer
         local = ctx.work_dir / "in" / (key_parts(key)["name"] or "blob")
         local.parent.mkdir()
-        ctx.progress(0.0, "downloading")
-        store.download(key, local, progress=lambda done, total: ctx.progress(0.2 * done / max(total, 1), "downloading"))
+        download(ctx, store, key, local)
         out = ctx.work_dir / "out"
         metadata = run_recipe(
             local,
@@ -81,7 +62,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             cancelled=ctx.cancelled,
         )
         local.unlink(missing_ok=True)  # not needed any more: free the disk now
-        target, base = open_url(settings.output_store, settings) if settings.output_store else (store, "")
+        target, base = output_target(settings, store)
         result: dict[str, Any] = {"source": params.source, "etag": info.etag, "recipe": recipe.name}
         if recipe.has_layout:
             result.update(_upload_layout(ctx, recipe, target, blob_keys(recipe, key, info.etag, base), out))
@@ -95,10 +76,6 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                 extra={"kind": "recipe", "recipe": recipe.name},
                 start=0.8,
             )
-    except BlobNotFoundError as exc:
-        raise InputError(exc.reason) from None
-    except StorageError as exc:
-        raise TransientError(exc.reason) from exc
     return {**result, "metadata": metadata, "seconds": round(time.perf_counter() - started, 3)}
 
 
