@@ -24,7 +24,7 @@ from tilewright.config import Settings
 from tilewright.jobs import store
 from tilewright.jobs.broker import broker_reachable
 from tilewright.jobs.celery_app import make_celery
-from tilewright.jobs.resend import Resender, waiting_jobs
+from tilewright.jobs.resend import Resender
 from tilewright.logs import redact
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class CeleryExecutor:
         for job_id in store.requeue_dead(self.settings):
             log.warning("job %s: its worker died; requeued and sent again", job_id)
             self.submit(job_id)
-        waiting = waiting_jobs(self.settings)
+        waiting = store.waiting_jobs(self.settings)
         again = [job_id for job_id, _ in waiting] if resend_all else self.resender.due(waiting)
         if again and not resend_all:
             log.warning("sending %d queued job(s) again (not started within %g s)", len(again), self.resender.first)

@@ -2,8 +2,8 @@
 
 A message is lost when the broker restarts without persisting it (Redis `--save ''`), when a
 submit happens during an outage, or when a worker dies between taking the message and claiming
-the job. The job record still says `queued`, so the server's recovery loop asks `Resender.due`:
-a job waiting (since it was created, became due or was last sent) longer than `first` seconds is
+the job. The job record still says `queued`, so the server's recovery loop passes `store.waiting_jobs`
+to `Resender.due`: a job waiting (since it was created, became due or was last sent) longer than `first` seconds is
 sent again, and each further resend of the same job waits twice as long, at most `longest`. A job
 that waits only because every worker is busy is thus sent a handful of times, not once per tick;
 a duplicate message is harmless (the claim in the database lets one delivery run it).
@@ -13,26 +13,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
-
-from tilewright.config import Settings
-from tilewright.db import session_scope
-from tilewright.jobs.models import Job, utcnow
+from tilewright.jobs.models import utcnow
 
 LONGEST = 3600.0
-
-
-def waiting_jobs(settings: Settings, limit: int = 1000) -> list[tuple[str, datetime]]:
-    """(id, waiting since) of queued jobs that are due, oldest first."""
-    now = utcnow()
-    query = (
-        select(Job.id, Job.created_at, Job.not_before)
-        .where(Job.state == "queued", or_(Job.not_before.is_(None), Job.not_before <= now))
-        .order_by(Job.created_at)
-        .limit(limit)
-    )
-    with session_scope(settings) as session:
-        return [(i, max(created, due or created)) for i, created, due in session.execute(query).all()]
 
 
 class Resender:

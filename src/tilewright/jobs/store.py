@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, case, func, or_, select, update
+from sqlalchemy import CursorResult, Executable, Select, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -261,17 +261,27 @@ def retry(settings: Settings, job_id: str) -> dict:
     return get(settings, job_id)
 
 
-def due_jobs(settings: Settings, *, exclude: set[str], limit: int) -> list[str]:
-    """Ids of queued jobs whose time has come, oldest first."""
+def _due(*columns: Any) -> Select:
+    """Queued jobs whose time has come, oldest first (the embedded dispatcher's queue, the Celery resender's)."""
     now = utcnow()
-    query = (
-        select(Job.id)
+    return (
+        select(*columns)
         .where(Job.state == "queued", or_(Job.not_before.is_(None), Job.not_before <= now))
         .order_by(Job.created_at)
-        .limit(limit + len(exclude))
     )
+
+
+def due_jobs(settings: Settings, *, exclude: set[str], limit: int) -> list[str]:
+    """Ids of queued jobs whose time has come, oldest first."""
     with session_scope(settings) as session:
-        return [i for i in session.scalars(query) if i not in exclude][:limit]
+        return [i for i in session.scalars(_due(Job.id).limit(limit + len(exclude))) if i not in exclude][:limit]
+
+
+def waiting_jobs(settings: Settings, limit: int = 1000) -> list[tuple[str, datetime]]:
+    """(id, waiting since: created, or due since when later) of queued jobs that are due, oldest first."""
+    query = _due(Job.id, Job.created_at, Job.not_before).limit(limit)
+    with session_scope(settings) as session:
+        return [(i, max(created, due or created)) for i, created, due in session.execute(query).all()]
 
 
 def _reap(session: Session, job: Job, settings: Settings, now: datetime) -> str | None:
