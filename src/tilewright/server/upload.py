@@ -84,13 +84,6 @@ class _Sink:
         self.path.unlink(missing_ok=True)
 
 
-def check_length(request: Request, limit: int, slack: int = 0, setting: str = "TILEWRIGHT_MAX_UPLOAD_BYTES") -> None:
-    """413 before reading a byte when the declared Content-Length is over `limit` (+ `slack` for framing)."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit + slack:
-        raise ApiError(413, f"body of {length} bytes is larger than the limit of {limit} bytes ({setting})")
-
-
 async def stream_body(
     request: Request,
     folder: Path,
@@ -102,10 +95,10 @@ async def stream_body(
 ) -> Received:
     """The raw request body, streamed to a hidden file in `folder` and hashed on the way.
 
-    ApiError 413 past `limit` bytes, 400 with the message `empty` when there is no body; on any error
-    the file is removed, otherwise it is the caller's to keep or `discard`.
+    413 past `limit` bytes (`server.limits.BodyLimit`, which also refuses a declared Content-Length over it
+    before a byte is read), 400 with the message `empty` when there is no body; on any error the file is
+    removed, otherwise it is the caller's to keep or `discard`.
     """
-    check_length(request, limit, setting=setting)
     allow_body(request.scope, limit, setting)  # the upload limit, not the one for JSON bodies
     sink = _Sink(folder, limit)
     try:
@@ -124,8 +117,7 @@ async def receive(request: Request, folder: Path, limit: int) -> Received:
     """Stream the request body to a hidden file in `folder`; ApiError (400/411/413/415) on a bad upload."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type == b"multipart/form-data":
-        check_length(request, limit, slack=2**20)  # the part headers and boundaries around the file
-        allow_body(request.scope, limit + 2**20)
+        allow_body(request.scope, limit + 2**20)  # + the part headers and boundaries around the file
         return await _multipart(request, folder, limit, options.get(b"boundary"))
     given = (
         request.query_params.get("filename")
