@@ -32,6 +32,7 @@ from tilewright.events.parse import MAX_EVENT_BYTES, EventSource, Headers, Origi
 from tilewright.events.submit import submit_blob
 from tilewright.server.deps import executor_of, settings_of
 from tilewright.server.errors import ApiError
+from tilewright.server.limits import allow_body
 from tilewright.storage import NotConfiguredError, open_url
 
 log = logging.getLogger(__name__)
@@ -95,17 +96,10 @@ def _check_key(request: Request) -> None:
 
 
 async def _body(request: Request) -> bytes:
-    """The request body, refused past the event size limit without reading it all."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_EVENT_BYTES:
-        raise ApiError(413, f"event payload over {MAX_EVENT_BYTES} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_EVENT_BYTES:
-            raise ApiError(413, f"event payload over {MAX_EVENT_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The request body, refused past the event size limit without reading it all (`server.limits`: a declared
+    length over it at once, a streamed one as it passes it)."""
+    allow_body(request.scope, MAX_EVENT_BYTES, "Event Grid's batch limit of 1 MB")
+    return await request.body()
 
 
 def _submit_all(request: Request, parsed: Parsed) -> JSONResponse:
