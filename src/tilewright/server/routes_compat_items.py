@@ -192,9 +192,7 @@ def _write(images: list[pyvips.Image], target: Path, settings: Settings, source:
         temp = name.with_name(f".tmp-{uuid.uuid4().hex}-{name.stem}")
         try:
             path = save(image, temp, fmt)
-        except (pyvips.Error, ParamError) as exc:
-            for leftover in temp.parent.glob(f"{temp.name}.*"):
-                leftover.unlink(missing_ok=True)
+        except (pyvips.Error, ParamError) as exc:  # `save` has removed its half-written file
             if isinstance(exc, ParamError):
                 raise InputError(str(exc), path=name) from None
             raise vips_error(exc, "cannot process it", source=source.name, output=name.parent) from None
